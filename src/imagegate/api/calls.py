@@ -1,0 +1,73 @@
+"""Reading calls back: /call/read, /calls/stream_query, /calls/query_stats."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from imagegate.api.deps import App, Caller, authorize
+from imagegate.errors import BadRequest
+from imagegate.schemas import (
+    CallReadReq,
+    CallReadRes,
+    CallsQueryReq,
+    CallsQueryStatsReq,
+    CallsQueryStatsRes,
+)
+from imagegate.store.query import QueryError
+
+router = APIRouter(tags=["Calls"])
+
+
+@router.post("/call/read", response_model=CallReadRes)
+async def call_read(req: CallReadReq, app: App, caller: Caller) -> dict[str, Any]:
+    authorize(caller, req.project_id)
+    call = await app.calls.read(req.project_id, req.id, include_costs=bool(req.include_costs))
+    return {"call": call}
+
+
+@router.post(
+    "/calls/stream_query",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/jsonl": {}}, "description": "One call per line"}},
+)
+async def calls_stream_query(req: CallsQueryReq, app: App, caller: Caller) -> StreamingResponse:
+    authorize(caller, req.project_id)
+    try:
+        calls = app.calls.stream(
+            req.project_id,
+            filter=req.filter.model_dump(exclude_none=True) if req.filter else None,
+            query=req.query,
+            sort_by=[s.model_dump() for s in req.sort_by] if req.sort_by else None,
+            limit=req.limit,
+            offset=req.offset,
+            columns=req.columns,
+            include_costs=bool(req.include_costs),
+        )
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from exc
+    return StreamingResponse(_json_lines(calls), media_type="application/jsonl")
+
+
+async def _json_lines(calls: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for call in calls:
+        yield (json.dumps(call, separators=(",", ":")) + "\n").encode()
+
+
+@router.post("/calls/query_stats", response_model=CallsQueryStatsRes)
+async def calls_query_stats(req: CallsQueryStatsReq, app: App, caller: Caller) -> dict[str, Any]:
+    authorize(caller, req.project_id)
+    try:
+        count, has_more = await app.calls.count(
+            req.project_id,
+            filter=req.filter.model_dump(exclude_none=True) if req.filter else None,
+            query=req.query,
+            limit=req.limit,
+        )
+    except QueryError as exc:
+        raise BadRequest(str(exc)) from exc
+    return {"count": count, "has_more": has_more}

@@ -1,0 +1,76 @@
+"""Settings, from arguments or `IMAGEGATE_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MiB = 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("IMAGEGATE_DATA_DIR", "imagegate-data"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    # Defaults to SQLite inside data_dir.
+    database_url: str | None = None
+    # JSON bodies are small (a prompt is at most 32,000 characters): anything far larger
+    # is refused before it is read.
+    max_request_bytes: int = 4 * MiB
+    max_upload_bytes: int = 64 * MiB
+    # Base of the image URLs handed out for `response_format: "url"`; by default the
+    # URL the request came in on.
+    public_url: str | None = None
+    # An operator's model catalog, layered over the packaged one.
+    models_file: Path | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> Settings:
+        env = os.environ
+        values: dict[str, object] = {
+            "data_dir": default_data_dir(),
+            "database_url": env.get("IMAGEGATE_DATABASE_URL") or None,
+            "public_url": env.get("IMAGEGATE_PUBLIC_URL") or None,
+            "models_file": Path(env["IMAGEGATE_MODELS"]) if env.get("IMAGEGATE_MODELS") else None,
+        }
+        for name in ("max_request_bytes", "max_upload_bytes"):
+            raw = env.get(f"IMAGEGATE_{name.upper()}")
+            if raw:
+                values[name] = int(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = Path(str(values["data_dir"]))
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def resolved_database_url(self) -> str:
+        return (
+            self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'imagegate.db'}"
+        )
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    def signing_key(self) -> bytes:
+        """The secret that signs image URLs: `IMAGEGATE_SECRET_KEY`, else one kept in data_dir."""
+        if env_key := os.environ.get("IMAGEGATE_SECRET_KEY"):
+            return env_key.encode()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(secrets.token_urlsafe(32))
+            tmp.chmod(0o600)
+            # Another process may have won the race: link-or-keep keeps one key for all.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        return path.read_text().strip().encode()

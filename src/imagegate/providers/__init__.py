@@ -1,0 +1,21 @@
+"""Image providers: one protocol (`base.Provider`), one module per backend."""
+
+from imagegate.providers.base import (
+    GeneratedImage,
+    ImageRequest,
+    Provider,
+    ProviderError,
+    ProviderResult,
+)
+from imagegate.providers.catalog import Catalog, ModelSpec, load_catalog
+
+__all__ = [
+    "Catalog",
+    "GeneratedImage",
+    "ImageRequest",
+    "ModelSpec",
+    "Provider",
+    "ProviderError",
+    "ProviderResult",
+    "load_catalog",
+]

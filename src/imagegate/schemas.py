@@ -1,0 +1,128 @@
+"""Wire models of the Weave trace-server API, named as in its OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from imagegate.names import split_project_id
+
+
+class ProjectScoped(BaseModel):
+    project_id: str = Field(title="Project Id")
+
+    @field_validator("project_id")
+    @classmethod
+    def check_project_id(cls, value: str) -> str:
+        split_project_id(value)
+        return value
+
+
+class ImageGenerationRequestInputs(BaseModel):
+    # Unknown fields are dropped, never echoed into the stored call or the response.
+    model_config = ConfigDict(extra="ignore", title="ImageGenerationRequestInputs")
+
+    model: str = Field(title="Model")
+    prompt: str = Field(title="Prompt")
+    n: StrictInt | None = Field(default=None, title="N")
+    size: str | None = Field(default=None, description="WIDTHxHEIGHT, or 'auto'")
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] | None = Field(
+        default=None, description="Seed for models that take one; drawn and recorded if omitted"
+    )
+    response_format: Literal["b64_json", "url"] | None = Field(
+        default=None, description="How images come back: base64 (default) or an imagegate URL"
+    )
+
+
+class ImageGenerationCreateReq(ProjectScoped):
+    model_config = ConfigDict(title="ImageGenerationCreateReq")
+
+    inputs: ImageGenerationRequestInputs
+    wb_user_id: str | None = Field(
+        default=None,
+        title="Wb User Id",
+        description="Do not set directly. Server will automatically populate this field.",
+    )
+    track_llm_call: bool | None = Field(
+        default=True,
+        title="Track Llm Call",
+        description="Whether to track this image generation call in the trace server",
+    )
+
+
+class ImageGenerationCreateRes(BaseModel):
+    model_config = ConfigDict(title="ImageGenerationCreateRes")
+
+    response: dict[str, Any] = Field(title="Response")
+    weave_call_id: str | None = Field(default=None, title="Weave Call Id")
+
+
+class CallReadReq(ProjectScoped):
+    id: str
+    include_costs: bool | None = False
+    include_storage_size: bool | None = False
+    include_total_storage_size: bool | None = False
+
+
+class CallReadRes(BaseModel):
+    call: dict[str, Any] | None
+
+
+class SortBy(BaseModel):
+    field: str
+    direction: Literal["asc", "desc"] = "asc"
+
+
+class CallsFilter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    op_names: list[str] | None = None
+    call_ids: list[str] | None = None
+    trace_ids: list[str] | None = None
+    parent_ids: list[str] | None = None
+    wb_user_ids: list[str] | None = None
+    trace_roots_only: bool | None = None
+
+
+class CallsQueryReq(ProjectScoped):
+    model_config = ConfigDict(extra="ignore")
+
+    filter: CallsFilter | None = None
+    limit: Annotated[int, Field(ge=0)] | None = None
+    offset: Annotated[int, Field(ge=0)] | None = None
+    sort_by: list[SortBy] | None = None
+    query: dict[str, Any] | None = None
+    include_costs: bool | None = False
+    columns: list[str] | None = None
+
+
+class CallsQueryStatsReq(ProjectScoped):
+    model_config = ConfigDict(extra="ignore")
+
+    filter: CallsFilter | None = None
+    query: dict[str, Any] | None = None
+    limit: Annotated[int, Field(ge=0)] | None = None
+
+
+class CallsQueryStatsRes(BaseModel):
+    count: int
+    has_more: bool = False
+    total_storage_size_bytes: int | None = None
+
+
+class FileContentReadReq(ProjectScoped):
+    digest: str = Field(pattern=r"^[A-Za-z0-9_-]{43}$")
+
+
+class FileCreateRes(BaseModel):
+    digest: str
+
+
+class ServerInfoRes(BaseModel):
+    min_required_weave_python_version: str
+    trace_server_version: str
+
+
+class HealthRes(BaseModel):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,74 @@
+"""Content-addressed file storage: the protocol and the local-disk backend."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from imagegate.digest import is_digest, weave_digest
+from imagegate.names import split_project_id
+
+
+class FileStore(Protocol):
+    """Bytes by (project, digest). A stored file is visible only once complete."""
+
+    async def put(self, project_id: str, data: bytes) -> str:
+        """Store `data`, returning its Weave digest; storing the same bytes twice is a no-op."""
+        ...
+
+    async def get(self, project_id: str, digest: str) -> bytes | None: ...
+
+    async def exists(self, project_id: str, digest: str) -> bool: ...
+
+
+class LocalFileStore:
+    """Files under `root/<entity>/<project>/<2 chars>/<digest>`.
+
+    Each project has its own tree, so one project can never read another's bytes even
+    by digest; within a project, identical bytes are stored once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, project_id: str, digest: str) -> Path:
+        entity, project = split_project_id(project_id)
+        if not is_digest(digest):
+            raise ValueError(f"not a digest: {digest!r}")
+        return self.root / entity / project / digest[:2] / digest
+
+    async def put(self, project_id: str, data: bytes) -> str:
+        digest = weave_digest(data)
+        await asyncio.to_thread(self._write, self._path(project_id, digest), data)
+        return digest
+
+    async def get(self, project_id: str, digest: str) -> bytes | None:
+        path = self._path(project_id, digest)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            return None
+
+    async def exists(self, project_id: str, digest: str) -> bool:
+        return await asyncio.to_thread(self._path(project_id, digest).is_file)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        if path.exists():
+            return  # same digest, same bytes
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temp file in the same directory, fsync, then rename: readers see
+        # either no file or the whole file, never a prefix.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

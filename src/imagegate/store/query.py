@@ -1,0 +1,383 @@
+"""Weave's calls query language (`filter`, `query`, `sort_by`) as SQLAlchemy Core.
+
+`query` is Mongo-like: `{"$expr": {"$gt": [{"$getField": "inputs.n"}, {"$literal": 2}]}}`.
+It compiles to portable SQL for SQLite and PostgreSQL; the few constructs that must differ
+go through `_PerDialect`, which carries both spellings and renders the right one.
+
+Typing: a JSON path has no type of its own, so it is read as whatever the other side of
+its comparison is (a literal's Python type, or a `$convert`). A JSON value of another type
+reads as NULL, so it simply fails to match instead of erroring mid-query on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+from imagegate.store.tables import Timestamp, calls
+
+AsType = Literal["string", "number", "int", "bool", "any"]
+Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
+
+MAX_DEPTH = 32
+MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter ids
+
+# Fields with a type of their own; JSON paths take their type from the comparison.
+FIELD_KINDS: dict[str, Kind] = {
+    "id": "string", "project_id": "string", "op_name": "string", "display_name": "string",
+    "trace_id": "string", "parent_id": "string", "exception": "string", "wb_user_id": "string",
+    "started_at": "timestamp", "ended_at": "timestamp",
+    "summary.weave.status": "string", "summary.weave.latency_ms": "number",  # derived
+}  # fmt: skip
+JSON_COLUMNS = frozenset(("inputs", "output", "attributes", "summary"))
+FILTER_COLUMNS = {
+    "op_names": "op_name", "call_ids": "id", "trace_ids": "trace_id",
+    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id",
+}  # fmt: skip
+COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
+    "$eq": lambda a, b: a == b, "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
+    "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
+}  # fmt: skip
+BOOLEAN_OPS = frozenset(("$and", "$or", "$not", "$in", "$contains", *COMPARISONS))
+CONVERT_KINDS: dict[str, Kind] = {
+    "double": "number", "int": "number", "bool": "bool", "string": "string", "exists": "bool"
+}  # fmt: skip
+LITERAL_KINDS: dict[type, Kind] = {str: "string", int: "number", float: "number", bool: "bool"}
+SQL_TYPES: dict[Kind, Any] = {
+    "string": sa.String(), "number": sa.Float(), "bool": sa.Boolean(), "timestamp": Timestamp
+}  # fmt: skip
+
+
+class QueryError(ValueError):
+    """A query the caller got wrong; the message says what (becomes HTTP 400)."""
+
+
+def calls_where(
+    project_id: str, filter: Mapping[str, Any] | None, query: Mapping[str, Any] | None
+) -> sa.ColumnElement[bool]:
+    """The WHERE clause for a calls query: always scoped to one project's live calls."""
+    terms = [calls.c.project_id == project_id, calls.c.deleted_at.is_(None)]
+    filter = filter or {}
+    for key, column in FILTER_COLUMNS.items():
+        if values := filter.get(key):  # Weave treats None and [] alike: no filter
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise QueryError(f"filter.{key} must be a list of strings")
+            terms.append(calls.c[column].in_(_capped(values, f"filter.{key}")))
+    if filter.get("trace_roots_only") not in (None, True, False):
+        raise QueryError("filter.trace_roots_only must be a boolean")
+    if filter.get("trace_roots_only"):
+        terms.append(calls.c.parent_id.is_(None))
+    if query is not None:
+        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
+            raise QueryError('query must be an object with exactly one key, "$expr"')
+        terms.append(_operand(query["$expr"], "bool", 1))
+    return sa.and_(*terms)
+
+
+def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.ColumnElement[Any]]:
+    """ORDER BY terms; `id` always ends the list so limit/offset paging is stable."""
+    if not sort_by:
+        return [calls.c.started_at.asc(), calls.c.id.asc()]
+    if isinstance(sort_by, str | Mapping) or not isinstance(sort_by, Sequence):
+        raise QueryError("sort_by must be a list of {field, direction} objects")
+    order = []
+    for item in _capped(sort_by, "sort_by"):
+        field = item.get("field") if isinstance(item, Mapping) else None
+        if not isinstance(field, str):
+            raise QueryError("each sort_by entry needs a string 'field'")
+        direction = item.get("direction", "asc")
+        if direction not in ("asc", "desc"):
+            raise QueryError(f"invalid sort direction {direction!r}; use 'asc' or 'desc'")
+        # JSON paths sort by their text; NULLs go last both ways, on both backends.
+        expr = field_expr(field, "any" if _fixed_kind(field) else "string")
+        order.append((expr.asc() if direction == "asc" else expr.desc()).nulls_last())
+    if not any(item.get("field") == "id" for item in sort_by):
+        order.append(calls.c.id.asc())
+    return order
+
+
+def field_expr(path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
+    """The SQL for a field path: a column, a derived value, or a path into a JSON column.
+
+    JSON paths split on every ".", so a key that itself contains a dot (a model name like
+    "gpt-image-1.5" used as a key) cannot be addressed: an accepted limitation. All-digit
+    parts index arrays (`output.data.0.url`). `as_type` casts a typed field ($convert).
+    """
+    kind = _fixed_kind(path)
+    if kind is None:
+        return _json_field(path, as_type)
+    expr = _DERIVED[path]() if path in _DERIVED else calls.c[path]
+    if as_type in ("any", kind):
+        return expr
+    return sa.cast(expr, sa.BigInteger if as_type == "int" else SQL_TYPES[as_type])
+
+
+def _fixed_kind(path: str) -> Kind | None:
+    if path in FIELD_KINDS:
+        return FIELD_KINDS[path]
+    if path.partition(".")[0] in JSON_COLUMNS:
+        return None
+    raise QueryError(f"unknown field {path!r}")
+
+
+def _status() -> sa.ColumnElement[str]:
+    return sa.case(
+        (calls.c.exception.is_not(None), "error"),
+        (calls.c.ended_at.is_(None), "running"),
+        else_="success",
+    )
+
+
+def _latency_ms() -> sa.ColumnElement[float]:
+    # Whole ms, like the wire form; NULL while running. SQLite holds naive UTC text.
+    started, ended = calls.c.started_at, calls.c.ended_at
+    return _PerDialect(
+        sa.func.round((sa.func.julianday(ended) - sa.func.julianday(started)) * 86_400_000.0),
+        sa.cast(sa.func.round(sa.extract("epoch", ended - started) * 1000), sa.Float),
+        type_=sa.Float(),
+    )
+
+
+_DERIVED = {"summary.weave.status": _status, "summary.weave.latency_ms": _latency_ms}
+
+
+def _json_field(path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
+    name, _, rest = path.partition(".")
+    parts = rest.split(".")
+    if not rest or "" in parts or any('"' in p for p in parts):
+        raise QueryError(f"invalid field path {path!r}; expected e.g. '{name}.key'")
+    if as_type == "timestamp":
+        raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
+    column = calls.c[name]
+    key = tuple(int(p) if p.isdigit() else p for p in parts)
+    if as_type in ("any", "string"):  # as text, JSON null and a missing key are both NULL
+        return column[key] if as_type == "any" else column[key].as_string()
+    # Read only values of the wanted JSON type; anything else becomes NULL.
+    sqlite_path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in key)
+    sqlite_value = sa.func.json_extract(column, sqlite_path)
+    sqlite_type = sa.func.json_type(column, sqlite_path)
+    pg_text, pg_type = column[key].as_string(), sa.func.jsonb_typeof(column[key])
+    if as_type == "bool":
+        return _PerDialect(
+            sa.case((sqlite_type.in_(["true", "false"]), sqlite_value)),
+            sa.case((pg_type == "boolean", sa.cast(pg_text, sa.Boolean))),
+            type_=sa.Boolean(),
+        )
+    pg_number = sa.cast(pg_text, sa.Float)
+    if as_type == "int":  # truncate toward zero on both (a bare PG cast would round)
+        sqlite_value, pg_number = sa.cast(sqlite_value, sa.Integer), sa.func.trunc(pg_number)
+    return _PerDialect(
+        sa.case((sqlite_type.in_(["integer", "real"]), sqlite_value)),
+        sa.case((pg_type == "number", pg_number)),
+        type_=sa.Float(),
+    )
+
+
+def _operand(node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
+    """An operand as SQL of `kind`; with kind "bool" this is also any whole expression."""
+    op, arg = _op(node, depth)
+    if op == "$literal":
+        return sa.literal(_value(arg, kind), SQL_TYPES[kind])
+    if op == "$getField":
+        path = _path(arg)
+        fixed = _fixed_kind(path)
+        if fixed not in (None, kind):
+            raise QueryError(f"field {path!r} is a {fixed}; cannot use it as a {kind}")
+        return field_expr(path) if fixed else _json_field(path, kind)
+    if op == "$convert":
+        to = _convert_to(arg)
+        if CONVERT_KINDS[to] != kind:
+            raise QueryError(f"$convert to {to!r} gives a {CONVERT_KINDS[to]}, not a {kind}")
+        if to == "exists":
+            return _null_test(arg["input"], depth + 1, negate=True)
+        source, path = _op(arg["input"], depth + 1)
+        if source != "$getField":
+            raise QueryError("$convert input must be a $getField")
+        return field_expr(_path(path), "int" if to == "int" else kind)
+    if op not in BOOLEAN_OPS:
+        raise QueryError(f"unknown query operator {op!r}")
+    if kind != "bool":
+        raise QueryError(f"a {op} expression is a boolean; cannot use it as a {kind}")
+    if op in ("$and", "$or"):
+        if not isinstance(arg, list):
+            raise QueryError(f"{op} takes a list of expressions")
+        terms = [_operand(term, "bool", depth + 1) for term in _capped(arg, op)]
+        if not terms:
+            return sa.true() if op == "$and" else sa.false()
+        return sa.and_(*terms) if op == "$and" else sa.or_(*terms)
+    if op == "$not":
+        if not isinstance(arg, list) or len(arg) != 1:
+            raise QueryError("$not takes a list of exactly one expression")
+        # Unknown (NULL, e.g. a missing key) negates to true, as a reader would expect.
+        return sa.not_(sa.func.coalesce(_operand(arg[0], "bool", depth + 1), sa.false()))
+    if op == "$contains":
+        return _contains(arg, depth)
+    if not isinstance(arg, list) or len(arg) != 2:
+        raise QueryError(f"{op} takes a list of exactly two operands")
+    return _in(*arg, depth) if op == "$in" else _compare(op, *arg, depth)
+
+
+def _compare(op: str, left: Any, right: Any, depth: int) -> sa.ColumnElement[bool]:
+    nulls = (_is_null(left, depth), _is_null(right, depth))
+    if any(nulls):
+        if op != "$eq":
+            raise QueryError(f"{op} cannot compare with null")
+        return sa.true() if all(nulls) else _null_test(right if nulls[0] else left, depth)
+    kind = _common_kind(left, right, depth)
+    return COMPARISONS[op](_operand(left, kind, depth + 1), _operand(right, kind, depth + 1))
+
+
+def _in(needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
+    if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
+        haystack = [{"$literal": value} for value in haystack["$literal"]]
+    if not isinstance(haystack, list):
+        raise QueryError("$in takes [operand, [operands...]]")
+    terms: list[sa.ColumnElement[bool]] = []
+    literals: list[Mapping[str, Any]] = []
+    for item in _capped(haystack, "$in"):
+        if _is_null(item, depth):
+            terms.append(_null_test(needle, depth))
+        elif _op(item, depth + 1)[0] == "$literal":
+            literals.append(item)
+        else:
+            terms.append(_compare("$eq", needle, item, depth))
+    if literals:  # one IN (...) list, typed by the needle or else the first value
+        kind = _common_kind(needle, literals[0], depth)
+        values = [_value(item["$literal"], kind) for item in literals]
+        terms.append(_operand(needle, kind, depth + 1).in_(values))
+    return sa.or_(*terms) if terms else sa.false()
+
+
+def _contains(spec: Any, depth: int) -> sa.ColumnElement[bool]:
+    keys = set(spec) if isinstance(spec, Mapping) else set()
+    if not {"input", "substr"} <= keys <= {"input", "substr", "case_insensitive"}:
+        raise QueryError("$contains takes {input, substr, case_insensitive?}")
+    if spec.get("case_insensitive") not in (None, True, False):
+        raise QueryError("$contains case_insensitive must be a boolean")
+    text = _operand(spec["input"], "string", depth + 1)
+    substr = _operand(spec["substr"], "string", depth + 1)
+    if spec.get("case_insensitive"):
+        text, substr = sa.func.lower(text), sa.func.lower(substr)
+    # A position search takes every character literally, so there are no LIKE wildcards
+    # to escape, and it is case-sensitive on both backends (SQLite's LIKE never is).
+    return _PerDialect(
+        sa.func.instr(text, substr) > 0, sa.func.strpos(text, substr) > 0, type_=sa.Boolean()
+    )
+
+
+def _common_kind(left: Any, right: Any, depth: int) -> Kind:
+    """What two operands compare as: a typed side wins over a literal; default text."""
+    kinds = [k for k in (_intrinsic_kind(node, depth + 1) for node in (left, right)) if k]
+    if len(set(kinds)) > 1:
+        raise QueryError(f"cannot compare a {kinds[0]} with a {kinds[1]}")
+    if kinds:
+        return kinds[0]
+    literals = [node["$literal"] for node in (left, right) if "$literal" in node]
+    return _literal_kind(literals[0]) if literals else "string"
+
+
+def _intrinsic_kind(node: Any, depth: int) -> Kind | None:
+    op, arg = _op(node, depth)
+    if op == "$getField":
+        return _fixed_kind(_path(arg))
+    if op == "$convert":
+        return CONVERT_KINDS[_convert_to(arg)]
+    if op in BOOLEAN_OPS:
+        return "bool"
+    if op != "$literal":
+        raise QueryError(f"unknown query operator {op!r}")
+    return None
+
+
+def _literal_kind(value: Any) -> Kind:
+    kind = LITERAL_KINDS.get(type(value))  # exact types: bool is not a number here
+    if kind is None:
+        raise QueryError(f"unsupported literal {value!r} (lists only in $in)")
+    return kind
+
+
+def _value(value: Any, kind: Kind) -> Any:
+    """A literal as a bind value of `kind`; a literal of another type is an error."""
+    if kind == "timestamp":
+        return _parse_time(value)
+    if _literal_kind(value) != kind:
+        raise QueryError(f"cannot compare a {kind} with {value!r}")
+    if kind == "number" and not math.isfinite(value):
+        raise QueryError(f"invalid number {value!r}")
+    return float(value) if kind == "number" else value
+
+
+def _parse_time(value: Any) -> datetime:
+    """An ISO-8601 string (naive means UTC) or epoch seconds, as Weave monitors send."""
+    try:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return datetime.fromtimestamp(value, UTC)
+        parsed = datetime.fromisoformat(value)  # accepts a trailing "Z" from 3.11
+    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        raise QueryError(f"invalid timestamp {value!r}; expected ISO-8601") from exc
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _null_test(node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
+    kind = _intrinsic_kind(node, depth) or "string"  # JSON paths: read as text
+    value = _operand(node, kind, depth + 1)
+    return value.is_not(None) if negate else value.is_(None)
+
+
+def _op(node: Any, depth: int) -> tuple[str, Any]:
+    if depth > MAX_DEPTH:
+        raise QueryError(f"query nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(node, Mapping) or len(node) != 1:
+        raise QueryError(f"expected an operator object like {{'$eq': [...]}}, got {node!r}")
+    return next(iter(node.items()))
+
+
+def _is_null(node: Any, depth: int) -> bool:
+    return _op(node, depth + 1) == ("$literal", None)
+
+
+def _path(arg: Any) -> str:
+    if not isinstance(arg, str) or not arg:
+        raise QueryError(f"$getField takes a field path string, got {arg!r}")
+    return arg
+
+
+def _convert_to(arg: Any) -> str:
+    if not isinstance(arg, Mapping) or set(arg) != {"input", "to"}:
+        raise QueryError("$convert takes {input, to}")
+    if arg["to"] not in CONVERT_KINDS:
+        raise QueryError(f"$convert cannot convert to {arg['to']!r}")
+    return str(arg["to"])
+
+
+def _capped(items: Sequence[Any], what: str) -> Sequence[Any]:
+    if len(items) > MAX_ITEMS:
+        raise QueryError(f"{what} has {len(items)} items; at most {MAX_ITEMS} allowed")
+    return items
+
+
+class _PerDialect(FunctionElement[Any]):
+    """Renders its first argument on SQLite and its second elsewhere (PostgreSQL)."""
+
+    inherit_cache = True
+
+    def __init__(self, sqlite: Any, postgresql: Any, *, type_: Any) -> None:
+        super().__init__(sqlite, postgresql)
+        self.type = type_
+
+
+@compiles(_PerDialect, "sqlite")
+def _render_sqlite(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses.clauses[0], **kw)})"
+
+
+@compiles(_PerDialect)  # PostgreSQL, and the default dialect that str(stmt) uses
+def _render_other(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clauses.clauses[1], **kw)})"

@@ -1,0 +1,139 @@
+"""The relational schema, shared by every SQL backend.
+
+Written in SQLAlchemy Core with portable types only, so the same tables (and the same
+Alembic migrations) serve SQLite and PostgreSQL. JSON columns become JSONB on
+PostgreSQL so the calls query API can index into them there too.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    SQLite has no timezone type: SQLAlchemy stores naive text there. Normalising to UTC
+    on the way in and re-attaching UTC on the way out makes both backends return the
+    same aware values, and keeps SQLite's text ordering chronological.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+Timestamp = UTCDateTime()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+entities = sa.Table(
+    "entities",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+memberships = sa.Table(
+    "memberships",
+    metadata,
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    ),
+    sa.Column(
+        "entity_id",
+        sa.String(36),
+        sa.ForeignKey("entities.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+# `id` is the wire form "entity/project": it is what every request names, and
+# projects are never renamed, so a surrogate key would only add a join.
+projects = sa.Table(
+    "projects",
+    metadata,
+    sa.Column("id", sa.String(200), primary_key=True),
+    sa.Column(
+        "entity_id", sa.String(36), sa.ForeignKey("entities.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("entity_id", "name"),
+)
+
+# Only a hash of each key is kept; `prefix` lets `keys list` show which key is which.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "user_id", sa.String(36), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "project_id",
+        sa.String(200),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("op_name", sa.String(256), nullable=False),
+    sa.Column("display_name", sa.String(256), nullable=True),
+    sa.Column("trace_id", sa.String(36), nullable=False),
+    sa.Column("parent_id", sa.String(36), nullable=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    sa.Column("attributes", JSONType, nullable=False),
+    sa.Column("inputs", JSONType, nullable=False),
+    sa.Column("output", JSONType, nullable=True),
+    sa.Column("summary", JSONType, nullable=True),
+    sa.Column("exception", sa.Text, nullable=True),
+    sa.Column("wb_user_id", sa.String(36), nullable=True),
+    sa.Column("deleted_at", Timestamp, nullable=True),
+    sa.Index("ix_calls_project_started", "project_id", "started_at"),
+    sa.Index("ix_calls_project_op", "project_id", "op_name"),
+    sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
+)
