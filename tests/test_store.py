@@ -22,9 +22,17 @@ async def test_migrations_run_at_start_and_are_idempotent(tmp_path: Path) -> Non
                 version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
                 mode = await conn.scalar(sa.text("PRAGMA journal_mode"))
                 tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
-    assert version == "0001"
+    assert version == "0002"
     assert mode == "wal"
-    assert {"users", "entities", "memberships", "projects", "api_keys", "calls"} <= tables
+    assert {
+        "users",
+        "entities",
+        "memberships",
+        "projects",
+        "api_keys",
+        "calls",
+        "provider_secrets",
+    } <= tables
 
 
 async def test_file_store_is_atomic_deduplicated_and_scoped(tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     # Defaults to SQLite inside data_dir.
     database_url: str | None = None
+    # Where image files go: `file:///path` or `s3://bucket/prefix`; defaults to data_dir/files.
+    files_url: str | None = None
     # JSON bodies are small (a prompt is at most 32,000 characters): anything far larger
     # is refused before it is read.
     max_request_bytes: int = 4 * MiB
@@ -35,6 +37,7 @@ class Settings:
         values: dict[str, object] = {
             "data_dir": default_data_dir(),
             "database_url": env.get("IMAGEGATE_DATABASE_URL") or None,
+            "files_url": env.get("IMAGEGATE_FILES_URL") or None,
             "public_url": env.get("IMAGEGATE_PUBLIC_URL") or None,
             "models_file": Path(env["IMAGEGATE_MODELS"]) if env.get("IMAGEGATE_MODELS") else None,
         }

@@ -26,6 +26,21 @@ class ModelSpec:
     params: frozenset[str] = field(default_factory=frozenset)
     output_format: str = "png"
 
+    def describe(self) -> dict[str, Any]:
+        """What a client (GET /models, the web form) needs to offer this model's options."""
+        return {
+            "name": self.name,
+            "provider": self.provider,
+            "description": self.description,
+            "max_n": self.max_n,
+            "max_prompt_chars": self.max_prompt_chars,
+            "default_size": self.default_size,
+            "sizes": list(self.sizes),
+            "size_range": list(self.size_range) if self.size_range else None,
+            "params": sorted(self.params),
+            "output_format": self.output_format,
+        }
+
     def check_size(self, size: str) -> str:
         """The effective "WxH" for a requested size, or ValueError saying what is allowed."""
         if size == "auto":

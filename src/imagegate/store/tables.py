@@ -137,3 +137,19 @@ calls = sa.Table(
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
 )
+
+# Provider keys per entity (OPENAI_API_KEY, ...), encrypted with the server's secret key:
+# a copy of the database alone reveals none of them.
+provider_secrets = sa.Table(
+    "provider_secrets",
+    metadata,
+    sa.Column(
+        "entity_id",
+        sa.String(36),
+        sa.ForeignKey("entities.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("ciphertext", sa.Text, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+)
