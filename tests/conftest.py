@@ -1,5 +1,11 @@
 """Shared fixtures: an app on a temp data dir, an HTTP client for it, users and keys,
-and a real `imagegate serve` process for tests that need one."""
+and a real `imagegate serve` process for tests that need one.
+
+Every test that uses `settings` (so `app`, `client`, ...) runs once per backend:
+`[sqlite]` (SQLite + files on disk) and `[postgres]` (a real PostgreSQL + a real
+S3-compatible server, both started here once per session; each test gets a fresh
+database and a fresh bucket prefix). IMAGEGATE_TEST_BACKENDS=sqlite runs only the first.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +28,8 @@ from fastapi import FastAPI
 from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.core import Imagegate
+from tests.backends import PgCluster, S3Server
+from tests.fake_openai import FakeOpenAI
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGEGATE_BIN = Path(sys.executable).parent / "imagegate"
@@ -40,9 +48,95 @@ class Users:
     carol: str
 
 
+BACKENDS = os.environ.get("IMAGEGATE_TEST_BACKENDS", "sqlite,postgres").split(",")
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    if "postgres" not in BACKENDS:
+        pytest.skip("PostgreSQL not selected (IMAGEGATE_TEST_BACKENDS)")
+    cluster = PgCluster.create()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    if "postgres" not in BACKENDS:
+        pytest.skip("S3 runs with the postgres backend (IMAGEGATE_TEST_BACKENDS)")
+    server = S3Server.start(tmp_path_factory.mktemp("s3") / "moto.log")
+    # In-process apps read the endpoint and credentials from the environment, as a
+    # deployment would; `imagegate` processes started by tests inherit them.
+    saved = {name: os.environ.get(name) for name in server.env()}
+    os.environ.update(server.env())
+    yield server
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    server.stop()
+
+
+@dataclass
+class Backend:
+    name: str
+    database_url: str | None = None
+    files_url: str | None = None
+    pg: PgCluster | None = None
+    database: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment that points an `imagegate` process at this backend."""
+        if self.name == "sqlite":
+            return {}
+        return {
+            "IMAGEGATE_DATABASE_URL": str(self.database_url),
+            "IMAGEGATE_FILES_URL": str(self.files_url),
+        }
+
+
+def _backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    if request.param == "sqlite":
+        yield Backend("sqlite")
+        return
+    pg: PgCluster = request.getfixturevalue("pg_cluster")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    database = pg.create_database()
+    yield Backend("postgres", pg.url(database), s3.files_url(), pg, database)
+    pg.drop_database(database)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from _backend(request)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def module_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """One backend per module, for fixtures that outlive a test (a live server)."""
+    yield from _backend(request)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data")
+def settings(tmp_path: Path, backend: Backend) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "data", database_url=backend.database_url, files_url=backend.files_url
+    )
+
+
+@pytest.fixture
+def raw_database(backend: Backend, settings: Settings) -> Callable[[], bytes]:
+    """The database's bytes as a backup would hold them (the SQLite files, a pg_dump)."""
+
+    def read() -> bytes:
+        if backend.pg is not None and backend.database is not None:
+            return backend.pg.dump(backend.database)
+        db = settings.data_dir / "imagegate.db"
+        return b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+    return read
 
 
 @pytest.fixture
@@ -97,11 +191,13 @@ class LiveServer:
     output: list[str]
 
 
-def start_server(data_dir: Path, env: dict[str, str] | None = None) -> LiveServer:
+def start_server(
+    data_dir: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+) -> LiveServer:
     """`imagegate serve` in a real process; returns once /health answers."""
     port = free_port()
     proc = subprocess.Popen(
-        [str(IMAGEGATE_BIN), "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        [str(IMAGEGATE_BIN), "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -109,7 +205,7 @@ def start_server(data_dir: Path, env: dict[str, str] | None = None) -> LiveServe
     )
     url = f"http://127.0.0.1:{port}"
     output: list[str] = []
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # generous: replicas may start together on 2 cores
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
     while time.monotonic() < deadline:
@@ -139,7 +235,18 @@ def stop_server(server: LiveServer) -> None:
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("live") / "data")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, module_backend: Backend
+) -> Iterator[LiveServer]:
+    server = start_server(tmp_path_factory.mktemp("live") / "data", module_backend.env)
     yield server
     stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeOpenAI]:
+    """A local server speaking OpenAI's Images protocol (see tests/fake_openai.py)."""
+    server = FakeOpenAI()
+    server.start()
+    yield server
+    server.stop()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imagegate.config import Settings
+from imagegate.core import Imagegate
 from imagegate.providers import ImageRequest, ProviderError, ProviderResult
 from imagegate.providers.base import GeneratedImage
+from imagegate.store import LocalFileStore
+from imagegate.store.objectstore import s3_store
 from tests.conftest import Users, basic
 
 
@@ -42,10 +46,10 @@ provider = "crashing"
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(settings: Settings, tmp_path: Path) -> Settings:
     models = tmp_path / "models.toml"
     models.write_text(CATALOG)
-    return Settings(data_dir=tmp_path / "data", models_file=models)
+    return replace(settings, models_file=models)
 
 
 @pytest.fixture
@@ -99,11 +103,15 @@ async def test_failed_generation_is_recorded(
 
 
 async def test_storage_failure_is_recorded_without_claiming_images(
-    client, users: Users, settings: Settings
+    client, users: Users, settings: Settings, imagegate: Imagegate
 ) -> None:
-    # A plain file where the project's directory must go: writes fail even as root.
-    (settings.files_dir / "alice").mkdir(parents=True)
-    (settings.files_dir / "alice" / "fails").write_text("in the way")
+    if isinstance(imagegate.files, LocalFileStore):
+        # A plain file where the project's directory must go: writes fail even as root.
+        (settings.files_dir / "alice").mkdir(parents=True)
+        (settings.files_dir / "alice" / "fails").write_text("in the way")
+    else:
+        # The same S3 server, a bucket that does not exist: every write is refused.
+        imagegate.files.store = s3_store("s3://no-such-bucket/x")
     res = await client.post(
         "/image/create",
         json={"project_id": "alice/fails", "inputs": {"model": "local/procedural", "prompt": "x"}},

@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from imagegate.digest import weave_digest
+from tests.backends import stored_files
 from tests.conftest import Users, basic
 
 DATA = b"\x00hello weave\xff" * 100
@@ -45,7 +46,7 @@ async def test_expected_digest_is_checked(client, users: Users, settings) -> Non
     )
     assert bad.status_code == 400
     assert "does not match" in bad.json()["detail"]
-    assert not (settings.files_dir / "alice" / "other").exists()
+    assert await stored_files(settings, "alice/other") == {}
 
 
 async def test_upload_needs_membership_and_valid_project(client, users: Users) -> None:
@@ -71,6 +72,6 @@ async def test_missing_file_is_404(client, users: Users) -> None:
 async def test_same_bytes_are_stored_once(client, users: Users, settings) -> None:
     await upload(client, users.alice)
     await upload(client, users.alice)
-    stored = [p for p in (settings.files_dir / "alice" / "files").rglob("*") if p.is_file()]
-    assert [p.name for p in stored] == [weave_digest(DATA)]
-    assert stored[0].read_bytes() == DATA
+    stored = await stored_files(settings, "alice/files")
+    digest = weave_digest(DATA)
+    assert stored == {f"alice/files/{digest[:2]}/{digest}": DATA}  # one copy, nothing partial

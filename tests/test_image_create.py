@@ -11,6 +11,7 @@ import httpx
 from PIL import Image
 
 from imagegate.digest import weave_digest
+from tests.backends import stored_files
 from tests.conftest import Users, basic
 
 
@@ -156,7 +157,7 @@ async def test_untracked_generation_stores_nothing(client, users: Users, setting
         "/calls/query_stats", json={"project_id": "alice/quiet"}, headers=basic(users.alice)
     )
     assert stats.json()["count"] == 0
-    assert not (settings.files_dir / "alice" / "quiet").exists()
+    assert await stored_files(settings, "alice/quiet") == {}
     url = await create(client, users.alice, response_format="url", track_llm_call=False)
     assert url.status_code == 422
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from tests.conftest import IMAGEGATE_BIN, LiveServer, start_server, stop_server
+from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer, start_server, stop_server
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -31,11 +31,11 @@ def test_first_start_prints_admin_key_and_curl_example(live_server: LiveServer) 
     assert res.status_code == 200
 
 
-def test_key_printed_once_only(tmp_path: Path) -> None:
+def test_key_printed_once_only(tmp_path: Path, backend: Backend) -> None:
     data = tmp_path / "data"
-    first = start_server(data)
+    first = start_server(data, backend.env)
     stop_server(first)
-    second = start_server(data)
+    second = start_server(data, backend.env)
     stop_server(second)
     assert first.admin_key and not second.admin_key
 
@@ -58,23 +58,24 @@ def test_the_curl_example_works(live_server: LiveServer) -> None:
     assert '"weave_call_id"' in res.stdout
 
 
-def test_keys_commands(tmp_path: Path) -> None:
+def test_keys_commands(tmp_path: Path, backend: Backend) -> None:
     data = str(tmp_path / "data")
-    made = cli("keys", "create", "--user", "erin", "--entity", "studio", "--data-dir", data)
+    env = backend.env
+    made = cli("keys", "create", "--user", "erin", "--entity", "studio", "--data-dir", data, **env)
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
     assert key.startswith("ig_") and len(key) > 40
-    listed = cli("keys", "list", "--data-dir", data)
+    listed = cli("keys", "list", "--data-dir", data, **env)
     assert "erin" in listed.stdout and key[:9] in listed.stdout and key not in listed.stdout
     key_id = listed.stdout.splitlines()[1].split()[0]
 
-    server = start_server(tmp_path / "data")
+    server = start_server(tmp_path / "data", env)
     try:
         ok = httpx.post(
             f"{server.url}/calls/query_stats", json={"project_id": "studio/p"}, auth=("api", key)
         )
         assert ok.status_code == 200
-        revoked = cli("keys", "revoke", key_id, "--data-dir", data)
+        revoked = cli("keys", "revoke", key_id, "--data-dir", data, **env)
         assert revoked.returncode == 0, revoked.stderr
         gone = httpx.post(
             f"{server.url}/calls/query_stats", json={"project_id": "studio/p"}, auth=("api", key)
@@ -82,10 +83,10 @@ def test_keys_commands(tmp_path: Path) -> None:
         assert gone.status_code == 401
     finally:
         stop_server(server)
-    assert "revoked" in cli("keys", "list", "--data-dir", data).stdout
-    again = cli("keys", "revoke", key_id, "--data-dir", data)
+    assert "revoked" in cli("keys", "list", "--data-dir", data, **env).stdout
+    again = cli("keys", "revoke", key_id, "--data-dir", data, **env)
     assert again.returncode != 0 and "no active key" in again.stderr
-    bad = cli("keys", "create", "--user", "../evil", "--data-dir", data)
+    bad = cli("keys", "create", "--user", "../evil", "--data-dir", data, **env)
     assert bad.returncode != 0 and "invalid user name" in bad.stderr
 
 

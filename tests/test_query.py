@@ -1,4 +1,4 @@
-"""The calls query translator against a real SQLite database (and a PostgreSQL compile)."""
+"""The calls query translator against real SQLite and PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from imagegate.store.query import QueryError, calls_order_by, calls_where, field_expr
 from imagegate.store.tables import calls, entities, metadata, projects
+from tests.conftest import Backend
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 PROJECT = "acme/images"
@@ -71,8 +72,8 @@ CALLS = [
 
 
 @pytest_asyncio.fixture
-async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path}/t.db")
+async def engine(tmp_path: Path, backend: Backend) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(backend.database_url or f"sqlite+aiosqlite:///{tmp_path}/t.db")
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
         await conn.execute(entities.insert().values(id="e1", name="acme", created_at=T0))

@@ -10,12 +10,14 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate import __version__
-from imagegate.api import calls, files, images, server
+from imagegate import __version__, metrics, web
+from imagegate.api import calls, files, images, models, projects, server
 from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.errors import install_handlers
 from imagegate.providers import Provider
+from imagegate.recovery import Recovery
+from imagegate.store import FileStore
 
 UPLOAD_PATHS = frozenset({"/file/create", "/files/create"})
 
@@ -25,8 +27,9 @@ class RequestGuard:
 
     - Bodies over the limit get 413 as soon as that is known (from Content-Length, or
       while streaming a chunked body), and are never buffered whole.
-    - JSON endpoints read the body as JSON when Content-Type is missing (some Weave
-      client paths send it that way) or is curl's `-d` default, form-urlencoded.
+    - API endpoints read the body as JSON when Content-Type is missing (some Weave
+      client paths send it that way) or is curl's `-d` default, form-urlencoded. The
+      web pages under /ui post real HTML forms and are left alone.
     """
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
@@ -45,7 +48,8 @@ class RequestGuard:
             await _too_large(send, limit)
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        if not upload and content_type in (b"", b"application/x-www-form-urlencoded"):
+        api_json = not upload and not scope["path"].startswith("/ui")  # /ui posts real forms
+        if api_json and content_type in (b"", b"application/x-www-form-urlencoded"):
             scope = {
                 **scope,
                 "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
@@ -93,17 +97,24 @@ async def _too_large(send: Send, limit: int) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, providers: dict[str, Provider] | None = None
+    settings: Settings | None = None,
+    *,
+    providers: dict[str, Provider] | None = None,
+    file_store: FileStore | None = None,
 ) -> FastAPI:
     settings = settings or Settings.from_env()
-    imagegate = Imagegate(settings, providers=providers)
+    imagegate = Imagegate(settings, providers=providers, files=file_store)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await imagegate.start()
+        # Calls a crash left unfinished read as failed before any request is served.
+        recovery = Recovery(imagegate)
+        await recovery.start()
         try:
             yield
         finally:
+            await recovery.stop()
             await imagegate.close()
 
     app = FastAPI(
@@ -114,9 +125,11 @@ def create_app(
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    for module in (images, calls, files, server):
+    for module in (images, calls, files, models, projects, server):
         app.include_router(module.router)
+    web.install(app)  # the browser gallery under /ui
     app.add_middleware(RequestGuard, settings=settings)
+    metrics.install(app, imagegate.metrics)  # outermost: counts the guard's 413s too
     return app
 
 

@@ -32,9 +32,13 @@ data_dir_option = click.option(
 def _with_imagegate(data_dir: Path, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run `work(imagegate)` against the data dir, with the schema migrated."""
     from imagegate.core import Imagegate
+    from imagegate.providers.catalog import CatalogError
 
     async def run() -> T:
-        imagegate = Imagegate(Settings.from_env(data_dir=data_dir))
+        try:
+            imagegate = Imagegate(Settings.from_env(data_dir=data_dir))
+        except CatalogError as exc:
+            raise click.ClickException(str(exc)) from exc
         try:
             await imagegate.start()
             return await work(imagegate)
@@ -54,12 +58,40 @@ def main() -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @data_dir_option
-def serve(host: str, port: int, data_dir: Path) -> None:
+@click.option(
+    "--database-url",
+    help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASS@HOST/DB "
+    "[env IMAGEGATE_DATABASE_URL; default: SQLite in --data-dir]",
+)
+@click.option(
+    "--files-url",
+    help="file:///PATH or s3://BUCKET/PREFIX [env IMAGEGATE_FILES_URL; default: --data-dir/files]",
+)
+@click.option(
+    "--models",
+    "models_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Your model catalog (TOML), layered over the packaged one [env IMAGEGATE_MODELS].",
+)
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    database_url: str | None,
+    files_url: str | None,
+    models_file: Path | None,
+) -> None:
     """Run the server (SQLite + files under --data-dir, `local/...` models, no keys)."""
     import uvicorn
 
     from imagegate.app import create_app
 
+    if database_url:  # the environment carries them to every Settings this process makes
+        os.environ["IMAGEGATE_DATABASE_URL"] = database_url
+    if files_url:
+        os.environ["IMAGEGATE_FILES_URL"] = files_url
+    if models_file:
+        os.environ["IMAGEGATE_MODELS"] = str(models_file)
     key = _with_imagegate(data_dir, lambda ig: ig.bootstrap_admin())
     url = f"http://{host}:{port}"
     if key:
@@ -119,6 +151,56 @@ def keys_revoke(key_id: str, data_dir: Path) -> None:
     if not _with_imagegate(data_dir, lambda ig: ig.accounts.revoke_key(key_id)):
         raise click.ClickException("no active key matches")
     click.echo("revoked")
+
+
+@main.group()
+def secrets() -> None:
+    """Provider keys per entity, stored encrypted (key from IMAGEGATE_SECRET_KEY)."""
+
+
+@secrets.command("set")
+@click.option("--entity", required=True)
+@click.argument("name")
+@data_dir_option
+def secrets_set(entity: str, name: str, data_dir: Path) -> None:
+    """Set NAME (e.g. OPENAI_API_KEY) for ENTITY; the value is read from stdin."""
+    from imagegate.store.secrets import check_secret_name
+
+    try:
+        check_secret_name(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    value = sys.stdin.read().strip()
+    if not value:
+        raise click.ClickException("no value on stdin (pipe it in: ... | imagegate secrets set)")
+
+    async def store(ig: Any) -> None:
+        try:
+            await ig.secrets.set(entity, name, value)
+        except LookupError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    _with_imagegate(data_dir, store)
+    click.echo(f"set {name} for entity {entity!r}")  # never the value
+
+
+@secrets.command("list")
+@click.option("--entity", required=True)
+@data_dir_option
+def secrets_list(entity: str, data_dir: Path) -> None:
+    """The names of ENTITY's secrets (values are never shown)."""
+    for name, updated in _with_imagegate(data_dir, lambda ig: ig.secrets.names(entity)):
+        click.echo(f"{name:32}  updated {updated:%Y-%m-%d %H:%M:%S}")
+
+
+@secrets.command("delete")
+@click.option("--entity", required=True)
+@click.argument("name")
+@data_dir_option
+def secrets_delete(entity: str, name: str, data_dir: Path) -> None:
+    if not _with_imagegate(data_dir, lambda ig: ig.secrets.delete(entity, name)):
+        raise click.ClickException(f"entity {entity!r} has no secret {name}")
+    click.echo(f"deleted {name} for entity {entity!r}")
 
 
 @main.command()

@@ -30,6 +30,15 @@ class Settings:
     public_url: str | None = None
     # An operator's model catalog, layered over the packaged one.
     models_file: Path | None = None
+    # Seconds to wait for a database connection before answering 503.
+    database_timeout: float = 5.0
+    # Idempotency keys: kept this long (seconds) after first use; a repeat that arrives
+    # while the first request runs waits up to `idempotency_wait` for it, then gets 409;
+    # a replica that holds a key must renew its lease within `idempotency_lease`, so a
+    # crashed one blocks its key only that long.
+    idempotency_ttl: float = 24 * 3600.0
+    idempotency_wait: float = 30.0
+    idempotency_lease: float = 30.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -45,6 +54,15 @@ class Settings:
             raw = env.get(f"IMAGEGATE_{name.upper()}")
             if raw:
                 values[name] = int(raw)
+        for name in (
+            "database_timeout",
+            "idempotency_ttl",
+            "idempotency_wait",
+            "idempotency_lease",
+        ):
+            raw = env.get(f"IMAGEGATE_{name.upper()}")
+            if raw:
+                values[name] = float(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(str(values["data_dir"]))
         return cls(**values)  # type: ignore[arg-type]

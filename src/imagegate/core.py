@@ -2,16 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
 from imagegate.config import Settings
+from imagegate.idempotency import IdempotencyStore
+from imagegate.metrics import Metrics
 from imagegate.providers import Catalog, Provider, load_catalog
+from imagegate.providers import litellm as litellm_provider
 from imagegate.providers.local import ProceduralProvider
+from imagegate.providers.openai import OpenAIProvider
 from imagegate.service import GenerationService
-from imagegate.store import AccountStore, CallStore, LocalFileStore
-from imagegate.store.db import create_engine, migrate
+from imagegate.store import AccountStore, CallStore, FileStore, LocalFileStore
+from imagegate.store.db import advisory_lock, create_engine, migrate
+from imagegate.store.secrets import SecretStore
 
 
 def default_providers() -> dict[str, Provider]:
-    return {"procedural": ProceduralProvider()}
+    providers: dict[str, Provider] = {
+        "procedural": ProceduralProvider(),
+        "openai": OpenAIProvider(),
+        "azure": OpenAIProvider(azure=True),
+    }
+    if litellm_provider.available():  # the optional `litellm` extra
+        providers["litellm"] = litellm_provider.LiteLLMProvider()
+    return providers
+
+
+def open_file_store(settings: Settings) -> FileStore:
+    """The file store `settings.files_url` names: `file:///path` or `s3://bucket/prefix`;
+    without one, files under the data dir."""
+    url = settings.files_url
+    if not url:
+        return LocalFileStore(settings.files_dir)
+    parts = urlsplit(url)
+    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+        return LocalFileStore(Path(unquote(parts.path)))
+    if parts.scheme == "s3":
+        from imagegate.store.objectstore import ObjectFileStore  # needs obstore
+
+        return ObjectFileStore.from_url(url)
+    raise ValueError(f"unsupported files URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
 class Imagegate:
@@ -27,31 +58,54 @@ class Imagegate:
         *,
         providers: dict[str, Provider] | None = None,
         catalog: Catalog | None = None,
+        files: FileStore | None = None,
     ) -> None:
         self.settings = settings
-        self.engine = create_engine(settings.resolved_database_url)
+        self.engine = create_engine(
+            settings.resolved_database_url, timeout=settings.database_timeout
+        )
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
-        self.files = LocalFileStore(settings.files_dir)
+        self.files = files or open_file_store(settings)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
+        self.secrets = SecretStore(self.engine, self.signing_key)
+        self.providers = {**default_providers(), **(providers or {})}
+        self.metrics = Metrics(self.catalog.names)
         self.generation = GenerationService(
             catalog=self.catalog,
-            providers={**default_providers(), **(providers or {})},
+            providers=self.providers,
             calls=self.calls,
             files=self.files,
             accounts=self.accounts,
+            secrets=self.secrets,
             signing_key=self.signing_key,
+            metrics=self.metrics,
+        )
+
+        self.idempotency = IdempotencyStore(
+            self.engine,
+            self.files,
+            ttl=settings.idempotency_ttl,
+            wait=settings.idempotency_wait,
+            lease=settings.idempotency_lease,
         )
 
     async def start(self) -> None:
         await migrate(self.engine)
 
     async def close(self) -> None:
+        for provider in self.providers.values():
+            if aclose := getattr(provider, "aclose", None):
+                await aclose()
         await self.engine.dispose()
 
     async def bootstrap_admin(self) -> str | None:
         """On a server with no users, create `admin` (entity `admin`); its new key, else None."""
-        if await self.accounts.user_count():
-            return None
-        return await self.accounts.create_key("admin", "admin")
+        # Held until the key exists, so replicas starting at once on one PostgreSQL make
+        # (and print) one admin key between them.
+        async with self.engine.begin() as conn:
+            await advisory_lock(conn, "imagegate:bootstrap")
+            if await self.accounts.user_count():
+                return None
+            return await self.accounts.create_key("admin", "admin")

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, ClassVar
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+log = logging.getLogger("imagegate.errors")
+
+# How long a client should wait before retrying a 409 or 503.
+RETRY_AFTER_SECONDS = 2
 
 
 class ImagegateError(Exception):
     status_code = 500
+    headers: ClassVar[dict[str, str] | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -52,10 +60,36 @@ class NotFound(ImagegateError):
     status_code = 404
 
 
+class Conflict(ImagegateError):
+    """The same request is still being worked on elsewhere: retry later."""
+
+    status_code = 409
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
+class DatabaseUnavailable(ImagegateError):
+    """The database cannot be reached (the log gets the reason; the caller, a 503)."""
+
+    status_code = 503
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": "database unavailable"}
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _handle(_request: Request, exc: ImagegateError) -> JSONResponse:
         headers = (
             {"WWW-Authenticate": 'Basic realm="imagegate"'} if exc.status_code == 401 else None
         )
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or exc.headers)
+
+    # A lost connection, a pool that cannot hand one out, SQLite "database is locked":
+    # a prompt 503 the client can retry, not a 500 or a hang.
+    @app.exception_handler(sqlalchemy.exc.OperationalError)
+    @app.exception_handler(sqlalchemy.exc.InterfaceError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+        log.warning("database unavailable: %s", exc)
+        return await _handle(_request, DatabaseUnavailable(str(exc)))

@@ -33,6 +33,16 @@ class ImageGenerationRequestInputs(BaseModel):
     response_format: Literal["b64_json", "url"] | None = Field(
         default=None, description="How images come back: base64 (default) or an imagegate URL"
     )
+    quality: str | None = Field(default=None, description="Per model: low/medium/high/auto, ...")
+    style: str | None = Field(default=None, description="vivid or natural (dall-e-3)")
+    background: str | None = Field(default=None, description="transparent, opaque or auto")
+    output_format: str | None = Field(default=None, description="png, jpeg or webp")
+    output_compression: StrictInt | None = Field(
+        default=None, description="0-100, for jpeg and webp"
+    )
+    moderation: str | None = Field(default=None, description="low or auto")
+    user: str | None = Field(default=None, max_length=256, description="End-user id")
+    stream: bool | None = Field(default=None, description="Not supported; must be omitted")
 
 
 class ImageGenerationCreateReq(ProjectScoped):

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import logging
-import secrets
+import os
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from imagegate import __version__
 from imagegate.errors import InvalidInput
 from imagegate.ids import uuid7
-from imagegate.providers import Catalog, ImageRequest, ModelSpec, Provider, ProviderError
-from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.pricing import compute_cost, normalize_usage
+from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
+from imagegate.providers.base import ItemError, ProviderResult, Secret
+from imagegate.schemas import ImageGenerationCreateReq
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
+from imagegate.store.secrets import SecretStore
 from imagegate.urls import image_url
+from imagegate.validation import effective_request, resolve_model
+
+if TYPE_CHECKING:
+    from imagegate.metrics import Metrics
 
 log = logging.getLogger("imagegate.generation")
 
@@ -57,74 +65,45 @@ class GenerationService:
         calls: CallStore,
         files: FileStore,
         accounts: AccountStore,
+        secrets: SecretStore,
         signing_key: bytes,
+        metrics: Metrics | None = None,
     ) -> None:
         self.catalog = catalog
         self.providers = providers
         self.calls = calls
         self.files = files
         self.accounts = accounts
+        self.secrets = secrets
         self.signing_key = signing_key
+        self.metrics = metrics
 
-    def prepare(self, inputs: ImageGenerationRequestInputs) -> tuple[ModelSpec, ImageRequest]:
-        """Check inputs against the model's catalog entry; the effective request, or 422."""
-        spec = self.catalog.get(inputs.model)
-        if spec is None or spec.provider not in self.providers:
-            available = ", ".join(n for n in self.catalog.names if self._servable(n))
-            raise InvalidInput(
-                ["body", "inputs", "model"],
-                f"unknown model {inputs.model!r}; available models: {available}",
-                inputs.model,
-            )
-        prompt = inputs.prompt
-        if not prompt.strip():
-            raise InvalidInput(["body", "inputs", "prompt"], "prompt must not be empty")
-        if len(prompt) > spec.max_prompt_chars:
-            raise InvalidInput(
-                ["body", "inputs", "prompt"],
-                f"prompt is {len(prompt)} characters; {spec.name} takes at most "
-                f"{spec.max_prompt_chars}",
-            )
-        n = 1 if inputs.n is None else inputs.n
-        if not 1 <= n <= spec.max_n:
-            raise InvalidInput(
-                ["body", "inputs", "n"], f"n must be between 1 and {spec.max_n}", inputs.n
-            )
-        for name in ("size", "seed"):
-            if getattr(inputs, name) is not None and name not in spec.params:
-                raise InvalidInput(["body", "inputs", name], f"{spec.name} does not take {name!r}")
-        try:
-            size = spec.check_size(inputs.size or spec.default_size)
-        except ValueError as exc:
-            raise InvalidInput(["body", "inputs", "size"], str(exc), inputs.size) from exc
-        seed = inputs.seed
-        if seed is None and "seed" in spec.params:
-            # Drawn here and recorded in the call, so every generation can be reproduced.
-            seed = secrets.randbelow(2**31)
-        return spec, ImageRequest(
-            model=spec.name,
-            upstream_model=spec.upstream_model,
-            prompt=prompt,
-            n=n,
-            size=size,
-            seed=seed,
-        )
-
-    def _servable(self, name: str) -> bool:
-        spec = self.catalog.get(name)
-        return spec is not None and spec.provider in self.providers
-
-    async def create(
-        self, principal: Principal, req: ImageGenerationCreateReq, base_url: str
-    ) -> dict[str, Any]:
-        spec, request = self.prepare(req.inputs)
-        response_format = req.inputs.response_format or "b64_json"
-        track = req.track_llm_call is not False
-        if response_format == "url" and not track:
+    def prepare(self, req: ImageGenerationCreateReq) -> ImageRequest:
+        """The effective request, or InvalidInput (422) before anything is stored or paid."""
+        spec = resolve_model(self.catalog, set(self.providers), req.inputs.model)
+        request = effective_request(spec, req.inputs)
+        if req.inputs.response_format == "url" and req.track_llm_call is False:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
                 "response_format 'url' needs the images kept: use track_llm_call true or b64_json",
             )
+        return request
+
+    async def _api_key(self, request: ImageRequest, entity: str) -> Secret | None:
+        """The entity's own key if it set one, else the server's environment."""
+        name = request.spec.key_env
+        if not name:
+            return None
+        value = await self.secrets.get(entity, name) or os.environ.get(name)
+        return Secret(value) if value else None
+
+    async def create(
+        self, principal: Principal, req: ImageGenerationCreateReq, base_url: str
+    ) -> dict[str, Any]:
+        request = self.prepare(req)
+        spec = request.spec
+        response_format = req.inputs.response_format or "b64_json"
+        track = req.track_llm_call is not False
         project_id = req.project_id
         effective_inputs = {
             "model": request.model,
@@ -135,6 +114,9 @@ class GenerationService:
             **({"seed": request.seed} if request.seed is not None else {}),
             **request.params,
         }
+        warnings = []
+        if spec.state() == "deprecated":
+            warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         call_id = uuid7() if track else None
         started_at = datetime.now(UTC)
         if call_id:
@@ -149,60 +131,80 @@ class GenerationService:
                     "trace_id": uuid7(),
                     "parent_id": None,
                     "started_at": started_at,
-                    "attributes": {"imagegate": {"version": __version__}},
+                    "attributes": {
+                        "imagegate": {
+                            "version": __version__,
+                            "provider": spec.provider,
+                            "upstream_model": spec.upstream_model,
+                        }
+                    },
                     "inputs": effective_inputs,
                     "wb_user_id": principal.user_id,
                 }
             )
 
         provider_started = time.perf_counter()
+        provider_s: float | None = None  # the provider alone, without storing
         error: ProviderError | None = None
+        result = ProviderResult(images=[])
         images: list[StoredImage] = []
-        usage: dict[str, int] = {}
         try:
+            api_key = await self._api_key(request, project_id.split("/", 1)[0])
+            request = dataclasses.replace(request, api_key=api_key)
             result = await self.providers[spec.provider].generate(request)
-            usage = result.usage
+            provider_s = time.perf_counter() - provider_started
             keep_in = project_id if track else None
             for index, image in enumerate(result.images):
                 images.append(await self._keep(keep_in, image.data, index, image.revised_prompt))
         except ProviderError as exc:
             error = exc
+            result.attempts = exc.attempts or result.attempts
         except Exception:
-            # A bug or a storage failure: the caller gets a clear answer, the details go
-            # to the log (never the response: they may carry paths or secrets).
+            # A bug: the caller gets a clear answer, the details go to the log (never the
+            # response: they may carry paths or secrets).
             log.exception("generation %s failed", call_id)
             error = ProviderError(
                 "internal error while generating; the server log has details",
                 error_type="internal_error",
             )
         provider_ms = round((time.perf_counter() - provider_started) * 1000)
-
-        created = int(started_at.timestamp())
         if error is not None:
             images = []
+        usage = normalize_usage(result.usage)
+        summary = _summary(request, images, usage, provider_ms, error, result)
+        exception = _exception_text(error, result.errors, request.n)
+        created = int(started_at.timestamp())
         if call_id:
             await self.calls.finish(
                 call_id,
                 ended_at=datetime.now(UTC),
-                output=None if error else _call_output(created, request, spec, images, usage),
-                summary=_summary(request, images, usage, provider_ms, error),
-                exception=None if error is None else f"{error.error_type}: {error.message}",
+                output=None if error else _call_output(created, request, images, result.usage),
+                summary=summary,
+                exception=exception,
             )
+        if self.metrics is not None:
+            self.metrics.generation(request.model, summary, provider_s or provider_ms / 1000)
         if error is not None:
             body: dict[str, Any] = {"error": error.message, "error_type": error.error_type}
             if error.status_code is not None:
                 body["status_code"] = error.status_code
+            body.update(error.details)
             return {"response": body, "weave_call_id": call_id}
-        data = [
-            self._response_item(project_id, image, response_format, base_url) for image in images
-        ]
-        response = {
+        response: dict[str, Any] = {
             "created": created,
-            "data": data,
+            "data": [
+                self._response_item(project_id, image, response_format, base_url)
+                for image in images
+            ],
             "size": request.size,
-            "output_format": spec.output_format,
-            "usage": usage,
+            "output_format": request.params.get("output_format", spec.output_format),
+            **{k: request.params[k] for k in ("quality", "background") if k in request.params},
+            "usage": result.usage,
         }
+        if result.errors:
+            response["errors"] = [e.as_dict() for e in result.errors]
+        if warnings:
+            response["warnings"] = warnings
         return {"response": response, "weave_call_id": call_id}
 
     async def _keep(
@@ -244,6 +246,20 @@ class GenerationService:
         return item
 
 
+def _exception_text(error: ProviderError | None, errors: list[ItemError], n: int) -> str | None:
+    if error is not None:
+        return f"{error.error_type}: {error.message}"
+    if errors:
+        # Some images made it, some did not: the call is marked as failed so it shows up
+        # among errors, while its output keeps the images that were made.
+        first = errors[0]
+        return (
+            f"partial_failure: {len(errors)} of {n} images failed "
+            f"({first.error_type}: {first.message})"
+        )
+    return None
+
+
 def _content_metadata(
     digest: str, data: bytes, mimetype: str, index: int, width: int, height: int
 ) -> bytes:
@@ -272,11 +288,7 @@ def content_ref(content_digest: str, metadata_digest: str) -> dict[str, Any]:
 
 
 def _call_output(
-    created: int,
-    request: ImageRequest,
-    spec: ModelSpec,
-    images: list[StoredImage],
-    usage: dict[str, int],
+    created: int, request: ImageRequest, images: list[StoredImage], usage: dict[str, Any]
 ) -> dict[str, Any]:
     """The provider-shaped response as stored: each image a Content reference, no base64."""
     data = []
@@ -293,7 +305,7 @@ def _call_output(
         "created": created,
         "data": data,
         "size": request.size,
-        "output_format": spec.output_format,
+        "output_format": request.params.get("output_format", request.spec.output_format),
         "usage": usage,
     }
 
@@ -304,19 +316,28 @@ def _summary(
     usage: dict[str, int],
     provider_ms: int,
     error: ProviderError | None,
+    result: ProviderResult,
 ) -> dict[str, Any]:
-    model_usage = {
-        "requests": 1,
-        "images": len(images),
-        "input_tokens": usage.get("input_tokens", 0),
-        "output_tokens": usage.get("output_tokens", 0),
-        "total_tokens": usage.get("total_tokens", 0),
-    }
+    cost = compute_cost(
+        request.spec,
+        usage,
+        images=len(images),
+        quality=request.params.get("quality"),  # type: ignore[arg-type]
+        size=request.size,
+    )
     summary: dict[str, Any] = {
-        "usage": {request.model: model_usage},
+        "usage": {request.model: {"requests": 1, "images": len(images), **usage}},
+        "costs": {request.model: cost},
         "provider_latency_ms": provider_ms,
         "images": len(images),
+        "attempts": result.attempts,
     }
+    if result.errors:
+        summary["errors"] = [e.as_dict() for e in result.errors]
     if error is not None:
-        summary["error"] = {"type": error.error_type, "status_code": error.status_code}
+        summary["error"] = {
+            "type": error.error_type,
+            "status_code": error.status_code,
+            **error.details,
+        }
     return summary

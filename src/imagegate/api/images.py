@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from imagegate.api.deps import App, Caller, authorize
+from imagegate.idempotency import idempotency_key, request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
 
 router = APIRouter(tags=["Images"])
@@ -23,4 +24,15 @@ async def image_create(
 ) -> dict[str, Any]:
     authorize(caller, req.project_id)
     base_url = app.settings.public_url or str(request.base_url)
-    return await app.generation.create(caller, req, base_url)
+    # Read from the headers, not declared as parameters: the OpenAPI document stays the
+    # Weave spec's. With a key, a retry replays the first answer instead of generating.
+    key = idempotency_key(request.headers)
+    if key is None:
+        return await app.generation.create(caller, req, base_url)
+    return await app.idempotency.run(
+        project_id=req.project_id,
+        user_id=caller.user_id,
+        key=key,
+        request_hash=request_hash(req),
+        work=lambda: app.generation.create(caller, req, base_url),
+    )

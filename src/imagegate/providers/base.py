@@ -5,18 +5,52 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from imagegate.providers.catalog import ModelSpec
+
+# What `error_type` may say; the service and the API document these.
+ERROR_TYPES = (
+    "content_policy",
+    "rate_limit",
+    "auth",
+    "invalid_request",
+    "model_not_found",
+    "timeout",
+    "provider_error",
+)
+
+
+class Secret:
+    """A credential that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
 
 @dataclass(frozen=True)
 class ImageRequest:
     """Validated, effective parameters for one generation."""
 
-    model: str  # the catalog name the caller used
-    upstream_model: str  # what the provider calls it
+    spec: ModelSpec
     prompt: str
     n: int
     size: str  # "WxH"
     seed: int | None = None
-    params: dict[str, Any] = field(default_factory=dict)  # provider-specific extras
+    params: dict[str, Any] = field(default_factory=dict)  # quality, style, ... as sent
+    api_key: Secret | None = None
+
+    @property
+    def model(self) -> str:
+        return self.spec.name
 
     @property
     def width(self) -> int:
@@ -34,22 +68,49 @@ class GeneratedImage:
 
 
 @dataclass(frozen=True)
+class ItemError:
+    """One image (or one request's worth of images) that failed while others succeeded."""
+
+    message: str
+    error_type: str
+    status_code: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "error": self.message,
+            "error_type": self.error_type,
+            "status_code": self.status_code,
+        }
+
+
+@dataclass
 class ProviderResult:
     images: list[GeneratedImage]
-    # Normalised token counts (input_tokens, output_tokens, total_tokens, ...).
-    usage: dict[str, int] = field(default_factory=dict)
+    # Provider usage as reported (normalised later by imagegate.pricing).
+    usage: dict[str, Any] = field(default_factory=dict)
+    errors: list[ItemError] = field(default_factory=list)
+    # One entry per HTTP attempt: {attempt, status_code?, error_type?, latency_ms, ...}.
+    attempts: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ProviderError(Exception):
     """A generation the provider could not do. `error_type` is machine-readable."""
 
     def __init__(
-        self, message: str, *, error_type: str = "provider_error", status_code: int | None = None
+        self,
+        message: str,
+        *,
+        error_type: str = "provider_error",
+        status_code: int | None = None,
+        details: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.error_type = error_type
         self.status_code = status_code
+        self.details = details or {}
+        self.attempts = attempts or []
 
 
 class Provider(Protocol):

@@ -51,7 +51,11 @@ class AccountStore:
         self.engine = engine
 
     async def authenticate(self, key: str) -> Principal | None:
-        digest = hash_key(key)
+        return await self.authenticate_hash(hash_key(key))
+
+    async def authenticate_hash(self, digest: str) -> Principal | None:
+        """The owner of the active key with this hash (web sessions keep only the hash,
+        so revoking the key ends them too)."""
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(

@@ -44,6 +44,25 @@ class CallStore:
                 )
             )
 
+    async def fail_unfinished(
+        self,
+        started_before: datetime | None,
+        *,
+        ended_at: datetime,
+        exception: str,
+        summary: Mapping[str, Any],
+    ) -> int:
+        """End every call still unfinished (started before `started_before`, when given)
+        as failed with `exception`; how many were. A `finish` that comes later wins."""
+        stmt = calls.update().where(calls.c.ended_at.is_(None))
+        if started_before is not None:
+            stmt = stmt.where(calls.c.started_at < started_before)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                stmt.values(ended_at=ended_at, exception=exception, summary=dict(summary))
+            )
+        return int(result.rowcount or 0)
+
     async def read(
         self, project_id: str, call_id: str, *, include_costs: bool = False
     ) -> dict[str, Any] | None:

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from imagegate.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
+    """An engine for `url`; on a server database, `timeout` bounds connecting and waiting
+    for a pooled connection, so a database that is down gives a prompt 503, not a hang."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
@@ -21,7 +26,25 @@ def create_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_async_engine(
+        url,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        pool_timeout=timeout,
+        connect_args={"timeout": timeout},
+    )
+    sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    return engine
+
+
+def _connect_or_unavailable(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    # A refused or timed-out connect surfaces from the driver as a bare OSError, which
+    # SQLAlchemy does not wrap: name it here, so only this failure maps to "database down".
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except (TimeoutError, OSError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to the database: {exc!r}") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -50,4 +73,22 @@ async def migrate(engine: AsyncEngine) -> None:
         command.upgrade(config, "head")
 
     async with engine.begin() as conn:
+        # Replicas starting at once queue here; each then finds the schema current.
+        await advisory_lock(conn, "imagegate:migrate")
         await conn.run_sync(upgrade)
+
+
+async def advisory_lock(conn: AsyncConnection, name: str) -> None:
+    """On PostgreSQL, hold a lock named `name` until `conn`'s transaction ends.
+
+    SQLite needs none: it is one machine's file, and its writers already serialise.
+    """
+    if conn.dialect.name == "postgresql":
+        key = zlib.crc32(name.encode())
+        await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Raise unless the database answers a trivial query."""
+    async with engine.connect() as conn:
+        await conn.execute(sa.text("SELECT 1"))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Protocol
 
 from imagegate.digest import is_digest, weave_digest
 from imagegate.names import split_project_id
+
+TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
 
 
 class FileStore(Protocol):
@@ -22,6 +25,10 @@ class FileStore(Protocol):
     async def get(self, project_id: str, digest: str) -> bytes | None: ...
 
     async def exists(self, project_id: str, digest: str) -> bool: ...
+
+    async def ping(self) -> None:
+        """Raise unless the store can be used right now (cheap: for readiness checks)."""
+        ...
 
 
 class LocalFileStore:
@@ -55,6 +62,31 @@ class LocalFileStore:
     async def exists(self, project_id: str, digest: str) -> bool:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)
 
+    async def ping(self) -> None:
+        await asyncio.to_thread(self._check_writable)
+
+    def _check_writable(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"file store {self.root} is not writable")
+
+    async def remove_temp_files(self, older_than_s: float | None = None) -> int:
+        """Delete the temp files a process killed mid-write left behind (only those
+        older than `older_than_s`, when given); how many. Readers never open them."""
+        return await asyncio.to_thread(self._remove_temp_files, older_than_s)
+
+    def _remove_temp_files(self, older_than_s: float | None) -> int:
+        cutoff = None if older_than_s is None else time.time() - older_than_s
+        removed = 0
+        for tmp in self.root.glob(f"*/*/*/{TEMP_PREFIX}*"):
+            try:
+                if cutoff is None or tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass  # its writer finished (or another sweep got it) meanwhile
+        return removed
+
     @staticmethod
     def _write(path: Path, data: bytes) -> None:
         if path.exists():
@@ -62,7 +94,7 @@ class LocalFileStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Write to a temp file in the same directory, fsync, then rename: readers see
         # either no file or the whole file, never a prefix.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)

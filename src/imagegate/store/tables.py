@@ -153,3 +153,22 @@ provider_secrets = sa.Table(
     sa.Column("ciphertext", sa.Text, nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
 )
+
+# Idempotency-Key / X-Weave-Retry-Id: one row per (project, user, key). The primary key
+# is what makes "generated at most once" hold across replicas: a second claim's INSERT
+# fails. `owner` names the running claim, so only its holder can renew or complete it.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("project_id", sa.String(200), primary_key=True),
+    sa.Column("user_id", sa.String(36), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # "running" or "done"
+    sa.Column("owner", sa.String(36), nullable=True),
+    sa.Column("response", JSONType, nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("lease_until", Timestamp, nullable=True),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)

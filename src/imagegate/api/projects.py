@@ -1,0 +1,35 @@
+"""Per-project figures: GET /projects/{entity}/{project}/spend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from imagegate.api.deps import App, Caller, authorize
+from imagegate.errors import NotFound
+from imagegate.names import split_project_id
+from imagegate.store.spend import project_spend
+
+router = APIRouter(tags=["Projects"])
+
+
+@router.get("/projects/{entity}/{project}/spend")
+async def spend(
+    entity: str,
+    project: str,
+    app: App,
+    caller: Caller,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """What the project's generations cost (USD), in total and per model."""
+    project_id = f"{entity}/{project}"
+    try:
+        split_project_id(project_id)
+    except ValueError as exc:
+        raise NotFound(str(exc)) from exc
+    authorize(caller, project_id)
+    async with app.engine.connect() as conn:
+        return await project_spend(conn, project_id, since=since, until=until)

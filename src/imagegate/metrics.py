@@ -1,0 +1,205 @@
+"""Prometheus metrics: `GET /metrics`, fed by a request middleware and the generation service.
+
+Every label has a bounded set of values, so a scrape stays small whatever callers send:
+routes are the app's path templates (not raw paths), and models are the catalog's names
+(anything else, such as a model routed through LiteLLM by prefix, counts as `other`).
+
+`/metrics` needs no key, as operators' scrapers expect; with `IMAGEGATE_METRICS_TOKEN`
+set it requires `Authorization: Bearer <token>`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import generate_latest
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+OTHER_MODEL = "other"
+UNMATCHED_ROUTE = "unmatched"
+
+# Image generation takes from tens of milliseconds (local) to minutes (a slow provider).
+PROVIDER_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+class Metrics:
+    """The process's counters, in a registry of its own (one per app, so several apps
+    in one process, as in tests, never collide)."""
+
+    def __init__(self, models: Iterable[str]) -> None:
+        self.models = frozenset(models)
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter(
+            "imagegate_http_requests",
+            "HTTP requests answered, by method, route template and status",
+            ["method", "route", "status"],
+            registry=r,
+        )
+        self.http_duration = Histogram(
+            "imagegate_http_request_duration_seconds",
+            "Time from request to the end of the answer (streams included)",
+            ["method", "route"],
+            buckets=HTTP_BUCKETS,
+            registry=r,
+        )
+        self.generations = Counter(
+            "imagegate_generations",
+            "Generations by model and outcome (success, partial, error)",
+            ["model", "status"],
+            registry=r,
+        )
+        self.images = Counter(
+            "imagegate_images", "Images generated and returned", ["model"], registry=r
+        )
+        self.errors = Counter(
+            "imagegate_generation_errors",
+            "Failed generations by model and error type (partial failures: partial_failure)",
+            ["model", "error_type"],
+            registry=r,
+        )
+        self.provider_latency = Histogram(
+            "imagegate_provider_latency_seconds",
+            "Time the provider took per generation, retries included",
+            ["model"],
+            buckets=PROVIDER_BUCKETS,
+            registry=r,
+        )
+        self.cost = Counter(
+            "imagegate_cost_usd",
+            "Cost of generations at the catalog's prices (USD; unpriced ones add nothing)",
+            ["model"],
+            registry=r,
+        )
+        self.interrupted_calls = Counter(
+            "imagegate_interrupted_calls",
+            "Calls found unfinished after a crash and ended as interrupted",
+            registry=r,
+        )
+
+    def model_label(self, model: str) -> str:
+        return model if model in self.models else OTHER_MODEL
+
+    def generation(self, model: str, summary: Mapping[str, Any], provider_s: float) -> None:
+        """Record one finished generation from the summary stored with its call."""
+        label = self.model_label(model)
+        error_type = (summary.get("error") or {}).get("type")
+        if error_type is None and summary.get("errors"):
+            error_type = "partial_failure"
+        status = "success" if error_type is None else "error"
+        if error_type == "partial_failure":
+            status = "partial"
+        self.generations.labels(label, status).inc()
+        if error_type is not None:
+            self.errors.labels(label, error_type).inc()
+        self.images.labels(label).inc(int(summary.get("images") or 0))
+        self.provider_latency.labels(label).observe(provider_s)
+        cost = ((summary.get("costs") or {}).get(model) or {}).get("total_cost")
+        if isinstance(cost, int | float) and cost > 0:
+            self.cost.labels(label).inc(cost)
+
+    def interrupted(self, count: int) -> None:
+        self.interrupted_calls.inc(count)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+ROUTE_KEY = "imagegate.route"  # a holder in the scope, shared by copies of it
+
+
+class MetricsMiddleware:
+    """Counts every HTTP answer by method, route template and status.
+
+    Outermost, so answers given before routing (a 413) count too. The route is read
+    from what routing chose (`scope["route"]`), handed back by `_RouteRecorder`, the
+    innermost middleware: scopes may be copied on the way in, the holder is shared.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server sends when the app fails before answering
+        holder: dict[str, Any] = {}
+        scope[ROUTE_KEY] = holder
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            method = scope["method"]
+            route = str(getattr(holder.get("route"), "path", None) or UNMATCHED_ROUTE)
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.metrics.http_duration.labels(method, route).observe(time.perf_counter() - started)
+
+
+class _RouteRecorder:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            holder = scope.get(ROUTE_KEY)
+            if holder is not None and "route" in scope:  # set by routing, in place
+                holder["route"] = scope["route"]
+
+
+def install(app: FastAPI, metrics: Metrics, token: str | None = None) -> None:
+    """Serve `GET /metrics` and count requests. `token` defaults to IMAGEGATE_METRICS_TOKEN."""
+    token = token if token is not None else os.environ.get("IMAGEGATE_METRICS_TOKEN") or None
+    disable_created_metrics()  # no `_created` series: they double a scrape for no use here
+
+    @app.get(
+        "/metrics",
+        tags=["Service"],
+        response_class=PlainTextResponse,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}},
+            401: {"description": "IMAGEGATE_METRICS_TOKEN is set and was not sent"},
+        },
+    )
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus metrics (text exposition format)."""
+        if token is not None:
+            scheme, _, sent = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                sent.strip().encode(), token.encode()
+            ):
+                return PlainTextResponse(
+                    "metrics need Authorization: Bearer <IMAGEGATE_METRICS_TOKEN>\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+                )
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    # Innermost (user middleware runs in list order) and outermost, respectively.
+    app.user_middleware.append(Middleware(_RouteRecorder))
+    app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,0 +1,55 @@
+"""Models served through LiteLLM (`pip install imagegate[litellm]`): Vertex AI, Bedrock,
+and the rest of LiteLLM's image providers, with imagegate's retries and recording."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from types import ModuleType
+from typing import Any
+
+from imagegate.providers.base import ImageRequest, ProviderResult
+from imagegate.providers.openai import generate_with_retries
+
+
+def available() -> bool:
+    return importlib.util.find_spec("litellm") is not None
+
+
+@functools.cache
+def _litellm() -> ModuleType:
+    # Imported on first use: the import takes seconds, which every CLI command and server
+    # start would otherwise pay. LiteLLM also fetches its price list from the internet at
+    # import unless told not to; this server contacts only the providers it is set up for.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True  # it prints help text to stdout otherwise
+    return litellm
+
+
+class LiteLLMProvider:
+    async def generate(self, request: ImageRequest) -> ProviderResult:
+        spec = request.spec
+        kwargs: dict[str, Any] = {
+            "model": spec.upstream_model,
+            "prompt": request.prompt,
+            "n": request.n,
+            "size": request.size,
+            "timeout": spec.timeout_s,
+            **request.params,
+            **spec.provider_params,
+        }
+        if spec.base_url:
+            kwargs["api_base"] = spec.base_url
+        api_key = request.api_key.reveal() if request.api_key else None
+        if api_key:
+            kwargs["api_key"] = api_key
+        litellm = _litellm()
+
+        async def call() -> Any:
+            return await litellm.aimage_generation(**kwargs)
+
+        return await generate_with_retries(spec, call, api_key=api_key)

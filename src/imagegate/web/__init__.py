@@ -1,0 +1,77 @@
+"""The web gallery under /ui: server-rendered pages to sign in, browse, search and
+generate, with a little progressive JavaScript. `install(app)` wires it into the app."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+
+from imagegate.web import auth, detail, generate, images, pages
+from imagegate.web.render import render
+from imagegate.web.session import (
+    SESSION_COOKIE,
+    SignInRequired,
+    WebError,
+    clear_cookie,
+    signin_url,
+    web_context,
+)
+from imagegate.web.thumbs import ThumbnailCache
+
+router = APIRouter(prefix="/ui", include_in_schema=False)
+for module in (auth, pages, detail, generate, images):
+    router.include_router(module.router)
+
+# Resources a page embeds or fetches: they answer with a status, never a redirect.
+_NOT_PAGES = ("/ui/img/", "/ui/thumb/", "/ui/static/")
+
+
+def _is_page(request: Request) -> bool:
+    """Whether a person is looking at the answer (else a script or an <img> asked)."""
+    path = request.url.path
+    if path.startswith(_NOT_PAGES) or path.endswith((".json", "/cards")):
+        return False
+    if request.method == "GET":
+        return True
+    accept = request.headers.get("accept", "")
+    return "text/html" in accept and "application/json" not in accept
+
+
+async def _sign_in_required(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SignInRequired)
+    response: Response
+    if _is_page(request):
+        response = RedirectResponse(signin_url(exc.next_path), status_code=303)
+    else:
+        response = PlainTextResponse("sign in first", status_code=401)
+    if exc.clear:
+        clear_cookie(request, response, SESSION_COOKIE)
+    return response
+
+
+async def _web_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, WebError)
+    wants_json = "application/json" in request.headers.get("accept", "")
+    if wants_json:
+        return JSONResponse({"error": exc.message}, status_code=exc.status_code)
+    if not _is_page(request) and request.method == "GET":  # an image or a fragment
+        return PlainTextResponse(exc.message, status_code=exc.status_code)
+    ctx = await web_context(request)
+    return render(
+        ctx, "error.html", status_code=exc.status_code, status=exc.status_code, message=exc.message
+    )
+
+
+async def _root() -> Response:
+    # A browser pointed at the server itself lands in the gallery.
+    return RedirectResponse("/ui/", status_code=307)
+
+
+def install(app: FastAPI) -> None:
+    """Add the /ui pages to an app whose `state.imagegate` is set."""
+    settings = app.state.imagegate.settings
+    app.state.web_thumbnails = ThumbnailCache(settings.data_dir / "cache" / "thumbs")
+    app.include_router(router)
+    app.add_api_route("/", _root, include_in_schema=False)
+    app.add_exception_handler(SignInRequired, _sign_in_required)
+    app.add_exception_handler(WebError, _web_error)

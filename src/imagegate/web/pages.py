@@ -1,0 +1,162 @@
+"""The projects page and a project's gallery (with its infinitely scrolling cards)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from imagegate.names import split_project_id
+from imagegate.store.gallery import GalleryStore
+from imagegate.store.query import QueryError
+from imagegate.web.render import render, render_fragment
+from imagegate.web.session import WebContext, WebError, require_entity, require_user
+from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view, images_of
+
+router = APIRouter()
+User = Annotated[WebContext, Depends(require_user)]
+
+SUCCESS = {"$expr": {"$eq": [{"$getField": "summary.weave.status"}, {"$literal": "success"}]}}
+
+
+def gallery_store(ctx: WebContext) -> GalleryStore:
+    return GalleryStore(ctx.app.engine)
+
+
+@router.get("/projects")
+async def projects_page(ctx: User) -> Response:
+    entities = sorted(ctx.user().entities)
+    projects = await gallery_store(ctx).projects(entities)
+    covers: dict[str, str] = {}
+    for project in projects[:100]:  # one indexed query each; the page shows a cover per card
+        async for call in ctx.app.calls.stream(
+            project.id,
+            query=SUCCESS,
+            sort_by=[{"field": "started_at", "direction": "desc"}],
+            limit=1,
+            columns=["output"],
+        ):
+            if images := images_of(call.get("output")):
+                covers[project.id] = images[0].digest
+    return render(ctx, "projects.html", projects=projects, covers=covers, entities=entities)
+
+
+@router.get("/new")
+async def new_project(ctx: User, entity: str = "", name: str = "") -> Response:
+    """Where the projects page's "new project" form goes: a project exists from its first
+    generation on, so this only checks the name and opens the generate form."""
+    try:
+        split_project_id(f"{entity}/{name.strip()}")
+    except ValueError as exc:
+        raise WebError(400, str(exc)) from exc
+    require_entity(ctx, entity)
+    return RedirectResponse(f"/ui/p/{entity}/{name.strip()}/generate", status_code=303)
+
+
+def _project(ctx: WebContext, entity: str, project: str) -> str:
+    try:
+        split_project_id(f"{entity}/{project}")
+    except ValueError as exc:
+        raise WebError(404, "No such project.") from exc
+    require_entity(ctx, entity)
+    return f"{entity}/{project}"
+
+
+async def _query(
+    ctx: WebContext, project_id: str, filters: Filters
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[str, str]]]:
+    """(filter, query) for the calls store, and the entity's members (id, name)."""
+    store = gallery_store(ctx)
+    members = await store.members(project_id.split("/")[0])
+    user_id = None
+    if filters.user:
+        # A former member's generations stay findable by their name.
+        by_name = {name: uid for uid, name in members}
+        user_id = by_name.get(filters.user) or await store.user_id(filters.user)
+    flt, query = filters.to_query(user_id)
+    return flt, query, members
+
+
+async def _cards(
+    ctx: WebContext,
+    project_id: str,
+    flt: dict[str, Any],
+    query: dict[str, Any] | None,
+    members: list[tuple[str, str]],
+    offset: int,
+) -> tuple[list[CallView], bool]:
+    """One page of calls, newest first, and whether more follow."""
+    try:
+        calls = [
+            call
+            async for call in ctx.app.calls.stream(
+                project_id,
+                filter=flt,
+                query=query,
+                sort_by=[{"field": "started_at", "direction": "desc"}],
+                limit=PAGE_SIZE + 1,
+                offset=offset,
+                include_costs=True,
+            )
+        ]
+    except QueryError as exc:
+        raise WebError(400, str(exc)) from exc
+    names = dict(members)
+    names |= await gallery_store(ctx).user_names(
+        c["wb_user_id"] for c in calls if c["wb_user_id"] not in names
+    )
+    return [call_view(call, names) for call in calls[:PAGE_SIZE]], len(calls) > PAGE_SIZE
+
+
+def _offset(request: Request) -> int:
+    raw = request.query_params.get("offset", "0")
+    return min(int(raw), 1_000_000) if raw.isdigit() else 0
+
+
+@router.get("/p/{entity}/{project}")
+async def gallery_page(entity: str, project: str, request: Request, ctx: User) -> Response:
+    project_id = _project(ctx, entity, project)
+    filters = Filters.parse(request.query_params)
+    offset = _offset(request)
+    flt, query, members = await _query(ctx, project_id, filters)
+    cards, more = await _cards(ctx, project_id, flt, query, members, offset)
+    total, _ = await ctx.app.calls.count(project_id, filter={"op_names": flt["op_names"]})
+    matching = total
+    if filters.active:
+        matching, _ = await ctx.app.calls.count(project_id, filter=flt, query=query)
+    models = sorted(set(ctx.app.catalog.names) | ({filters.model} if filters.model else set()))
+    return render(
+        ctx,
+        "gallery.html",
+        project_id=project_id,
+        entity=entity,
+        project=project,
+        cards=cards,
+        more=more,
+        next_offset=offset + PAGE_SIZE,
+        offset=offset,
+        filters=filters,
+        members=[name for _, name in members],
+        models=models,
+        total=total,
+        matching=matching,
+    )
+
+
+@router.get("/p/{entity}/{project}/cards")
+async def gallery_cards(entity: str, project: str, request: Request, ctx: User) -> Response:
+    """The next page of cards as an HTML fragment, for infinite scroll."""
+    project_id = _project(ctx, entity, project)
+    filters = Filters.parse(request.query_params)
+    offset = _offset(request)
+    flt, query, members = await _query(ctx, project_id, filters)
+    cards, more = await _cards(ctx, project_id, flt, query, members, offset)
+    values: dict[str, Any] = {
+        "cards": cards,
+        "more": more,
+        "next_offset": offset + PAGE_SIZE,
+        "filters": filters,
+        "project_id": project_id,
+    }
+    return render_fragment(ctx, "_cards.html", **values)

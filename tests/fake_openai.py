@@ -1,0 +1,164 @@
+"""A local HTTP server speaking OpenAI's Images protocol, for tests and benchmarks.
+
+It is a real server on loopback (uvicorn in a thread), so imagegate's provider, the
+official SDK and the URL downloader are exercised exactly as against the real API.
+Tests script its answers (`push`) and read what it received (`requests`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from PIL import Image
+
+
+def small_png(index: int = 0, size: int = 64) -> bytes:
+    colour = ((index * 70) % 256, (index * 130 + 60) % 256, (index * 200 + 120) % 256)
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@dataclass
+class Reply:
+    """One scripted answer. Without `body`/`json`, a success with `n` base64 images."""
+
+    status: int = 200
+    json: Any = None
+    body: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    usage: dict[str, Any] | None = None
+    urls: list[str] | None = None  # answer with these image URLs instead of base64
+    image: bytes | None = None  # answer with these bytes as every image (else small PNGs)
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    at: float
+
+
+def error_body(message: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": None,
+            "code": code,
+            **extra,
+        }
+    }
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.requests: list[Received] = []
+        self.script: list[Reply] = []
+        # Chooses the answer for each request the script does not cover (from its body).
+        self.responder: Callable[[dict[str, Any]], Reply] | None = None
+        self.downloads = 0
+        self.app = self._build()
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: uvicorn.Server | None = None
+
+    def reset(self) -> None:
+        self.requests.clear()
+        self.script.clear()
+        self.responder = None
+        self.downloads = 0
+
+    def push(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        async def generations(request: Request) -> Response:
+            body = await request.json()
+            self.requests.append(
+                Received(
+                    request.url.path + ("?" + request.url.query if request.url.query else ""),
+                    dict(request.headers),
+                    body,
+                    time.monotonic(),
+                )
+            )
+            if self.script:
+                reply = self.script.pop(0)
+            else:
+                reply = self.responder(body) if self.responder else Reply()
+            if reply.delay_s:
+                await asyncio.sleep(reply.delay_s)
+            if reply.body is not None:
+                return Response(reply.body, reply.status, reply.headers, "application/json")
+            if reply.json is not None:
+                return JSONResponse(reply.json, reply.status, reply.headers)
+            n = int(body.get("n") or 1)
+            if reply.urls is not None:
+                data = [{"url": u} for u in reply.urls]
+            else:
+                pngs = [reply.image or small_png(i) for i in range(n)]
+                data = [{"b64_json": base64.b64encode(png).decode()} for png in pngs]
+            answer: dict[str, Any] = {"created": int(time.time()), "data": data}
+            if reply.usage is not None:
+                answer["usage"] = reply.usage
+            return JSONResponse(answer, reply.status, reply.headers)
+
+        app.add_api_route("/v1/images/generations", generations, methods=["POST"])
+        app.add_api_route(
+            "/openai/deployments/{deployment}/images/generations", generations, methods=["POST"]
+        )
+
+        @app.get("/img/{index}.png")
+        async def image(index: int) -> Response:
+            self.downloads += 1
+            return Response(small_png(index), media_type="image/png")
+
+        @app.get("/huge.png")
+        async def huge() -> StreamingResponse:
+            self.downloads += 1
+
+            async def body() -> AsyncIterator[bytes]:
+                chunk = b"\0" * (1024 * 1024)
+                for _ in range(200):  # 200 MB, no Content-Length
+                    yield chunk
+
+            return StreamingResponse(body(), media_type="image/png")
+
+        return app
+
+    def start(self) -> None:
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        self._server = uvicorn.Server(config)
+        thread = threading.Thread(target=self._server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("fake OpenAI server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

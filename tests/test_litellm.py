@@ -1,0 +1,65 @@
+"""The optional LiteLLM route, driven by LiteLLM's own offline mock response."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from imagegate.config import Settings
+from imagegate.digest import weave_digest
+from imagegate.providers import load_catalog
+from tests.conftest import Users, basic
+from tests.fake_openai import FakeOpenAI, small_png
+
+pytest.importorskip("litellm")
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path, fake: FakeOpenAI) -> Settings:
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f"""
+[models."vertex_ai/imagen-mock"]
+provider = "litellm"
+params = ["size"]
+size_range = [64, 4096]
+trusted_url_hosts = ["127.0.0.1:{fake.port}"]
+provider_params = {{ mock_response = "{fake.url}/img/5.png" }}
+prices = {{ per_image = {{ "-:1024x1024" = 0.04 }} }}
+"""
+    )
+    return replace(settings, models_file=models)
+
+
+async def test_generation_through_litellm_is_kept_priced_and_recorded(client, users: Users) -> None:
+    res = await client.post(
+        "/image/create",
+        json={
+            "project_id": "alice/ll",
+            "inputs": {"model": "vertex_ai/imagen-mock", "prompt": "x"},
+        },
+        headers=basic(users.alice),
+    )
+    body = res.json()
+    assert res.status_code == 200 and "data" in body["response"], body
+    assert body["response"]["data"][0]["content"]["digest"] == weave_digest(small_png(5))
+    call = await client.post(
+        "/call/read",
+        json={"project_id": "alice/ll", "id": body["weave_call_id"], "include_costs": True},
+        headers=basic(users.alice),
+    )
+    call = call.json()["call"]
+    assert call["attributes"]["imagegate"]["provider"] == "litellm"
+    assert call["summary"]["attempts"][0]["status_code"] == 200
+    assert call["summary"]["weave"]["costs"]["vertex_ai/imagen-mock"]["total_cost"] == 0.04
+
+
+def test_unlisted_litellm_prefixes_route_through_litellm() -> None:
+    catalog = load_catalog()
+    spec = catalog.get("bedrock/amazon.titan-image-generator-v2:0")
+    assert spec is not None and spec.provider == "litellm"
+    assert spec.upstream_model == "bedrock/amazon.titan-image-generator-v2:0"
+    assert catalog.get("nosuchprovider/model") is None
+    assert catalog.get("gpt-image-2").provider == "openai"  # listed models keep their route
