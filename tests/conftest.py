@@ -15,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -250,3 +251,17 @@ def fake() -> Iterator[FakeOpenAI]:
     server.start()
     yield server
     server.stop()
+
+
+def drain_output(server: LiveServer) -> None:
+    """Keep reading a live server's output into `server.output` in the background, so a
+    long run (thousands of access-log lines) never blocks the server on a full pipe."""
+    stdout = server.process.stdout
+    assert stdout is not None
+    os.set_blocking(stdout.fileno(), True)
+
+    def read() -> None:
+        for line in stdout:
+            server.output.append(line)
+
+    threading.Thread(target=read, daemon=True).start()

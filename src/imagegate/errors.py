@@ -93,3 +93,13 @@ def install_handlers(app: FastAPI) -> None:
     async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
         log.warning("database unavailable: %s", exc)
         return await _handle(_request, DatabaseUnavailable(str(exc)))
+
+    # PostgreSQL refuses values SQLite takes (a NUL character, an unpaired surrogate, a
+    # number out of range): a data exception, SQLSTATE class 22, is the request's fault.
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    async def _bad_value(_request: Request, exc: Exception) -> JSONResponse:
+        if not str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("22"):
+            raise exc
+        log.info("value refused by the database: %s", exc)
+        message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
+        return await _handle(_request, BadRequest(message))

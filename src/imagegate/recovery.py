@@ -96,8 +96,7 @@ class Recovery:
         )
         if ended:
             log.warning("marked %d unfinished call(s) as interrupted", ended)
-            if metrics := getattr(self.imagegate, "metrics", None):
-                metrics.interrupted(ended)
+            self.imagegate.metrics.interrupted(ended)
         return ended
 
     async def _repeat(self) -> None:

@@ -79,6 +79,11 @@ class CallReadRes(BaseModel):
     call: dict[str, Any] | None
 
 
+# A count of rows: anything larger than a 64-bit SQL integer (less one, for the `limit + 1`
+# that tells whether more rows exist) is refused with a 422, not sent to the database.
+RowCount = Annotated[int, Field(ge=0, le=2**63 - 2)]
+
+
 class SortBy(BaseModel):
     field: str
     direction: Literal["asc", "desc"] = "asc"
@@ -99,8 +104,8 @@ class CallsQueryReq(ProjectScoped):
     model_config = ConfigDict(extra="ignore")
 
     filter: CallsFilter | None = None
-    limit: Annotated[int, Field(ge=0)] | None = None
-    offset: Annotated[int, Field(ge=0)] | None = None
+    limit: RowCount | None = None
+    offset: RowCount | None = None
     sort_by: list[SortBy] | None = None
     query: dict[str, Any] | None = None
     include_costs: bool | None = False
@@ -112,7 +117,7 @@ class CallsQueryStatsReq(ProjectScoped):
 
     filter: CallsFilter | None = None
     query: dict[str, Any] | None = None
-    limit: Annotated[int, Field(ge=0)] | None = None
+    limit: RowCount | None = None
 
 
 class CallsQueryStatsRes(BaseModel):

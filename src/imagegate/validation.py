@@ -24,6 +24,17 @@ def _fail(field: str, message: str, value: object = None) -> InvalidInput:
     return InvalidInput(["body", "inputs", field], message, value)
 
 
+def _check_text(field: str, value: str) -> None:
+    """Text that is stored and sent on must be valid Unicode without NUL: PostgreSQL can
+    store neither a NUL nor an unpaired surrogate, so no backend takes them."""
+    if "\x00" in value:
+        raise _fail(field, f"{field} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _fail(field, f"{field} is not valid Unicode (an unpaired surrogate)") from exc
+
+
 def resolve_model(catalog: Catalog, servable: set[str], name: str) -> ModelSpec:
     spec = catalog.get(name)
     if spec is None or spec.provider not in servable:
@@ -44,6 +55,7 @@ def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> 
     prompt = inputs.prompt
     if not prompt.strip():
         raise _fail("prompt", "prompt must not be empty")
+    _check_text("prompt", prompt)
     if len(prompt) > spec.max_prompt_chars:
         raise _fail(
             "prompt",
@@ -69,6 +81,8 @@ def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> 
         allowed = spec.options.get(name)
         if allowed and value not in allowed:
             raise _fail(name, f"{name} must be one of {', '.join(allowed)}", value)
+        if isinstance(value, str):
+            _check_text(name, value)
         params[name] = value
     output_format = params.get("output_format", spec.output_format)
     if "output_compression" in params:

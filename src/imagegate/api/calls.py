@@ -50,10 +50,18 @@ async def calls_stream_query(req: CallsQueryReq, app: App, caller: Caller) -> St
         )
     except QueryError as exc:
         raise BadRequest(str(exc)) from exc
-    return StreamingResponse(_json_lines(calls), media_type="application/jsonl")
+    # The query runs here, before the answer starts: a database that refuses it gets a
+    # status code (see errors.py), not a 200 stream cut short.
+    first = await anext(calls, None)
+    return StreamingResponse(_json_lines(first, calls), media_type="application/jsonl")
 
 
-async def _json_lines(calls: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _json_lines(
+    first: dict[str, Any] | None, calls: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[bytes]:
+    if first is None:
+        return
+    yield (json.dumps(first, separators=(",", ":")) + "\n").encode()
     async for call in calls:
         yield (json.dumps(call, separators=(",", ":")) + "\n").encode()
 

@@ -1,0 +1,163 @@
+"""GET /metrics: Prometheus counters for requests, generations, images, errors and cost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+
+from imagegate.app import create_app
+from imagegate.config import Settings
+from imagegate.metrics import Metrics
+from imagegate.providers import ImageRequest, ProviderError, ProviderResult
+from imagegate.providers.base import GeneratedImage, ItemError
+from tests.conftest import Users, basic
+from tests.fake_openai import small_png
+
+CATALOG = """
+[models."test/priced"]
+provider = "fixed"
+params = ["size"]
+sizes = ["1024x1024"]
+prices = { per_image = { "-:1024x1024" = 0.04 } }
+
+[models."test/limited"]
+provider = "limited"
+
+[models."test/half"]
+provider = "half"
+"""
+
+
+class FixedProvider:
+    async def generate(self, request: ImageRequest) -> ProviderResult:
+        return ProviderResult(images=[GeneratedImage(small_png(i)) for i in range(request.n)])
+
+
+class LimitedProvider:
+    async def generate(self, request: ImageRequest) -> ProviderResult:
+        raise ProviderError("slow down", error_type="rate_limit", status_code=429)
+
+
+class HalfProvider:
+    async def generate(self, request: ImageRequest) -> ProviderResult:
+        return ProviderResult(
+            images=[GeneratedImage(small_png(0))], errors=[ItemError("gone", "provider_error")]
+        )
+
+
+@pytest.fixture
+def settings(settings: Settings, tmp_path: Path) -> Settings:
+    models = tmp_path / "models.toml"
+    models.write_text(CATALOG)
+    return replace(settings, models_file=models)
+
+
+@pytest.fixture
+def providers() -> dict[str, Any]:
+    return {"fixed": FixedProvider(), "limited": LimitedProvider(), "half": HalfProvider()}
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a scrape, by (name, labels)."""
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(scrape: dict, name: str, **labels: str) -> float | None:
+    return scrape.get((name, frozenset(labels.items())))
+
+
+async def create(client: httpx.AsyncClient, key: str, **inputs: Any) -> httpx.Response:
+    return await client.post(
+        "/image/create",
+        json={"project_id": "alice/metrics", "inputs": {"prompt": "a red fox", **inputs}},
+        headers=basic(key),
+    )
+
+
+async def test_generations_images_errors_and_cost_per_model(client, users: Users) -> None:
+    await create(client, users.alice, model="local/procedural", size="256x256", n=2)
+    await create(client, users.alice, model="test/priced", n=3)
+    await create(client, users.alice, model="test/limited")
+    await create(client, users.alice, model="test/half")
+    assert (await create(client, users.alice, model="local/procedural", n=11)).status_code == 422
+    assert (await client.get("/no/such/page")).status_code == 404
+
+    res = await client.get("/metrics")  # no API key: scrapers have none
+    assert res.status_code == 200
+    assert res.headers["content-type"].startswith("text/plain; version=")
+    m = samples(res.text)
+    assert value(m, "imagegate_generations_total", model="local/procedural", status="success") == 1
+    assert value(m, "imagegate_images_total", model="local/procedural") == 2
+    assert value(m, "imagegate_images_total", model="test/priced") == 3
+    assert value(m, "imagegate_cost_usd_total", model="test/priced") == pytest.approx(0.12)
+    assert value(m, "imagegate_generations_total", model="test/limited", status="error") == 1
+    errors = "imagegate_generation_errors_total"
+    assert value(m, errors, model="test/limited", error_type="rate_limit") == 1
+    assert value(m, "imagegate_generations_total", model="test/half", status="partial") == 1
+    assert value(m, errors, model="test/half", error_type="partial_failure") == 1
+    latency = "imagegate_provider_latency_seconds_count"
+    assert value(m, latency, model="local/procedural") == 1
+    assert value(m, latency, model="test/limited") == 1
+    requests = "imagegate_http_requests_total"
+    assert value(m, requests, method="POST", route="/image/create", status="200") == 4
+    assert value(m, requests, method="POST", route="/image/create", status="422") == 1
+    assert value(m, requests, method="GET", route="unmatched", status="404") == 1
+
+
+async def test_routes_are_templates_not_raw_paths(client, users: Users) -> None:
+    digest = "A" * 43
+    await client.get(f"/files/alice/metrics/{digest}.png", headers=basic(users.alice))
+    await client.get("/projects/alice/one/spend", headers=basic(users.alice))
+    await client.get("/projects/alice/two/spend", headers=basic(users.alice))
+    m = samples((await client.get("/metrics")).text)
+    requests = "imagegate_http_requests_total"
+    route = "/files/{entity}/{project}/{name}"
+    assert value(m, requests, method="GET", route=route, status="404") == 1
+    route = "/projects/{entity}/{project}/spend"
+    assert value(m, requests, method="GET", route=route, status="200") == 2
+    assert not [k for k in m if "alice" in str(k)]
+
+
+async def test_too_large_bodies_are_counted(client, users: Users, settings: Settings) -> None:
+    body = b"x" * (settings.max_request_bytes + 1)
+    assert (await client.post("/image/create", content=body)).status_code == 413
+    m = samples((await client.get("/metrics")).text)
+    assert value(m, "imagegate_http_requests_total", method="POST", route="unmatched", status="413")
+
+
+def test_models_outside_the_catalog_share_one_label() -> None:
+    metrics = Metrics(["gpt-image-2"])
+    assert metrics.model_label("gpt-image-2") == "gpt-image-2"
+    assert metrics.model_label("vertex_ai/anything-a-caller-types") == "other"
+
+
+@pytest.fixture
+async def guarded(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[httpx.AsyncClient]:
+    monkeypatch.setenv("IMAGEGATE_METRICS_TOKEN", "scrape-secret")
+    app: FastAPI = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            yield client
+
+
+async def test_metrics_token_when_set(guarded: httpx.AsyncClient) -> None:
+    assert (await guarded.get("/metrics")).status_code == 401
+    wrong = {"Authorization": "Bearer nope"}
+    assert (await guarded.get("/metrics", headers=wrong)).status_code == 401
+    right = {"Authorization": "Bearer scrape-secret"}
+    res = await guarded.get("/metrics", headers=right)
+    assert res.status_code == 200 and "imagegate_http_requests_total" in res.text
