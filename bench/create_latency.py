@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,38 +18,9 @@ from pathlib import Path
 
 import httpx
 
-IMAGEGATE = Path(sys.executable).parent / "imagegate"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    log = data_dir.parent / "server.log"
-    proc = subprocess.Popen(
-        [str(IMAGEGATE), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    key = re.search(r"^\s+(ig_\S+)\s*$", log.read_text(), re.MULTILINE)
-    assert key, log.read_text()
-    return proc, url, key[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from bench._harness import admin_key, percentile, start_imagegate
 
 
 def main() -> None:
@@ -62,7 +30,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url, key = start(Path(tmp) / "data")
+        server = start_imagegate(Path(tmp) / "data", env={}, models=None)
+        url, key = server.url, admin_key(server)
         try:
             body = {
                 "project_id": "admin/bench",
@@ -83,8 +52,7 @@ def main() -> None:
                     times.append((time.perf_counter() - started) * 1000)
                     assert res.status_code == 200 and "data" in res.json()["response"]
         finally:
-            proc.terminate()
-            proc.wait()
+            server.stop()
     print(
         f"POST /image/create  local/procedural  {args.size}  n={args.n}  "
         f"runs={args.runs}  cpus={os.cpu_count()}"

@@ -15,11 +15,8 @@ Usage: python bench/gallery_paint.py [--runs 5] [--chromium /usr/bin/chromium]
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +26,10 @@ from typing import Any
 import httpx
 from playwright.sync_api import Browser, sync_playwright
 
-IMAGEGATE = Path(sys.executable).parent / "imagegate"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+from bench._harness import admin_key, start_imagegate
+
 ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -66,32 +66,6 @@ TIMINGS = """() => {
 VISIBLE_LOADED = """() => [...document.querySelectorAll('.card img')]
   .filter(i => i.getBoundingClientRect().top < innerHeight)
   .every(i => i.complete && i.naturalWidth)"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start(data_dir: Path) -> tuple[subprocess.Popen[bytes], str, str]:
-    port = free_port()
-    log = data_dir.parent / "server.log"
-    proc = subprocess.Popen(
-        [str(IMAGEGATE), "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    key = re.search(r"^\s+(ig_\S+)\s*$", log.read_text(), re.MULTILINE)
-    assert key, log.read_text()
-    return proc, url, key[1]
 
 
 def seed(url: str, key: str, count: int) -> None:
@@ -168,7 +142,8 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     data = tmp / "data"
-    proc, url, key = start(data)
+    server = start_imagegate(data, env={}, models=None)
+    url, key = server.url, admin_key(server)
     try:
         started = time.perf_counter()
         seed(url, key, 50)
@@ -192,8 +167,7 @@ def main() -> None:
         mean_kib = statistics.mean(sizes) / 1024
         print(f"\nthumbnails: {len(sizes)} WebP files, mean {mean_kib:.1f} KiB")
     finally:
-        proc.terminate()
-        proc.wait(timeout=15)
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
