@@ -224,7 +224,9 @@ def start_server(
     output.extend(proc.stdout.readlines())
     text = "".join(output)
     match = re.search(r"^\s+(ig_\S+)\s*$", text, re.MULTILINE)
-    return LiveServer(url, match[1] if match else "", data_dir, proc, output)
+    server = LiveServer(url, match[1] if match else "", data_dir, proc, output)
+    _drain_output(server)
+    return server
 
 
 def stop_server(server: LiveServer) -> None:
@@ -253,7 +255,7 @@ def fake() -> Iterator[FakeOpenAI]:
     server.stop()
 
 
-def drain_output(server: LiveServer) -> None:
+def _drain_output(server: LiveServer) -> None:
     """Keep reading a live server's output into `server.output` in the background, so a
     long run (thousands of access-log lines) never blocks the server on a full pipe."""
     stdout = server.process.stdout

@@ -30,7 +30,7 @@ from imagegate.digest import weave_digest
 from imagegate.recovery import INTERRUPTED
 from imagegate.store import LocalFileStore
 from tests.backends import stored_files
-from tests.conftest import Backend, LiveServer, drain_output, start_server, stop_server
+from tests.conftest import Backend, LiveServer, start_server, stop_server
 from tests.fake_openai import FakeOpenAI, Reply, error_body, small_png
 
 KEY = "sk-faults-0123456789abcdef"
@@ -71,7 +71,6 @@ def serve(tmp_path: Path, backend: Backend, fake: FakeOpenAI, **env: str) -> Liv
         {**backend.env, "OPENAI_API_KEY": KEY, **env},
         ["--models", str(models)],
     )
-    drain_output(server)
     return server
 
 

@@ -33,7 +33,6 @@ from tests.conftest import (
     LiveServer,
     Users,
     basic,
-    drain_output,
     start_server,
     stop_server,
 )
@@ -47,7 +46,6 @@ def fuzzed_server(
     tmp_path_factory: pytest.TempPathFactory, module_backend: Backend
 ) -> Iterator[LiveServer]:
     server = start_server(tmp_path_factory.mktemp("fuzz") / "data", module_backend.env)
-    drain_output(server)
     yield server
     stop_server(server)
 
