@@ -355,3 +355,22 @@ async def test_old_calls_read_like_new_ones_after_upgrade(settings: Settings) ->
         async with ig.engine.connect() as conn:
             kept = (await conn.execute(sa.select(keys_0003.c.key))).all()
         assert kept == []
+
+
+async def test_upgrade_without_the_file_store_fails_clearly_and_changes_nothing(
+    settings: Settings,
+) -> None:
+    seeded = await seed_at_0003(settings)
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        with pytest.raises(RuntimeError, match="needs the file store"):
+            await migrate(engine)  # as bare alembic would run it: no file store
+        async with engine.connect() as conn:
+            version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            output = await conn.scalar(
+                sa.select(calls_0003.c.output).where(calls_0003.c.id == seeded["rows"][0]["id"])
+            )
+        assert version == "0003"
+        assert "image" in output["data"][0]  # rolled back whole
+    finally:
+        await engine.dispose()

@@ -14,7 +14,7 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import InvalidInput
+from imagegate.errors import ImagegateError, InvalidInput
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
@@ -263,3 +263,13 @@ class GenerationService:
             return image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
 
         return link
+
+    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
+        """An image's bytes: in memory for a fresh generation, else (a replay, a generation
+        read back from its call) from the file store."""
+        if image.data is not None:
+            return image.data
+        data = await self.files.get(generation.project_id, image.digest)
+        if data is None:
+            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
+        return data
