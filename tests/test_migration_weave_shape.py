@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from imagegate.app import create_app
 from imagegate.config import Settings
@@ -18,7 +19,7 @@ from imagegate.core import open_file_store
 from imagegate.digest import weave_digest
 from imagegate.providers.procedural import render_png
 from imagegate.store import AccountStore, FileStore
-from imagegate.store.db import create_engine, migrate
+from imagegate.store.db import alembic_config, create_engine, migrate
 from imagegate.store.tables import JSONType, Timestamp
 from tests.conftest import basic
 from tests.web.conftest import sign_in
@@ -372,5 +373,40 @@ async def test_upgrade_without_the_file_store_fails_clearly_and_changes_nothing(
             )
         assert version == "0003"
         assert "image" in output["data"][0]  # rolled back whole
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_gives_back_the_old_shape(settings: Settings) -> None:
+    seeded = await seed_at_0003(settings)
+    engine = create_engine(settings.resolved_database_url)
+    first = seeded["rows"][0]
+
+    def downgrade(connection: sa.Connection) -> None:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+
+    async def output() -> dict[str, Any]:
+        async with engine.connect() as conn:
+            query = sa.select(calls_0003.c.output).where(calls_0003.c.id == first["id"])
+            return dict(await conn.scalar(query))
+
+    try:
+        await migrate(engine, files=open_file_store(settings))
+        upgraded = await output()
+        assert "model" in upgraded and "image" not in upgraded["data"][0]
+        async with engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        old = await output()
+        assert "model" not in old
+        assert [item["image"]["files"]["content"] for item in old["data"]] == [
+            item["image"]["files"]["content"] for item in first["output"]["data"]
+        ]
+        assert [item["content"] for item in old["data"]] == [
+            item["content"] for item in first["output"]["data"]
+        ]
+        await migrate(engine, files=open_file_store(settings))  # and up again
+        assert await output() == upgraded
     finally:
         await engine.dispose()
