@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +21,18 @@ from imagegate.errors import InvalidInput
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
-from imagegate.providers.base import ItemError, ProviderResult, Secret
+from imagegate.providers.base import (
+    InputImage,
+    ItemError,
+    PartialImage,
+    PartialSink,
+    ProviderResult,
+    Secret,
+)
 from imagegate.schemas import ImageGenerationCreateReq
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.secrets import SecretStore
+from imagegate.uploads import Upload, check_edit_inputs
 from imagegate.urls import image_url
 from imagegate.validation import effective_request, resolve_model
 
@@ -33,7 +42,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("imagegate.generation")
 
 OP_NAME = "weave.image_generation_create"
+EDIT_OP_NAME = "weave.image_edit_create"
 CONTENT_TYPE = "weave.type_wrappers.Content.content.Content"
+SVG_MIMETYPE = "image/svg+xml"
+EXTENSIONS = {SVG_MIMETYPE: "svg", "image/jpeg": "jpg"}
+_SVG_START = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<svg[\s>]", re.DOTALL)
+_SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
 @dataclass(frozen=True)
@@ -78,10 +92,28 @@ class GenerationService:
         self.signing_key = signing_key
         self.metrics = metrics
 
-    def prepare(self, req: ImageGenerationCreateReq) -> ImageRequest:
+    def check_edit(
+        self, req: ImageGenerationCreateReq, uploads: list[Upload], max_total_bytes: int
+    ) -> tuple[tuple[InputImage, ...], InputImage | None]:
+        """The images to edit and the mask, checked against the model (InvalidInput if not)."""
+        spec = resolve_model(self.catalog, set(self.providers), req.inputs.model)
+        if not spec.edits:
+            effective_request(spec, req.inputs, edit=True)  # raises: names the editors
+        return check_edit_inputs(spec, uploads, max_total_bytes=max_total_bytes)
+
+    def prepare(
+        self,
+        req: ImageGenerationCreateReq,
+        *,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+        allow_stream: bool = False,
+    ) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid."""
         spec = resolve_model(self.catalog, set(self.providers), req.inputs.model)
-        request = effective_request(spec, req.inputs)
+        request = effective_request(spec, req.inputs, allow_stream=allow_stream, edit=bool(images))
+        if images:
+            request = dataclasses.replace(request, images=images, mask=mask)
         if req.inputs.response_format == "url" and req.track_llm_call is False:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
@@ -98,9 +130,18 @@ class GenerationService:
         return Secret(value) if value else None
 
     async def create(
-        self, principal: Principal, req: ImageGenerationCreateReq, base_url: str
+        self,
+        principal: Principal,
+        req: ImageGenerationCreateReq,
+        base_url: str,
+        *,
+        images: tuple[InputImage, ...] = (),
+        mask: InputImage | None = None,
+        on_partial: PartialSink | None = None,
     ) -> dict[str, Any]:
-        request = self.prepare(req)
+        """Generate (or, with `images`, edit) and record the call. With `on_partial` the
+        request may stream: each partial image goes to it as soon as the provider has it."""
+        request = self.prepare(req, images=images, mask=mask, allow_stream=on_partial is not None)
         spec = request.spec
         response_format = req.inputs.response_format or "b64_json"
         track = req.track_llm_call is not False
@@ -114,6 +155,8 @@ class GenerationService:
             **({"seed": request.seed} if request.seed is not None else {}),
             **request.params,
         }
+        if request.stream:
+            effective_inputs.update(stream=True, partial_images=request.partial_images)
         warnings = []
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
@@ -121,12 +164,15 @@ class GenerationService:
         started_at = datetime.now(UTC)
         if call_id:
             await self.accounts.ensure_project(project_id)
+            if request.is_edit:
+                # The inputs are kept like outputs: Content references to stored files.
+                effective_inputs.update(await self._keep_inputs(project_id, request))
             # Recorded before the provider is paid, so no generation goes unrecorded.
             await self.calls.start(
                 {
                     "id": call_id,
                     "project_id": project_id,
-                    "op_name": OP_NAME,
+                    "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
                     "display_name": None,
                     "trace_id": uuid7(),
                     "parent_id": None,
@@ -147,15 +193,33 @@ class GenerationService:
         provider_s: float | None = None  # the provider alone, without storing
         error: ProviderError | None = None
         result = ProviderResult(images=[])
-        images: list[StoredImage] = []
+        stored: list[StoredImage] = []
+        partials: list[PartialImage] = []
+        kept_partials: list[StoredImage] = []
+
+        async def collect(partial: PartialImage) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                await on_partial(partial)
+
         try:
             api_key = await self._api_key(request, project_id.split("/", 1)[0])
             request = dataclasses.replace(request, api_key=api_key)
-            result = await self.providers[spec.provider].generate(request)
+            provider = self.providers[spec.provider]
+            streaming = getattr(provider, "generate_streaming", None)
+            if request.stream and streaming is not None:
+                result = await streaming(request, collect)
+            else:
+                result = await provider.generate(request)
             provider_s = time.perf_counter() - provider_started
             keep_in = project_id if track else None
             for index, image in enumerate(result.images):
-                images.append(await self._keep(keep_in, image.data, index, image.revised_prompt))
+                stored.append(await self._keep(keep_in, image.data, index, image.revised_prompt))
+            for partial in partials:
+                data = base64.b64decode(partial.b64_json)
+                kept_partials.append(
+                    await self._keep(keep_in, data, partial.index, None, name="partial")
+                )
         except ProviderError as exc:
             error = exc
             result.attempts = exc.attempts or result.attempts
@@ -169,16 +233,23 @@ class GenerationService:
             )
         provider_ms = round((time.perf_counter() - provider_started) * 1000)
         if error is not None:
-            images = []
+            stored = []
+        images = stored
         usage = normalize_usage(result.usage)
         summary = _summary(request, images, usage, provider_ms, error, result)
         exception = _exception_text(error, result.errors, request.n)
         created = int(started_at.timestamp())
+        size = _result_size(request, images)
         if call_id:
+            output = None
+            if error is None:
+                output = _call_output(created, request, images, result.usage, size)
+                if kept_partials:
+                    output["partial_images"] = [_content_item(p) for p in kept_partials]
             await self.calls.finish(
                 call_id,
                 ended_at=datetime.now(UTC),
-                output=None if error else _call_output(created, request, images, result.usage),
+                output=output,
                 summary=summary,
                 exception=exception,
             )
@@ -196,32 +267,50 @@ class GenerationService:
                 self._response_item(project_id, image, response_format, base_url)
                 for image in images
             ],
-            "size": request.size,
-            "output_format": request.params.get("output_format", spec.output_format),
+            "size": size,
+            "output_format": request.output_format,
             **{k: request.params[k] for k in ("quality", "background") if k in request.params},
             "usage": result.usage,
         }
+        safety_identifier = request.params.get("safety_identifier") or request.params.get("user")
+        if safety_identifier:
+            response["safety_identifier"] = safety_identifier
         if result.errors:
             response["errors"] = [e.as_dict() for e in result.errors]
         if warnings:
             response["warnings"] = warnings
         return {"response": response, "weave_call_id": call_id}
 
+    async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
+        """Store an edit's input images and mask; their Content references for `inputs`."""
+        refs = []
+        for index, image in enumerate(request.images):
+            kept = await self._keep(project_id, image.data, index, None, name="input")
+            refs.append(content_ref(kept.digest or "", kept.metadata_digest or ""))
+        inputs: dict[str, Any] = {"image": refs}
+        if request.mask is not None:
+            kept = await self._keep(project_id, request.mask.data, 0, None, name="mask")
+            inputs["mask"] = content_ref(kept.digest or "", kept.metadata_digest or "")
+        return inputs
+
     async def _keep(
-        self, project_id: str | None, data: bytes, index: int, revised_prompt: str | None
+        self,
+        project_id: str | None,
+        data: bytes,
+        index: int,
+        revised_prompt: str | None,
+        *,
+        name: str = "image",
     ) -> StoredImage:
         """Inspect an image and, for a tracked call, store it with its Weave metadata file."""
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                mimetype = Image.MIME.get(img.format or "", "application/octet-stream")
-        except Exception as exc:
-            raise ProviderError("provider returned data that is not an image") from exc
+        mimetype, width, height = inspect_image(data)
         digest = metadata_digest = None
         if project_id is not None:
             try:
                 digest = await self.files.put(project_id, data)
-                metadata = _content_metadata(digest, data, mimetype, index, width, height)
+                metadata = _content_metadata(
+                    digest, data, mimetype, f"{name}_{index}", width, height
+                )
                 metadata_digest = await self.files.put(project_id, metadata)
             except OSError as exc:
                 log.error("storing an image for %s failed: %s", project_id, exc)
@@ -260,15 +349,29 @@ def _exception_text(error: ProviderError | None, errors: list[ItemError], n: int
     return None
 
 
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(true mimetype, width, height) of image bytes, or ProviderError. SVG is markup,
+    recognised by its root element; every other type is what Pillow reads it as."""
+    if _SVG_START.match(data[:4096]):
+        sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
+        return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            return Image.MIME.get(img.format or "", "application/octet-stream"), width, height
+    except Exception as exc:
+        raise ProviderError("provider returned data that is not an image") from exc
+
+
 def _content_metadata(
-    digest: str, data: bytes, mimetype: str, index: int, width: int, height: int
+    digest: str, data: bytes, mimetype: str, stem: str, width: int, height: int
 ) -> bytes:
-    ext = mimetype.rsplit("/", 1)[-1]
+    ext = EXTENSIONS.get(mimetype, mimetype.rsplit("/", 1)[-1])
     metadata = {
         "size": len(data),
         "mimetype": mimetype,
         "digest": digest,
-        "filename": f"image_{index}.{ext}",
+        "filename": f"{stem}.{ext}",
         "content_type": "bytes",
         "input_type": "bytes",
         "encoding": "utf-8",
@@ -287,25 +390,37 @@ def content_ref(content_digest: str, metadata_digest: str) -> dict[str, Any]:
     }
 
 
+def _content_item(image: StoredImage) -> dict[str, Any]:
+    assert image.digest and image.metadata_digest
+    return {"image": content_ref(image.digest, image.metadata_digest), "content": image.content()}
+
+
+def _result_size(request: ImageRequest, images: list[StoredImage]) -> str:
+    """The size answered: an edit's is what came out (a model may keep its input's size)."""
+    if request.is_edit and images and images[0].width:
+        return f"{images[0].width}x{images[0].height}"
+    return request.size
+
+
 def _call_output(
-    created: int, request: ImageRequest, images: list[StoredImage], usage: dict[str, Any]
+    created: int,
+    request: ImageRequest,
+    images: list[StoredImage],
+    usage: dict[str, Any],
+    size: str,
 ) -> dict[str, Any]:
     """The provider-shaped response as stored: each image a Content reference, no base64."""
     data = []
     for image in images:
-        assert image.digest and image.metadata_digest
-        item: dict[str, Any] = {
-            "image": content_ref(image.digest, image.metadata_digest),
-            "content": image.content(),
-        }
+        item = _content_item(image)
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         data.append(item)
     return {
         "created": created,
         "data": data,
-        "size": request.size,
-        "output_format": request.params.get("output_format", request.spec.output_format),
+        "size": size,
+        "output_format": request.output_format,
         "usage": usage,
     }
 

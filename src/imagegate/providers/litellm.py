@@ -9,7 +9,7 @@ import os
 from types import ModuleType
 from typing import Any
 
-from imagegate.providers.base import ImageRequest, ProviderResult
+from imagegate.providers.base import ImageRequest, InputImage, ProviderResult
 from imagegate.providers.openai import generate_with_retries
 
 
@@ -30,6 +30,10 @@ def _litellm() -> ModuleType:
     return litellm
 
 
+def _file(image: InputImage) -> tuple[str, bytes, str]:
+    return (image.filename or f"image.{image.extension}", image.data, image.mimetype)
+
+
 class LiteLLMProvider:
     async def generate(self, request: ImageRequest) -> ProviderResult:
         spec = request.spec
@@ -48,8 +52,17 @@ class LiteLLMProvider:
         if api_key:
             kwargs["api_key"] = api_key
         litellm = _litellm()
+        if request.is_edit:
+            # LiteLLM's edit route sends the files upstream as multipart parts.
+            files = [_file(image) for image in request.images]
+            kwargs["image"] = files[0] if len(files) == 1 else files
+            if request.mask is not None:
+                kwargs["mask"] = _file(request.mask)
+            endpoint = litellm.aimage_edit
+        else:
+            endpoint = litellm.aimage_generation
 
         async def call() -> Any:
-            return await litellm.aimage_generation(**kwargs)
+            return await endpoint(**kwargs)
 
         return await generate_with_retries(spec, call, api_key=api_key)

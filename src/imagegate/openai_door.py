@@ -1,0 +1,414 @@
+"""The OpenAI door: OpenAI's Images API (`/v1/images/generations`, `/v1/images/edits`,
+`/v1/models`) translated to and from the generation service.
+
+Everything OpenAI-shaped lives here: which project a request goes to, reading a
+multipart edit, `ImagesResponse` and the stream events derived from the service's
+answer, and provider failures as OpenAI's status codes. The service records each
+request exactly as `/image/create` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from imagegate.core import Imagegate
+from imagegate.digest import weave_digest
+from imagegate.errors import Forbidden, InvalidInput, openai_error
+from imagegate.idempotency import idempotency_key, request_hash
+from imagegate.names import split_project_id
+from imagegate.providers.base import InputImage, PartialImage
+from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.store import Principal
+from imagegate.uploads import Upload
+
+log = logging.getLogger("imagegate.openai")
+
+PROJECT_HEADER = "OpenAI-Project"
+CALL_ID_HEADER = "Imagegate-Call-Id"
+DEFAULT_PROJECT = "default"
+# Multipart fields that carry numbers or booleans (everything in a form is text).
+INT_FIELDS = ("n", "output_compression", "partial_images", "frame_count", "frame_duration_ms")
+BOOL_FIELDS = ("stream",)
+FILE_FIELDS = ("image", "image[]", "mask")
+MAX_FORM_FILES = 17  # 16 images and a mask
+# The provider's failure (`error_type`) as OpenAI's status and code.
+STATUS_BY_ERROR_TYPE = {
+    "content_policy": (400, "moderation_blocked"),
+    "invalid_request": (400, "invalid_request"),
+    "rate_limit": (429, "rate_limit_exceeded"),
+    "model_not_found": (404, "model_not_found"),
+    "auth": (502, "upstream_auth_failed"),  # the server's provider key, not the caller's
+    "timeout": (504, "upstream_timeout"),
+    "provider_error": (502, "upstream_error"),
+    "storage_error": (500, "storage_error"),
+    "internal_error": (500, "internal_error"),
+}
+# Stream-event field values OpenAI's types allow.
+STREAM_FORMATS = ("png", "webp", "jpeg")
+STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
+STREAM_BACKGROUNDS = ("transparent", "opaque", "auto")
+
+# Streamed generations keep running when their client goes away (they are paid for and
+# must be recorded); the loop holds only weak references to tasks, so they live here.
+_running: set[asyncio.Task[None]] = set()
+
+
+def project_for(principal: Principal, header: str | None) -> str:
+    """The `OpenAI-Project` header (`entity/project`, or a project in the caller's
+    entity), else the key's default project, else `<entity>/default`; 403 if not a member."""
+    entity = (
+        principal.user_name
+        if principal.user_name in principal.entities
+        else min(principal.entities, default=principal.user_name)
+    )
+    if header and header.strip():
+        value = header.strip()
+        project_id = value if "/" in value else f"{entity}/{value}"
+        try:
+            split_project_id(project_id)
+        except ValueError as exc:
+            raise InvalidInput(["header", "openai-project"], str(exc)) from exc
+    else:
+        project_id = principal.default_project or f"{entity}/{DEFAULT_PROJECT}"
+    if project_id.split("/", 1)[0] not in principal.entities:
+        raise Forbidden(f"you do not have access to project {project_id!r}")
+    return project_id
+
+
+def _inputs(fields: dict[str, Any]) -> ImageGenerationRequestInputs:
+    """OpenAI's request fields as the service's inputs (a 400 naming the field if not)."""
+    if not fields.get("model"):
+        raise InvalidInput(["body", "model"], "you must provide a model (GET /v1/models)")
+    try:
+        return ImageGenerationRequestInputs.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "body"
+        raise InvalidInput(["body", field], f"{field}: {first['msg']}") from exc
+
+
+async def read_json(request: Request) -> ImageGenerationRequestInputs:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(["body"], f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidInput(["body"], "the body must be a JSON object")
+    return _inputs(body)
+
+
+async def read_form(request: Request) -> tuple[ImageGenerationRequestInputs, list[Upload]]:
+    """A multipart edit: its text fields as inputs, its files as uploads."""
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise InvalidInput(["body"], "an edit is sent as multipart/form-data")
+    try:
+        form = await request.form(max_files=MAX_FORM_FILES + 1, max_fields=64)
+    except Exception as exc:  # starlette's MultiPartException and malformed bodies
+        raise InvalidInput(["body"], f"the multipart body cannot be read: {exc}") from exc
+    fields: dict[str, Any] = {}
+    svg: dict[str, Any] = {}
+    uploads: list[Upload] = []
+    try:
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if name not in FILE_FIELDS:
+                    raise InvalidInput(["body", name], f"unexpected file field {name!r}")
+                data = await value.read()
+                uploads.append(Upload(name, value.filename or f"{name}.bin", data))
+            elif name == "svg[model]":
+                svg["model"] = value
+            elif name == "svg[reasoning][effort]":
+                svg["reasoning"] = {"effort": value}
+            elif name in FILE_FIELDS:
+                raise InvalidInput(["body", name], f"{name} must be a file")
+            else:
+                fields[name] = _form_value(name, value)
+    finally:
+        await form.close()
+    if svg:
+        fields["svg"] = svg
+    if len([u for u in uploads if u.field != "mask"]) > MAX_FORM_FILES - 1:
+        raise InvalidInput(["body", "image"], "send at most 16 images")
+    return _inputs(fields), uploads
+
+
+def _form_value(name: str, value: str) -> Any:
+    if name in INT_FIELDS:
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise InvalidInput(["body", name], f"{name} must be an integer") from exc
+    if name in BOOL_FIELDS:
+        if value.lower() not in ("true", "false"):
+            raise InvalidInput(["body", name], f"{name} must be true or false")
+        return value.lower() == "true"
+    return value
+
+
+@dataclass(frozen=True)
+class DoorRequest:
+    """One OpenAI-door request, ready for the service."""
+
+    req: ImageGenerationCreateReq
+    images: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.images)
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.req.inputs.stream)
+
+    def body_hash(self) -> str:
+        """What "the same request" means for `Idempotency-Key`: the inputs and the
+        bytes of every file."""
+        digests = [weave_digest(i.data) for i in self.images]
+        if self.mask is not None:
+            digests.append("mask:" + weave_digest(self.mask.data))
+        return hashlib.sha256((request_hash(self.req) + "|".join(digests)).encode()).hexdigest()
+
+
+async def answer(
+    app: Imagegate, caller: Principal, door: DoorRequest, request: Request
+) -> Response:
+    """Run the request through the service, as JSON or as server-sent events."""
+    base_url = app.settings.public_url or str(request.base_url)
+    key = idempotency_key(request.headers)
+    if door.stream:
+        # Checked here, so a bad request gets its 400 before the stream starts.
+        app.generation.prepare(door.req, images=door.images, mask=door.mask, allow_stream=True)
+        return await _stream(app, caller, door, base_url, key)
+    result = await _run(app, caller, door, base_url, key, None)
+    return _json_answer(result)
+
+
+def _run(
+    app: Imagegate,
+    caller: Principal,
+    door: DoorRequest,
+    base_url: str,
+    key: str | None,
+    on_partial: Callable[[PartialImage], Awaitable[None]] | None,
+) -> Awaitable[dict[str, Any]]:
+    def work() -> Awaitable[dict[str, Any]]:
+        return app.generation.create(
+            caller, door.req, base_url, images=door.images, mask=door.mask, on_partial=on_partial
+        )
+
+    if key is None:
+        return work()
+    return app.idempotency.run(
+        project_id=door.req.project_id,
+        user_id=caller.user_id,
+        key=key,
+        request_hash=door.body_hash(),
+        work=work,
+    )
+
+
+def _json_answer(result: dict[str, Any]) -> Response:
+    headers = {CALL_ID_HEADER: result["weave_call_id"]} if result.get("weave_call_id") else {}
+    failure = error_answer(result)
+    if failure is not None:
+        failure.headers.update(headers)
+        return failure
+    return JSONResponse(images_response(result["response"]), headers=headers)
+
+
+def error_answer(result: dict[str, Any]) -> JSONResponse | None:
+    """A failed generation (the service answers 200 with `error`) as OpenAI's error."""
+    response = result["response"]
+    if "error" not in response:
+        return None
+    status, code = STATUS_BY_ERROR_TYPE.get(response.get("error_type", ""), (502, None))
+    extra: dict[str, Any] = {}
+    if response.get("categories") is not None or response.get("stage") is not None:
+        extra["moderation_details"] = {
+            "moderation_stage": response.get("stage"),
+            "categories": response.get("categories"),
+        }
+    return openai_error(status, response["error"], code=code, **extra)
+
+
+def images_response(response: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's `ImagesResponse` from the service's answer (the one place it is made)."""
+    data = []
+    for item in response["data"]:
+        image = {k: item[k] for k in ("b64_json", "url", "revised_prompt") if item.get(k)}
+        data.append(image)
+    answer: dict[str, Any] = {"created": response["created"], "data": data}
+    if response.get("background") in ("transparent", "opaque"):
+        answer["background"] = response["background"]
+    for name in ("output_format", "size", "safety_identifier"):
+        if response.get(name):
+            answer[name] = response[name]
+    if response.get("quality") and response["quality"] != "auto":
+        answer["quality"] = response["quality"]
+    usage = openai_usage(response.get("usage"))
+    if usage is not None:
+        answer["usage"] = usage
+    return answer
+
+
+def openai_usage(usage: Any) -> dict[str, Any] | None:
+    """GPT-image usage as OpenAI shapes it, or None when the model reports none."""
+    if not isinstance(usage, dict) or "input_tokens" not in usage:
+        return None
+    details = usage.get("input_tokens_details") or {}
+    shaped: dict[str, Any] = {
+        "input_tokens": int(usage.get("input_tokens") or 0),
+        "input_tokens_details": {
+            "text_tokens": int(details.get("text_tokens") or 0),
+            "image_tokens": int(details.get("image_tokens") or 0),
+        },
+        "output_tokens": int(usage.get("output_tokens") or 0),
+        "total_tokens": int(usage.get("total_tokens") or 0),
+    }
+    if usage.get("output_tokens_details"):
+        shaped["output_tokens_details"] = usage["output_tokens_details"]
+    return shaped
+
+
+# --- Streaming ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Done:
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+async def _stream(
+    app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, key: str | None
+) -> Response:
+    """Server-sent events: each partial image as the provider hands it over, then the
+    completed image. The generation runs in its own task, so a client that goes away
+    mid-stream stops only the events: the image is still made, stored and recorded."""
+    queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
+
+    async def on_partial(partial: PartialImage) -> None:
+        queue.put_nowait(partial)
+
+    async def run() -> None:
+        try:
+            queue.put_nowait(_Done(await _run(app, caller, door, base_url, key, on_partial)))
+        except Exception as exc:
+            queue.put_nowait(_Failed(exc))
+
+    task = asyncio.create_task(run())
+    _running.add(task)
+    task.add_done_callback(_running.discard)
+
+    first = await queue.get()
+    if isinstance(first, _Failed):
+        raise first.error  # nothing sent yet: an ordinary error answer
+    if isinstance(first, _Done) and (failure := error_answer(first.result)) is not None:
+        return failure
+    kind = "image_edit" if door.is_edit else "image_generation"
+    inputs = door.req.inputs
+    common = {
+        "background": inputs.background if inputs.background in STREAM_BACKGROUNDS else "auto",
+        "output_format": inputs.output_format if inputs.output_format in STREAM_FORMATS else "png",
+        "quality": inputs.quality if inputs.quality in STREAM_QUALITIES else "auto",
+    }
+
+    async def events() -> AsyncIterator[bytes]:
+        item: PartialImage | _Done | _Failed = first
+        while True:
+            if isinstance(item, PartialImage):
+                yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
+            elif isinstance(item, _Done):
+                failure = error_answer(item.result)
+                if failure is not None:
+                    yield _sse({"type": "error", **json.loads(failure.body)}, "error")
+                else:
+                    for event in completed_events(kind, item.result["response"], common):
+                        yield _sse(event)
+                return
+            else:
+                log.error("streamed generation failed: %r", item.error)
+                error = {"message": "the generation failed", "type": "server_error"}
+                yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
+                return
+            item = await queue.get()
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    name = event or str(data["type"])
+    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def partial_event(
+    kind: str, partial: PartialImage, common: dict[str, str], size: str
+) -> dict[str, Any]:
+    return {
+        "type": f"{kind}.partial_image",
+        "b64_json": partial.b64_json,
+        "partial_image_index": partial.index,
+        "created_at": _now(),
+        "size": size,
+        **common,
+    }
+
+
+def completed_events(
+    kind: str, response: dict[str, Any], common: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The completed event of each image, derived from the same `ImagesResponse`."""
+    shaped = images_response(response)
+    usage = shaped.get("usage") or {
+        "input_tokens": 0,
+        "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+        "output_tokens": 0,
+        "total_tokens": 0,
+    }
+    events = []
+    for image in shaped["data"]:
+        event: dict[str, Any] = {
+            "type": f"{kind}.completed",
+            "b64_json": image.get("b64_json", ""),
+            "created_at": shaped["created"],
+            "size": shaped.get("size", "auto"),
+            "usage": {k: v for k, v in usage.items() if k != "output_tokens_details"},
+            **common,
+        }
+        if shaped.get("safety_identifier"):
+            event["safety_identifier"] = shaped["safety_identifier"]
+        events.append(event)
+    return events
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def list_models(app: Imagegate) -> dict[str, Any]:
+    """`GET /v1/models`: the models this server can serve now, as OpenAI lists them."""
+    servable = set(app.providers)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": spec.provider}
+        for name in app.catalog.names
+        if (spec := app.catalog.models[name]).provider in servable and spec.state() != "shut_down"
+    ]
+    return {"object": "list", "data": data}
