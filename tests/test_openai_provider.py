@@ -190,7 +190,11 @@ async def test_costs_only_with_include_costs(client, users: Users, fake) -> None
 
 @pytest.mark.parametrize(
     ("model", "replacement"),
-    [("gpt-image-1", "gpt-image-2.5-sunburst"), ("dall-e-3", "gpt-image-2"), ("dall-e-2", "gpt-image-2")],
+    [
+        ("gpt-image-1", "gpt-image-2.5-sunburst"),
+        ("dall-e-3", "gpt-image-2"),
+        ("dall-e-2", "gpt-image-2"),
+    ],
 )
 async def test_retired_model_refused_without_a_request(
     client, users: Users, fake, model: str, replacement: str
