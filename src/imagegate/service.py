@@ -33,7 +33,7 @@ from imagegate.schemas import ImageGenerationCreateReq
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.secrets import SecretStore
 from imagegate.uploads import Upload, check_edit_inputs
-from imagegate.urls import image_url
+from imagegate.urls import SVG_MIMETYPE, image_url, sniff_image_type
 from imagegate.validation import effective_request, resolve_model
 
 if TYPE_CHECKING:
@@ -44,9 +44,7 @@ log = logging.getLogger("imagegate.generation")
 OP_NAME = "weave.image_generation_create"
 EDIT_OP_NAME = "weave.image_edit_create"
 CONTENT_TYPE = "weave.type_wrappers.Content.content.Content"
-SVG_MIMETYPE = "image/svg+xml"
-EXTENSIONS = {SVG_MIMETYPE: "svg", "image/jpeg": "jpg"}
-_SVG_START = re.compile(rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<svg[\s>]", re.DOTALL)
+EXTENSIONS = {SVG_MIMETYPE: "svg"}  # else the subtype, as before: "png", "jpeg", ...
 _SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
@@ -352,7 +350,7 @@ def _exception_text(error: ProviderError | None, errors: list[ItemError], n: int
 def inspect_image(data: bytes) -> tuple[str, int, int]:
     """(true mimetype, width, height) of image bytes, or ProviderError. SVG is markup,
     recognised by its root element; every other type is what Pillow reads it as."""
-    if _SVG_START.match(data[:4096]):
+    if sniff_image_type(data) == SVG_MIMETYPE:
         sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
         return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
     try:
