@@ -123,7 +123,7 @@ async def check_images_exist(client: httpx.AsyncClient, calls: list[dict[str, An
     """No call claims an image that is not stored whole."""
     for call in calls:
         for item in (call["output"] or {}).get("data", []):
-            files = item["image"]["files"]
+            files = item["b64_json"]["files"]
             for digest in (files["content"], files["metadata.json"]):
                 data = await file_bytes(client, digest)
                 assert data is not None and weave_digest(data) == digest, call["id"]
@@ -207,12 +207,12 @@ async def test_kill_9_mid_run_keeps_every_answered_generation(
                 assert answer.body is not None
                 call = calls[answer.body["weave_call_id"]]
                 assert call["summary"]["weave"]["status"] == "success", answer
-                returned = [
-                    base64.b64decode(d["b64_json"]) for d in answer.body["response"]["data"]
-                ]
-                claimed = [d["image"]["files"]["content"] for d in call["output"]["data"]]
-                assert len(claimed) == len(returned) == 1
-                assert [await file_bytes(client, d) for d in claimed] == returned
+                returned = [d["b64_json"] for d in answer.body["response"]["data"]]
+                claimed = [d["b64_json"] for d in call["output"]["data"]]
+                assert len(claimed) == len(returned) == 1 and claimed == returned
+                for ref in claimed:
+                    data = await file_bytes(client, ref["files"]["content"])
+                    assert data is not None and weave_digest(data) == ref["files"]["content"]
             statuses = {c["summary"]["weave"]["status"] for c in calls.values()}
             assert "running" not in statuses
             interrupted = [c for c in calls.values() if c["exception"] == INTERRUPTED]

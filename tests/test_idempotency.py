@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 
 from imagegate.config import Settings
 from imagegate.core import Imagegate
-from imagegate.digest import weave_digest
 from imagegate.providers.local import ProceduralProvider
 from imagegate.store.tables import idempotency_keys
 from tests.conftest import Users, basic
@@ -93,12 +91,13 @@ async def test_repeat_after_completion_replays_the_answer(
     assert again.status_code == 200
     assert again.json() == first.json()  # same call id, same images, byte for byte
     for item in again.json()["response"]["data"]:
-        assert weave_digest(base64.b64decode(item["b64_json"])) == item["content"]["digest"]
+        assert item["b64_json"]["files"]["content"] == item["content"]["digest"]
     assert await count(client, users.alice) == 1
-    # The stored answer names the images by digest instead of carrying their base64.
+    # The kept generation names the images by digest instead of carrying their bytes.
     row = await stored_row(imagegate)
     assert row.state == "done"
-    assert all(item["b64_json"] is None for item in row.response["response"]["data"])
+    images = row.response["generation"]["images"]
+    assert len(images) == 2 and all("data" not in image for image in images)
 
 
 async def test_weave_retry_id_works_the_same(client, users: Users) -> None:
@@ -121,7 +120,7 @@ async def test_url_answers_replay_too(client, users: Users) -> None:
     first = await create(client, users.alice, body(response_format="url"))
     again = await create(client, users.alice, body(response_format="url"))
     assert again.json() == first.json()
-    image = await client.get(again.json()["response"]["data"][0]["url"])
+    image = await client.get(again.json()["response"]["data"][0]["content"]["url"])
     assert image.status_code == 200
 
 

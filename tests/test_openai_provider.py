@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,14 @@ async def read_call(client: httpx.AsyncClient, key: str, call_id: str) -> dict[s
     return res.json()["call"]
 
 
+async def file_content(client: httpx.AsyncClient, key: str, digest: str) -> bytes:
+    res = await client.post(
+        "/file/content", json={"project_id": "alice/openai", "digest": digest}, headers=basic(key)
+    )
+    assert res.status_code == 200, res.text
+    return res.content
+
+
 async def test_base64_success_passes_every_parameter(client, users: Users, fake) -> None:
     body = await generate(
         client,
@@ -131,7 +139,10 @@ async def test_base64_success_passes_every_parameter(client, users: Users, fake)
         "user": "end-user-7",
     }
     data = body["response"]["data"]
-    assert [base64.b64decode(d["b64_json"]) for d in data] == [small_png(0), small_png(1)]
+    digests = [d["b64_json"]["files"]["content"] for d in data]
+    stored = [await file_content(client, users.alice, digest) for digest in digests]
+    assert stored == [small_png(0), small_png(1)]
+    assert body["response"]["model"] == "gpt-image-1.5"
     call = await read_call(client, users.alice, body["weave_call_id"])
     assert call["inputs"]["quality"] == "high" and call["inputs"]["user"] == "end-user-7"
     assert call["summary"]["attempts"][0]["status_code"] == 200
@@ -295,10 +306,13 @@ async def test_url_images_are_downloaded_and_kept(
     assert fake.downloads == 2
     for item, index in zip(body["response"]["data"], (3, 4), strict=True):
         assert item["content"]["digest"] == weave_digest(small_png(index))
+        # Where Weave puts the Content: at the key the caller asked for.
+        assert item[response_format]["files"]["content"] == weave_digest(small_png(index))
         if response_format == "url":
-            assert item["url"].startswith("http://testserver/files/alice/openai/")
-            assert str(fake.port) not in item["url"]  # never the provider's URL
-            got = await client.get(item["url"])
+            link = item["content"]["url"]
+            assert link.startswith("http://testserver/files/alice/openai/")
+            assert str(fake.port) not in json.dumps(body)  # never the provider's URL
+            got = await client.get(link)
             assert got.content == small_png(index)
 
 
@@ -342,7 +356,7 @@ async def test_partial_failure_keeps_the_good_images(client, users: Users, fake)
     for item in call["output"]["data"]:
         stored = await client.post(
             "/file/content",
-            json={"project_id": "alice/openai", "digest": item["image"]["files"]["content"]},
+            json={"project_id": "alice/openai", "digest": item["b64_json"]["files"]["content"]},
             headers=basic(users.alice),
         )
         assert stored.status_code == 200

@@ -4,7 +4,6 @@ and one bucket, and the command-line options that select them."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -62,11 +61,11 @@ async def test_concurrent_generations_over_three_replicas(
     ids = [a.body["weave_call_id"] for a in load.answers]
     assert len(set(ids)) == GENERATIONS  # no duplicate
 
-    # Each answer's image is the bytes its digest names.
+    # Each answer names its image by a Content reference (read back below).
     digests = {}
     for answer in load.answers:
         (item,) = answer.body["response"]["data"]
-        assert weave_digest(base64.b64decode(item["b64_json"])) == item["content"]["digest"]
+        assert item["b64_json"]["files"]["content"] == item["content"]["digest"]
         digests[answer.body["weave_call_id"]] = item["content"]["digest"]
 
     async with httpx.AsyncClient(auth=("api", replicas.admin_key), timeout=60) as client:
@@ -87,7 +86,7 @@ async def test_concurrent_generations_over_three_replicas(
         for call_id, call in reads:
             assert call is not None and call["id"] == call_id
             assert call["summary"]["weave"]["status"] == "success"
-            assert call["output"]["data"][0]["image"]["files"]["content"] == digests[call_id]
+            assert call["output"]["data"][0]["b64_json"]["files"]["content"] == digests[call_id]
 
         # Every image is in the shared bucket: read each through another replica.
         async def content(url: str, digest: str) -> tuple[str, bytes]:

@@ -41,10 +41,11 @@ def test_weave_client_round_trip(live_server: LiveServer) -> None:
     )
     assert [c.id for c in streamed] == [call_id]
 
-    ref = call.output["data"][0]["image"]
+    ref = call.output["data"][0]["b64_json"]  # where Weave puts the Content
     content = server.file_content_read(
         {"project_id": "admin/weave", "digest": ref["files"]["content"]}
     )
     assert weave_digest(content.content) == ref["files"]["content"]
     assert content.content.startswith(b"\x89PNG")
-    assert data[0]["content"]["digest"] == ref["files"]["content"]
+    assert data[0]["b64_json"] == ref
+    assert call.summary["weave"]["trace_name"] == "weave.image_generation_create"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 
 from imagegate.config import Settings
 from imagegate.names import check_name, split_project_id
+from imagegate.weave_shape import answer_images
 
 T = TypeVar("T")
 
@@ -271,11 +271,19 @@ def generate(
             )
         out.mkdir(parents=True, exist_ok=True)
         saved = []
-        for index, item in enumerate(response["data"]):
-            content = item["content"]
-            ext = content["mimetype"].rsplit("/", 1)[-1]
+        for index, image in enumerate(answer_images(response)):
+            # The answer names each image by its Weave Content reference: fetch the bytes.
+            got = httpx.post(
+                f"{url.rstrip('/')}/file/content",
+                json={"project_id": project, "digest": image.digest},
+                auth=("api", api_key),
+                timeout=600,
+            )
+            if got.status_code != 200:
+                raise click.ClickException(f"could not read image {image.digest}: {got.text}")
+            ext = image.mimetype.rsplit("/", 1)[-1]
             path = out / f"{body['weave_call_id']}-{index}.{ext}"
-            path.write_bytes(base64.b64decode(item["b64_json"]))
+            path.write_bytes(got.content)
             saved.append(path)
             bar.update(1)
     for path in saved:

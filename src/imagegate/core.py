@@ -85,7 +85,6 @@ class Imagegate:
 
         self.idempotency = IdempotencyStore(
             self.engine,
-            self.files,
             ttl=settings.idempotency_ttl,
             wait=settings.idempotency_wait,
             lease=settings.idempotency_lease,

@@ -11,7 +11,6 @@ only until the lease runs out; then the next request for the key takes it over.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
@@ -28,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import Conflict, ImagegateError, InvalidInput
-from imagegate.store.files import FileStore
+from imagegate.generation import Generation
 from imagegate.store.tables import idempotency_keys as keys
 
 log = logging.getLogger("imagegate.idempotency")
@@ -87,14 +86,12 @@ class IdempotencyStore:
     def __init__(
         self,
         engine: AsyncEngine,
-        files: FileStore,
         *,
         ttl: float,
         wait: float,
         lease: float,
     ) -> None:
         self.engine = engine
-        self.files = files
         self.ttl = timedelta(seconds=ttl)
         self.wait = wait
         self.lease = timedelta(seconds=lease)
@@ -107,14 +104,15 @@ class IdempotencyStore:
         user_id: str,
         key: str,
         request_hash: str,
-        work: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        """`work()`'s answer, computed at most once per key while the key lives."""
+        work: Callable[[], Awaitable[Generation]],
+    ) -> Generation:
+        """`work()`'s generation, made at most once per key while the key lives: a repeat
+        gets the first one back, and so (derived the same way) the same answer."""
         await self._maybe_sweep()
         pk = _Key(project_id, user_id, key)
         owner, stored = await self._claim(pk, request_hash)
         if owner is None:
-            return await self._rehydrate(project_id, stored)
+            return _replayed(stored)
         renew = asyncio.create_task(self._renew(pk, owner))
         try:
             result = await work()
@@ -216,13 +214,18 @@ class IdempotencyStore:
             except Exception as exc:  # the next round may succeed; the lease has slack
                 log.warning("renewing idempotency lease %s failed: %s", pk, exc)
 
-    async def _complete(self, pk: _Key, owner: str, result: dict[str, Any]) -> None:
+    async def _complete(self, pk: _Key, owner: str, result: Generation) -> None:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(
                     keys.update()
                     .where(pk.where(), keys.c.owner == owner)
-                    .values(state="done", owner=None, lease_until=None, response=_compact(result))
+                    .values(
+                        state="done",
+                        owner=None,
+                        lease_until=None,
+                        response={"generation": result.to_record()},
+                    )
                 )
         except Exception:
             # The generation is done and recorded; the caller should still get it. Only a
@@ -253,37 +256,11 @@ class IdempotencyStore:
                 )
             )
 
-    async def _rehydrate(self, project_id: str, stored: Any) -> dict[str, Any]:
-        """A stored answer as first sent: base64 images are read back from the file store."""
-        result: dict[str, Any] = dict(stored)
-        data = (result.get("response") or {}).get("data")
-        if not isinstance(data, list):
-            return result
-        items = []
-        for item in data:
-            digest = (item.get("content") or {}).get("digest")
-            if "b64_json" in item and item["b64_json"] is None and digest:
-                image = await self.files.get(project_id, digest)
-                if image is None:
-                    raise ImagegateError(f"stored image {digest} of a replayed answer is missing")
-                item = {**item, "b64_json": base64.b64encode(image).decode()}
-            items.append(item)
-        result["response"] = {**result["response"], "data": items}
-        return result
 
-
-def _compact(result: dict[str, Any]) -> dict[str, Any]:
-    """The answer as stored: base64 of an image the file store keeps becomes null (the
-    digest finds it again), so a row does not carry megabytes of base64."""
-    response = result.get("response")
-    if not result.get("weave_call_id") or not isinstance(response, dict):
-        return result  # untracked: the images exist nowhere else
-    data = response.get("data")
-    if not isinstance(data, list):
-        return result
-    compacted = []
-    for item in data:
-        if item.get("b64_json") and (item.get("content") or {}).get("digest"):
-            item = {**item, "b64_json": None}
-        compacted.append(item)
-    return {**result, "response": {**response, "data": compacted}}
+def _replayed(stored: Any) -> Generation:
+    """The generation kept with a finished key (images the file store has are kept by
+    digest only; an untracked generation's images, stored nowhere else, with their bytes)."""
+    record = stored.get("generation") if isinstance(stored, dict) else None
+    if record is None:
+        raise ImagegateError("the answer kept for this idempotency key is unreadable")
+    return Generation.from_record(record)

@@ -25,7 +25,8 @@ from starlette.datastructures import UploadFile
 
 from imagegate.core import Imagegate
 from imagegate.digest import weave_digest
-from imagegate.errors import Forbidden, InvalidInput, openai_error
+from imagegate.errors import Forbidden, ImagegateError, InvalidInput, openai_error
+from imagegate.generation import GeneratedImage, Generation
 from imagegate.idempotency import idempotency_key, request_hash
 from imagegate.names import split_project_id
 from imagegate.providers.base import InputImage, PartialImage
@@ -190,23 +191,29 @@ async def answer(
     key = idempotency_key(request.headers)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
-        app.generation.prepare(door.req, images=door.images, mask=door.mask, allow_stream=True)
+        app.generation.prepare(
+            door.req.inputs, track=True, images=door.images, mask=door.mask, allow_stream=True
+        )
         return await _stream(app, caller, door, base_url, key)
-    result = await _run(app, caller, door, base_url, key, None)
-    return _json_answer(result)
+    generation = await _run(app, caller, door, key, None)
+    return await _json_answer(app, generation, base_url)
 
 
 def _run(
     app: Imagegate,
     caller: Principal,
     door: DoorRequest,
-    base_url: str,
     key: str | None,
     on_partial: Callable[[PartialImage], Awaitable[None]] | None,
-) -> Awaitable[dict[str, Any]]:
-    def work() -> Awaitable[dict[str, Any]]:
-        return app.generation.create(
-            caller, door.req, base_url, images=door.images, mask=door.mask, on_partial=on_partial
+) -> Awaitable[Generation]:
+    def work() -> Awaitable[Generation]:
+        return app.generation.generate(
+            caller,
+            door.req.project_id,
+            door.req.inputs,
+            images=door.images,
+            mask=door.mask,
+            on_partial=on_partial,
         )
 
     if key is None:
@@ -220,45 +227,73 @@ def _run(
     )
 
 
-def _json_answer(result: dict[str, Any]) -> Response:
-    headers = {CALL_ID_HEADER: result["weave_call_id"]} if result.get("weave_call_id") else {}
-    failure = error_answer(result)
+async def _json_answer(app: Imagegate, generation: Generation, base_url: str) -> Response:
+    headers = {CALL_ID_HEADER: generation.call_id} if generation.call_id else {}
+    failure = error_answer(generation)
     if failure is not None:
         failure.headers.update(headers)
         return failure
-    return JSONResponse(images_response(result["response"]), headers=headers)
+    generation = await with_bytes(app, generation)
+    link = app.generation.image_link(generation.project_id, base_url)
+    return JSONResponse(images_response(generation, link), headers=headers)
 
 
-def error_answer(result: dict[str, Any]) -> JSONResponse | None:
-    """A failed generation (the service answers 200 with `error`) as OpenAI's error."""
-    response = result["response"]
-    if "error" not in response:
+async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
+    """The generation with every image's bytes (a replayed one has digests only)."""
+    if all(image.data is not None for image in generation.images):
+        return generation
+    images = []
+    for image in generation.images:
+        if image.data is None:
+            data = await app.files.get(generation.project_id, image.digest)
+            if data is None:
+                raise ImagegateError(f"stored image {image.digest} of a replay is missing")
+            image = image.model_copy(update={"data": data})
+        images.append(image)
+    return generation.model_copy(update={"images": tuple(images)})
+
+
+def error_answer(generation: Generation) -> JSONResponse | None:
+    """A failed generation (recorded, with its error) as OpenAI's error answer."""
+    error = generation.error
+    if error is None:
         return None
-    status, code = STATUS_BY_ERROR_TYPE.get(response.get("error_type", ""), (502, None))
+    status, code = STATUS_BY_ERROR_TYPE.get(error.error_type, (502, None))
     extra: dict[str, Any] = {}
-    if response.get("categories") is not None or response.get("stage") is not None:
+    if error.details.get("categories") is not None or error.details.get("stage") is not None:
         extra["moderation_details"] = {
-            "moderation_stage": response.get("stage"),
-            "categories": response.get("categories"),
+            "moderation_stage": error.details.get("stage"),
+            "categories": error.details.get("categories"),
         }
-    return openai_error(status, response["error"], code=code, **extra)
+    return openai_error(status, error.message, code=code, **extra)
 
 
-def images_response(response: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's `ImagesResponse` from the service's answer (the one place it is made)."""
+def images_response(
+    generation: Generation, link: Callable[[GeneratedImage], str] | None = None
+) -> dict[str, Any]:
+    """OpenAI's `ImagesResponse`, derived from the Generation (the one place it is made).
+    Images need their bytes (`with_bytes`) unless URLs were asked for."""
     data = []
-    for item in response["data"]:
-        image = {k: item[k] for k in ("b64_json", "url", "revised_prompt") if item.get(k)}
-        data.append(image)
-    answer: dict[str, Any] = {"created": response["created"], "data": data}
-    if response.get("background") in ("transparent", "opaque"):
-        answer["background"] = response["background"]
-    for name in ("output_format", "size", "safety_identifier"):
-        if response.get(name):
-            answer[name] = response[name]
-    if response.get("quality") and response["quality"] != "auto":
-        answer["quality"] = response["quality"]
-    usage = openai_usage(response.get("usage"))
+    for image in generation.images:
+        item: dict[str, Any]
+        if generation.response_format == "url" and image.stored and link is not None:
+            item = {"url": link(image)}
+        else:
+            item = {"b64_json": image.b64}
+        if image.revised_prompt:
+            item["revised_prompt"] = image.revised_prompt
+        data.append(item)
+    answer: dict[str, Any] = {"created": generation.created, "data": data}
+    if generation.options.get("background") in ("transparent", "opaque"):
+        answer["background"] = generation.options["background"]
+    answer["output_format"] = generation.output_format
+    answer["size"] = generation.size
+    quality = generation.options.get("quality")
+    if quality and quality != "auto":
+        answer["quality"] = quality
+    if generation.safety_identifier:
+        answer["safety_identifier"] = generation.safety_identifier
+    usage = openai_usage(generation.usage)
     if usage is not None:
         answer["usage"] = usage
     return answer
@@ -288,7 +323,7 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class _Done:
-    result: dict[str, Any]
+    generation: Generation
 
 
 @dataclass(frozen=True)
@@ -309,7 +344,8 @@ async def _stream(
 
     async def run() -> None:
         try:
-            queue.put_nowait(_Done(await _run(app, caller, door, base_url, key, on_partial)))
+            generation = await _run(app, caller, door, key, on_partial)
+            queue.put_nowait(_Done(await with_bytes(app, generation)))
         except Exception as exc:
             queue.put_nowait(_Failed(exc))
 
@@ -320,7 +356,7 @@ async def _stream(
     first = await queue.get()
     if isinstance(first, _Failed):
         raise first.error  # nothing sent yet: an ordinary error answer
-    if isinstance(first, _Done) and (failure := error_answer(first.result)) is not None:
+    if isinstance(first, _Done) and (failure := error_answer(first.generation)) is not None:
         return failure
     kind = "image_edit" if door.is_edit else "image_generation"
     inputs = door.req.inputs
@@ -336,11 +372,11 @@ async def _stream(
             if isinstance(item, PartialImage):
                 yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
             elif isinstance(item, _Done):
-                failure = error_answer(item.result)
+                failure = error_answer(item.generation)
                 if failure is not None:
                     yield _sse({"type": "error", **json.loads(failure.body)}, "error")
                 else:
-                    for event in completed_events(kind, item.result["response"], common):
+                    for event in completed_events(kind, item.generation, common):
                         yield _sse(event)
                 return
             else:
@@ -373,10 +409,10 @@ def partial_event(
 
 
 def completed_events(
-    kind: str, response: dict[str, Any], common: dict[str, str]
+    kind: str, generation: Generation, common: dict[str, str]
 ) -> list[dict[str, Any]]:
     """The completed event of each image, derived from the same `ImagesResponse`."""
-    shaped = images_response(response)
+    shaped = images_response(generation)
     usage = shaped.get("usage") or {
         "input_tokens": 0,
         "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from imagegate.api.deps import App, Caller, authorize
+from imagegate.generation import Generation
 from imagegate.idempotency import idempotency_key, request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
+from imagegate.weave_shape import weave_answer
 
 router = APIRouter(tags=["Images"])
 
@@ -23,16 +26,24 @@ async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
 ) -> dict[str, Any]:
     authorize(caller, req.project_id)
-    base_url = app.settings.public_url or str(request.base_url)
+    track = req.track_llm_call is not False
+
+    def work() -> Awaitable[Generation]:
+        return app.generation.generate(caller, req.project_id, req.inputs, track=track)
+
     # Read from the headers, not declared as parameters: the OpenAPI document stays the
-    # Weave spec's. With a key, a retry replays the first answer instead of generating.
+    # Weave spec's. With a key, a retry replays the first generation instead of paying
+    # for another; either way the answer is derived from the Generation the same way.
     key = idempotency_key(request.headers)
     if key is None:
-        return await app.generation.create(caller, req, base_url)
-    return await app.idempotency.run(
-        project_id=req.project_id,
-        user_id=caller.user_id,
-        key=key,
-        request_hash=request_hash(req),
-        work=lambda: app.generation.create(caller, req, base_url),
-    )
+        generation = await work()
+    else:
+        generation = await app.idempotency.run(
+            project_id=req.project_id,
+            user_id=caller.user_id,
+            key=key,
+            request_hash=request_hash(req),
+            work=work,
+        )
+    base_url = app.settings.public_url or str(request.base_url)
+    return weave_answer(generation, app.generation.image_link(req.project_id, base_url))

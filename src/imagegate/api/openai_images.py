@@ -30,7 +30,7 @@ async def edit_images(request: Request, app: App, caller: Caller) -> Response:
     project_id = openai_door.project_for(caller, request.headers.get(openai_door.PROJECT_HEADER))
     inputs, uploads = await openai_door.read_form(request)
     req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-    images, mask = app.generation.check_edit(req, uploads, app.settings.max_upload_bytes)
+    images, mask = app.generation.check_edit(inputs, uploads, app.settings.max_upload_bytes)
     door = openai_door.DoorRequest(req, images, mask)
     return await openai_door.answer(app, caller, door, request)
 

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.store.query import calls_order_by, calls_where
 from imagegate.store.tables import calls
+from imagegate.weave_shape import trace_name
 
 # Columns every returned call carries even when the caller asks for fewer: the Weave
 # client's Call model requires them.
@@ -148,6 +149,7 @@ def to_wire(row: Mapping[str, Any], *, include_costs: bool = False) -> dict[str,
     costs = summary.pop("costs", None)
     weave: dict[str, Any] = {
         "status": status_of(row["exception"], ended),
+        "trace_name": trace_name(row["op_name"], row["display_name"]),
         "latency_ms": None if ended is None else round((ended - started).total_seconds() * 1000),
     }
     if include_costs and costs is not None:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
+from imagegate.weave_shape import generation_from_call
 from imagegate.web.render import PAGE_HEADERS, render
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
 from imagegate.web.view import call_view
@@ -44,7 +45,7 @@ async def call_json(entity: str, project: str, call_id: str, ctx: User) -> Respo
 async def detail_page(entity: str, project: str, call_id: str, ctx: User) -> Response:
     call = await read_call(ctx, entity, project, call_id)
     names = await GalleryStore(ctx.app.engine).user_names([call.get("wb_user_id")])
-    view = call_view(call, names)
+    view = call_view(generation_from_call(call), names)
     return render(
         ctx,
         "detail.html",

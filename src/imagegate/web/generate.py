@@ -10,7 +10,8 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from imagegate.errors import InvalidInput
 from imagegate.names import split_project_id
-from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.schemas import ImageGenerationRequestInputs
+from imagegate.weave_shape import generation_from_call
 from imagegate.web.detail import read_call
 from imagegate.web.render import render
 from imagegate.web.session import (
@@ -124,7 +125,8 @@ async def generate_form(
     if again:
         # "Generate again": the stored effective inputs, seed included, so it reproduces.
         call = await read_call(ctx, entity, project, again)
-        values = {k: v for k, v in (call.get("inputs") or {}).items() if v is not None}
+        inputs = generation_from_call(call).inputs
+        values = {k: v for k, v in inputs.items() if v is not None}
     return _form_page(ctx, entity, project, values)
 
 
@@ -174,9 +176,7 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
     error = None
     try:
         inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, model_choices(ctx)))
-        req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-        base_url = ctx.app.settings.public_url or str(request.base_url)
-        result = await ctx.app.generation.create(ctx.user(), req, base_url)
+        result = await ctx.app.generation.generate(ctx.user(), project_id, inputs)
     except InvalidInput as exc:
         error = exc.message
     except ValidationError as exc:
@@ -189,7 +189,7 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
         values = {k: v for k, v in form.items() if k != CSRF_FIELD}
         return _form_page(ctx, entity, project, values, error=error, status_code=422)
     # Failed generations are recorded too: their detail page says what went wrong.
-    url = f"/ui/p/{project_id}/calls/{result['weave_call_id']}"
+    url = f"/ui/p/{project_id}/calls/{result.call_id}"
     if wants_json:
-        return JSONResponse({"call_id": result["weave_call_id"], "url": url})
+        return JSONResponse({"call_id": result.call_id, "url": url})
     return RedirectResponse(url, status_code=303)

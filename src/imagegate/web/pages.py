@@ -10,9 +10,10 @@ from starlette.responses import RedirectResponse, Response
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
+from imagegate.weave_shape import generation_from_call
 from imagegate.web.render import render, render_fragment
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
-from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view, images_of
+from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -37,7 +38,7 @@ async def projects_page(ctx: User) -> Response:
             limit=1,
             columns=["output"],
         ):
-            if images := images_of(call.get("output")):
+            if images := generation_from_call(call).images:
                 covers[project.id] = images[0].digest
     return render(ctx, "projects.html", projects=projects, covers=covers, entities=entities)
 
@@ -106,7 +107,8 @@ async def _cards(
     names |= await gallery_store(ctx).user_names(
         c["wb_user_id"] for c in calls if c["wb_user_id"] not in names
     )
-    return [call_view(call, names) for call in calls[:PAGE_SIZE]], len(calls) > PAGE_SIZE
+    views = [call_view(generation_from_call(call), names) for call in calls[:PAGE_SIZE]]
+    return views, len(calls) > PAGE_SIZE
 
 
 def _offset(request: Request) -> int:
