@@ -9,7 +9,6 @@ request exactly as `/image/create` does.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -32,6 +31,7 @@ from imagegate.names import split_project_id
 from imagegate.providers.base import InputImage, PartialImage
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
 from imagegate.store import Principal
+from imagegate.streaming import stream_generation
 from imagegate.uploads import Upload
 
 log = logging.getLogger("imagegate.openai")
@@ -60,10 +60,6 @@ STATUS_BY_ERROR_TYPE = {
 STREAM_FORMATS = ("png", "webp", "jpeg")
 STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
 STREAM_BACKGROUNDS = ("transparent", "opaque", "auto")
-
-# Streamed generations keep running when their client goes away (they are paid for and
-# must be recorded); the loop holds only weak references to tasks, so they live here.
-_running: set[asyncio.Task[None]] = set()
 
 
 def project_for(principal: Principal, header: str | None) -> str:
@@ -321,42 +317,15 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
 # --- Streaming ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Done:
-    generation: Generation
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
 async def _stream(
     app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, key: str | None
 ) -> Response:
     """Server-sent events: each partial image as the provider hands it over, then the
-    completed image. The generation runs in its own task, so a client that goes away
-    mid-stream stops only the events: the image is still made, stored and recorded."""
-    queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
-
-    async def on_partial(partial: PartialImage) -> None:
-        queue.put_nowait(partial)
-
-    async def run() -> None:
-        try:
-            generation = await _run(app, caller, door, key, on_partial)
-            queue.put_nowait(_Done(await with_bytes(app, generation)))
-        except Exception as exc:
-            queue.put_nowait(_Failed(exc))
-
-    task = asyncio.create_task(run())
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-
-    first = await queue.get()
-    if isinstance(first, _Failed):
-        raise first.error  # nothing sent yet: an ordinary error answer
-    if isinstance(first, _Done) and (failure := error_answer(first.generation)) is not None:
+    completed image (see `imagegate.streaming`: a client that goes away mid-stream stops
+    only the events; the image is still made, stored and recorded)."""
+    items = stream_generation(lambda sink: _run(app, caller, door, key, sink))
+    first = await anext(items)  # an error before any event is an ordinary error answer
+    if isinstance(first, Generation) and (failure := error_answer(first)) is not None:
         return failure
     kind = "image_edit" if door.is_edit else "image_generation"
     inputs = door.req.inputs
@@ -367,24 +336,22 @@ async def _stream(
     }
 
     async def events() -> AsyncIterator[bytes]:
-        item: PartialImage | _Done | _Failed = first
-        while True:
-            if isinstance(item, PartialImage):
+        item = first
+        try:
+            while isinstance(item, PartialImage):
                 yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
-            elif isinstance(item, _Done):
-                failure = error_answer(item.generation)
-                if failure is not None:
-                    yield _sse({"type": "error", **json.loads(failure.body)}, "error")
-                else:
-                    for event in completed_events(kind, item.generation, common):
-                        yield _sse(event)
-                return
-            else:
-                log.error("streamed generation failed: %r", item.error)
-                error = {"message": "the generation failed", "type": "server_error"}
-                yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
-                return
-            item = await queue.get()
+                item = await anext(items)
+        except Exception as exc:
+            log.error("streamed generation failed: %r", exc)
+            error = {"message": "the generation failed", "type": "server_error"}
+            yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
+            return
+        failure = error_answer(item)
+        if failure is not None:
+            yield _sse({"type": "error", **json.loads(failure.body)}, "error")
+            return
+        for event in completed_events(kind, await with_bytes(app, item), common):
+            yield _sse(event)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
