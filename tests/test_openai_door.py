@@ -285,3 +285,17 @@ async def test_models_list_and_auth(client, users: Users) -> None:
         )
     )
     assert error["param"] == "model"
+
+
+async def test_an_object_input_a_model_does_not_take_is_a_clear_422(client, users: Users) -> None:
+    # Found by the fuzzer: the refused `svg` object was echoed back unserialisable (a 500).
+    res = await client.post(
+        "/image/create",
+        json={
+            "project_id": "alice/p",
+            "inputs": {"model": "test/small-inputs", "prompt": "x", "svg": {"model": "m"}},
+        },
+        headers=basic(users.alice),
+    )
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["input"] == {"model": "m"}
