@@ -19,7 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from imagegate.core import Imagegate
-from imagegate.errors import ImagegateError, openai_error
+from imagegate.errors import openai_error
 from imagegate.generation import GeneratedImage, Generation
 from imagegate.idempotency import idempotency_key
 from imagegate.openai_request import DoorRequest
@@ -105,16 +105,12 @@ async def _json_answer(app: Imagegate, generation: Generation, base_url: str) ->
 
 async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
     """The generation with every image's bytes (a replayed one has digests only)."""
-    if all(image.data is not None for image in generation.images):
-        return generation
-    images = []
-    for image in generation.images:
-        if image.data is None:
-            data = await app.files.get(generation.project_id, image.digest)
-            if data is None:
-                raise ImagegateError(f"stored image {image.digest} of a replay is missing")
-            image = image.model_copy(update={"data": data})
-        images.append(image)
+    images = [
+        image
+        if image.data is not None
+        else image.model_copy(update={"data": await app.generation.image_bytes(generation, image)})
+        for image in generation.images
+    ]
     return generation.model_copy(update={"images": tuple(images)})
 
 
