@@ -56,9 +56,7 @@ async def answer(
     key = idempotency_key(request.headers)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
-        app.generation.prepare(
-            door.req.inputs, track=True, images=door.images, mask=door.mask, allow_stream=True
-        )
+        app.generation.prepare(door.req.inputs, track=True, edit=door.edit, allow_stream=True)
         return await _stream(app, caller, door, base_url, key)
     generation = await _run(app, caller, door, key, None)
     return await _json_answer(app, generation, base_url)
@@ -76,8 +74,7 @@ def _run(
             caller,
             door.req.project_id,
             door.req.inputs,
-            images=door.images,
-            mask=door.mask,
+            edit=door.edit,
             on_partial=on_partial,
         )
 

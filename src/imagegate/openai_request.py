@@ -17,7 +17,7 @@ from imagegate.digest import weave_digest
 from imagegate.errors import Forbidden, InvalidInput
 from imagegate.idempotency import request_hash
 from imagegate.names import split_project_id
-from imagegate.providers.base import InputImage
+from imagegate.providers.base import EditFiles
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
 from imagegate.store import Principal
 from imagegate.uploads import Upload
@@ -27,8 +27,8 @@ DEFAULT_PROJECT = "default"
 # Multipart fields that carry numbers or booleans (everything in a form is text).
 INT_FIELDS = ("n", "output_compression", "partial_images", "frame_count", "frame_duration_ms")
 BOOL_FIELDS = ("stream",)
-FILE_FIELDS = ("image", "image[]", "mask")
-MAX_FORM_FILES = 17  # 16 images and a mask
+FILE_FIELDS = ("image", "image[]", "mask", "markup")
+MAX_FORM_FILES = 17  # 16 images and a mask (or markup)
 
 
 def project_for(principal: Principal, headers: Mapping[str, str]) -> str:
@@ -106,7 +106,7 @@ async def read_form(request: Request) -> tuple[ImageGenerationRequestInputs, lis
         await form.close()
     if svg:
         fields["svg"] = svg
-    if len([u for u in uploads if u.field != "mask"]) > MAX_FORM_FILES - 1:
+    if len([u for u in uploads if u.field in ("image", "image[]")]) > MAX_FORM_FILES - 1:
         raise InvalidInput(["body", "image"], "send at most 16 images")
     return _inputs(fields), uploads
 
@@ -129,12 +129,11 @@ class DoorRequest:
     """One OpenAI-door request, ready for the service."""
 
     req: ImageGenerationCreateReq
-    images: tuple[InputImage, ...] = ()
-    mask: InputImage | None = None
+    edit: EditFiles | None = None
 
     @property
     def is_edit(self) -> bool:
-        return bool(self.images)
+        return self.edit is not None
 
     @property
     def stream(self) -> bool:
@@ -143,7 +142,9 @@ class DoorRequest:
     def body_hash(self) -> str:
         """What "the same request" means for `Idempotency-Key`: the inputs and the
         bytes of every file."""
-        digests = [weave_digest(i.data) for i in self.images]
-        if self.mask is not None:
-            digests.append("mask:" + weave_digest(self.mask.data))
+        edit = self.edit or EditFiles(())
+        digests = [weave_digest(i.data) for i in edit.images]
+        for name, overlay in (("mask", edit.mask), ("markup", edit.markup)):
+            if overlay is not None:
+                digests.append(f"{name}:{weave_digest(overlay.data)}")
         return hashlib.sha256((request_hash(self.req) + "|".join(digests)).encode()).hexdigest()

@@ -23,7 +23,7 @@ from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
 from imagegate.providers.base import (
-    InputImage,
+    EditFiles,
     PartialImage,
     PartialSink,
     ProviderResult,
@@ -100,8 +100,8 @@ class GenerationService:
 
     def check_edit(
         self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
-    ) -> tuple[tuple[InputImage, ...], InputImage | None]:
-        """The images to edit and the mask, checked against the model (InvalidInput if not)."""
+    ) -> EditFiles:
+        """An edit's files, checked against the model (InvalidInput if not)."""
         spec = resolve_model(self.catalog, set(self.providers), inputs.model)
         if not spec.edits:
             effective_request(spec, inputs, edit=True)  # raises: names what edits
@@ -112,15 +112,16 @@ class GenerationService:
         inputs: ImageGenerationRequestInputs,
         *,
         track: bool,
-        images: tuple[InputImage, ...] = (),
-        mask: InputImage | None = None,
+        edit: EditFiles | None = None,
         allow_stream: bool = False,
     ) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid."""
         spec = resolve_model(self.catalog, set(self.providers), inputs.model)
-        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=bool(images))
-        if images:
-            request = dataclasses.replace(request, images=images, mask=mask)
+        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
+        if edit is not None:
+            request = dataclasses.replace(
+                request, images=edit.images, mask=edit.mask, markup=edit.markup
+            )
         if inputs.response_format == "url" and not track:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
@@ -143,17 +144,14 @@ class GenerationService:
         inputs: ImageGenerationRequestInputs,
         *,
         track: bool = True,
-        images: tuple[InputImage, ...] = (),
-        mask: InputImage | None = None,
+        edit: EditFiles | None = None,
         on_partial: PartialSink | None = None,
     ) -> Generation:
-        """Generate (or, with `images`, edit), store and record one request's images: the
+        """Generate (or, with `edit`, edit), store and record one request's images: the
         typed result every door derives its answer from. InvalidInput (422) comes before
         anything is stored. With `on_partial` the request may stream: each partial image
         goes to it as soon as the provider has it."""
-        request = self.prepare(
-            inputs, track=track, images=images, mask=mask, allow_stream=on_partial is not None
-        )
+        request = self.prepare(inputs, track=track, edit=edit, allow_stream=on_partial is not None)
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
         effective_inputs = {
@@ -315,15 +313,16 @@ class GenerationService:
         return outcome
 
     async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
-        """Store an edit's input images and mask; their Content references for `inputs`."""
+        """Store an edit's input files; their Content references for `inputs`."""
         refs = []
         for index, image in enumerate(request.images):
             kept = await self._keep(project_id, image.data, index, None, "b64_json")
             refs.append(content_ref(kept.digest, kept.metadata_digest or ""))
         inputs: dict[str, Any] = {"image": refs}
-        if request.mask is not None:
-            kept = await self._keep(project_id, request.mask.data, 0, None, "b64_json")
-            inputs["mask"] = content_ref(kept.digest, kept.metadata_digest or "")
+        for name, overlay in (("mask", request.mask), ("markup", request.markup)):
+            if overlay is not None:
+                kept = await self._keep(project_id, overlay.data, 0, None, "b64_json")
+                inputs[name] = content_ref(kept.digest, kept.metadata_digest or "")
         return inputs
 
     async def _keep(

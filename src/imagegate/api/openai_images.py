@@ -30,8 +30,8 @@ async def edit_images(request: Request, app: App, caller: Caller) -> Response:
     project_id = openai_request.project_for(caller, request.headers)
     inputs, uploads = await openai_request.read_form(request)
     req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-    images, mask = app.generation.check_edit(inputs, uploads, app.settings.max_upload_bytes)
-    door = openai_request.DoorRequest(req, images, mask)
+    files = app.generation.check_edit(inputs, uploads, app.settings.max_upload_bytes)
+    door = openai_request.DoorRequest(req, files)
     return await openai_door.answer(app, caller, door, request)
 
 

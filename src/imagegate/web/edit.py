@@ -85,12 +85,8 @@ async def edit(entity: str, project: str, request: Request, ctx: User) -> Respon
     values = {"model": fields.get("model", ""), "prompt": fields.get("prompt", "")}
     try:
         inputs = ImageGenerationRequestInputs.model_validate(values)
-        images, mask_image = ctx.app.generation.check_edit(
-            inputs, uploads, ctx.app.settings.max_upload_bytes
-        )
-        result = await ctx.app.generation.generate(
-            ctx.user(), project_id, inputs, images=images, mask=mask_image
-        )
+        files = ctx.app.generation.check_edit(inputs, uploads, ctx.app.settings.max_upload_bytes)
+        result = await ctx.app.generation.generate(ctx.user(), project_id, inputs, edit=files)
     except InvalidInput as exc:
         return _page(ctx, project_id, digest, values, exc.message)
     except ValidationError as exc:

@@ -33,8 +33,8 @@ User = Annotated[WebContext, Depends(require_user)]
 
 # How images come back over the API: meaningless in a browser, which always keeps them;
 # streaming is the form's own choice (it shows partial images when the model streams);
-# `svg` is an object the form has no field for.
-HIDDEN_PARAMS = frozenset({"response_format", "stream", "svg"})
+# `svg` is an object the form has no field for; `markup` and `input_fidelity` are edits'.
+HIDDEN_PARAMS = frozenset({"response_format", "stream", "svg", "markup", "input_fidelity"})
 # Partial images the form asks a streaming model for, to show while it works.
 PREVIEWS = 2
 
