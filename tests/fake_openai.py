@@ -1,7 +1,9 @@
 """A local HTTP server speaking OpenAI's Images protocol, for tests and benchmarks.
 
 It is a real server on loopback (uvicorn in a thread), so imagegate's provider, the
-official SDK and the URL downloader are exercised exactly as against the real API.
+official SDK and the URL downloader are exercised exactly as against the real API:
+JSON generations, multipart edits (`image`, `image[]`, `mask`), and server-sent events
+for `stream: true` (partial images, then the completed one).
 Tests script its answers (`push`) and read what it received (`requests`).
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import socket
 import threading
 import time
@@ -42,14 +45,19 @@ class Reply:
     usage: dict[str, Any] | None = None
     urls: list[str] | None = None  # answer with these image URLs instead of base64
     image: bytes | None = None  # answer with these bytes as every image (else small PNGs)
+    partial_delay_s: float = 0.0  # streaming: the wait before each partial and the final
+    partial_image: bytes | None = None  # streaming: every partial's bytes (else small PNGs)
+    stream_error: dict[str, Any] | None = None  # streaming: an `error` event after partials
 
 
 @dataclass
 class Received:
     path: str
     headers: dict[str, str]
-    body: dict[str, Any]
+    body: dict[str, Any]  # JSON body, or a multipart request's text fields
     at: float
+    # A multipart request's files by field name: (filename, bytes, content type) each.
+    files: dict[str, list[tuple[str, bytes, str]]] = field(default_factory=dict)
 
 
 def error_body(message: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -89,21 +97,31 @@ class FakeOpenAI:
         app = FastAPI()
 
         async def generations(request: Request) -> Response:
-            body = await request.json()
-            self.requests.append(
-                Received(
-                    request.url.path + ("?" + request.url.query if request.url.query else ""),
-                    dict(request.headers),
-                    body,
-                    time.monotonic(),
-                )
-            )
+            files: dict[str, list[tuple[str, bytes, str]]] = {}
+            if request.headers.get("content-type", "").startswith("multipart/form-data"):
+                body: dict[str, Any] = {}
+                form = await request.form()
+                for name, value in form.multi_items():
+                    if isinstance(value, str):
+                        body[name] = value
+                    else:
+                        data = await value.read()
+                        part = (value.filename or "", data, value.content_type or "")
+                        files.setdefault(name, []).append(part)
+            else:
+                body = await request.json()
+            path = request.url.path + ("?" + request.url.query if request.url.query else "")
+            received = Received(path, dict(request.headers), body, time.monotonic(), files)
+            self.requests.append(received)
             if self.script:
                 reply = self.script.pop(0)
             else:
                 reply = self.responder(body) if self.responder else Reply()
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
+            if str(body.get("stream")).lower() == "true" and reply.status == 200:
+                edit = request.url.path.endswith("/edits")
+                return StreamingResponse(_events(body, reply, edit), media_type="text/event-stream")
             if reply.body is not None:
                 return Response(reply.body, reply.status, reply.headers, "application/json")
             if reply.json is not None:
@@ -120,6 +138,7 @@ class FakeOpenAI:
             return JSONResponse(answer, reply.status, reply.headers)
 
         app.add_api_route("/v1/images/generations", generations, methods=["POST"])
+        app.add_api_route("/v1/images/edits", generations, methods=["POST"])
         app.add_api_route(
             "/openai/deployments/{deployment}/images/generations", generations, methods=["POST"]
         )
@@ -156,6 +175,57 @@ class FakeOpenAI:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+
+def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {json.dumps(data)}\n\n".encode()
+
+
+async def _events(body: dict[str, Any], reply: Reply, edit: bool) -> AsyncIterator[bytes]:
+    """OpenAI's stream: `partial_images` partial events, then the completed image."""
+    kind = "image_edit" if edit else "image_generation"
+    common = {
+        "background": body.get("background") or "opaque",
+        "output_format": body.get("output_format") or "png",
+        "quality": body.get("quality") or "auto",
+        "size": body.get("size") or "1024x1024",
+    }
+    for index in range(int(body.get("partial_images") or 0)):
+        if reply.partial_delay_s:
+            await asyncio.sleep(reply.partial_delay_s)
+        png = reply.partial_image or small_png(10 + index)
+        yield _sse(
+            {
+                "type": f"{kind}.partial_image",
+                "b64_json": base64.b64encode(png).decode(),
+                "partial_image_index": index,
+                "created_at": int(time.time()),
+                **common,
+            },
+            f"{kind}.partial_image",
+        )
+    if reply.stream_error is not None:
+        yield _sse({"type": "error", "error": reply.stream_error}, "error")
+        return
+    if reply.partial_delay_s:
+        await asyncio.sleep(reply.partial_delay_s)
+    usage = reply.usage or {
+        "input_tokens": 10,
+        "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+        "output_tokens": 272,
+        "total_tokens": 282,
+    }
+    yield _sse(
+        {
+            "type": f"{kind}.completed",
+            "b64_json": base64.b64encode(reply.image or small_png(0)).decode(),
+            "created_at": int(time.time()),
+            "usage": usage,
+            **common,
+        },
+        f"{kind}.completed",
+    )
 
 
 def _free_port() -> int:

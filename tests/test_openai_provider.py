@@ -201,7 +201,11 @@ async def test_costs_only_with_include_costs(client, users: Users, fake) -> None
 
 @pytest.mark.parametrize(
     ("model", "replacement"),
-    [("gpt-image-1", "gpt-image-2"), ("dall-e-3", "gpt-image-2"), ("dall-e-2", "gpt-image-2")],
+    [
+        ("gpt-image-1", "gpt-image-2.5-sunburst"),
+        ("dall-e-3", "gpt-image-2"),
+        ("dall-e-2", "gpt-image-2"),
+    ],
 )
 async def test_retired_model_refused_without_a_request(
     client, users: Users, fake, model: str, replacement: str
@@ -418,6 +422,16 @@ async def test_models_endpoint(client, users: Users) -> None:
     assert models["gpt-image-2"]["options"]["quality"] == ["low", "medium", "high", "auto"]
     assert models["gpt-image-1.5"]["state"] == "deprecated"
     assert models["gpt-image-1"]["state"] == "shut_down"
-    assert models["gpt-image-1"]["replacement"] == "gpt-image-2"
+    assert models["gpt-image-1"]["replacement"] == "gpt-image-2.5-sunburst"
     assert models["acme/fast"]["defaults"] == {"quality": "low"}
-    assert models["local/procedural"]["params"] == ["response_format", "seed", "size"]
+    assert models["local/procedural"]["params"] == [
+        "frame_count",
+        "frame_duration_ms",
+        "output_format",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "size",
+        "stream",
+        "user",
+    ]

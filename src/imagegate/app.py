@@ -11,15 +11,15 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__, metrics, web
-from imagegate.api import calls, files, images, models, projects, server
+from imagegate.api import calls, files, images, models, openai_images, projects, server
 from imagegate.config import Settings
 from imagegate.core import Imagegate
-from imagegate.errors import install_handlers
+from imagegate.errors import OPENAI_PREFIX, install_handlers
 from imagegate.providers import Provider
 from imagegate.recovery import Recovery
 from imagegate.store import FileStore
 
-UPLOAD_PATHS = frozenset({"/file/create", "/files/create"})
+UPLOAD_PATHS = frozenset({"/file/create", "/files/create", "/v1/images/edits"})
 
 
 class RequestGuard:
@@ -44,8 +44,9 @@ class RequestGuard:
         limit = self.settings.max_upload_bytes if upload else self.settings.max_request_bytes
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
+        openai = scope["path"].startswith(OPENAI_PREFIX)
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit)
+            await _too_large(send, limit, openai)
             return
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         api_json = not upload and not scope["path"].startswith("/ui")  # /ui posts real forms
@@ -69,7 +70,7 @@ class RequestGuard:
                 if received > limit:
                     # Answer now and tell the app the client is gone, so it stops reading.
                     rejected = True
-                    await _too_large(send, limit)
+                    await _too_large(send, limit, openai)
                     return {"type": "http.disconnect"}
             return message
 
@@ -84,8 +85,10 @@ class RequestGuard:
                 raise
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = json.dumps({"detail": f"request body is larger than the limit of {limit} bytes"})
+async def _too_large(send: Send, limit: int, openai: bool = False) -> None:
+    message = f"request body is larger than the limit of {limit} bytes"
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    body = json.dumps({"error": error} if openai else {"detail": message})
     await send(
         {
             "type": "http.response.start",
@@ -125,7 +128,7 @@ def create_app(
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    for module in (images, calls, files, models, projects, server):
+    for module in (images, openai_images, calls, files, models, projects, server):
         app.include_router(module.router)
     web.install(app)  # the browser gallery under /ui
     app.add_middleware(RequestGuard, settings=settings)

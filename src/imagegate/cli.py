@@ -14,7 +14,7 @@ import click
 import httpx
 
 from imagegate.config import Settings
-from imagegate.names import check_name
+from imagegate.names import check_name, split_project_id
 from imagegate.weave_shape import answer_images
 
 T = TypeVar("T")
@@ -116,17 +116,28 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--user", required=True, help="User name (created if missing).")
 @click.option("--entity", help="Entity (team) to join; defaults to the user's own name.")
+@click.option(
+    "--project",
+    help="Default project (PROJECT or ENTITY/PROJECT, in the key's entity): where requests "
+    "that name none go (the OpenAI door without an OpenAI-Project header).",
+)
 @data_dir_option
-def keys_create(user: str, entity: str | None, data_dir: Path) -> None:
+def keys_create(user: str, entity: str | None, project: str | None, data_dir: Path) -> None:
     """Create a key. The key alone is printed on the last line of stdout."""
     try:
         check_name(user, "user name")
         if entity:
             check_name(entity, "entity name")
+        if project is not None:
+            project = project if "/" in project else f"{entity or user}/{project}"
+            split_project_id(project)
+            if project.split("/", 1)[0] != (entity or user):
+                raise ValueError(f"the project must be in the key's entity {entity or user!r}")
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    key = _with_imagegate(data_dir, lambda ig: ig.accounts.create_key(user, entity))
-    click.echo(f"New key for user {user!r} in entity {entity or user!r}:", err=True)
+    key = _with_imagegate(data_dir, lambda ig: ig.accounts.create_key(user, entity, project))
+    where = f" (default project {project!r})" if project else ""
+    click.echo(f"New key for user {user!r} in entity {entity or user!r}{where}:", err=True)
     click.echo(key)
 
 
@@ -136,11 +147,14 @@ def keys_create(user: str, entity: str | None, data_dir: Path) -> None:
 def keys_list(user: str | None, data_dir: Path) -> None:
     """List keys (their ids and prefixes; keys themselves are never stored)."""
     rows = _with_imagegate(data_dir, lambda ig: ig.accounts.list_keys(user))
-    click.echo(f"{'ID':36}  {'USER':16}  {'PREFIX':10}  {'CREATED':20}  STATUS")
+    click.echo(f"{'ID':36}  {'USER':16}  {'PREFIX':10}  {'CREATED':20}  {'STATUS':24}  PROJECT")
     for row in rows:
         status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         created = f"{row.created_at:%Y-%m-%d %H:%M:%S}"
-        click.echo(f"{row.id:36}  {row.user:16}  {row.prefix + '…':10}  {created:20}  {status}")
+        click.echo(
+            f"{row.id:36}  {row.user:16}  {row.prefix + '…':10}  {created:20}  {status:24}  "
+            f"{row.default_project or '-'}"
+        )
 
 
 @keys.command("revoke")

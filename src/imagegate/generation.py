@@ -93,6 +93,8 @@ class Generation(BaseModel):
     started_at: datetime
     ended_at: datetime | None = None  # None while running
     images: tuple[GeneratedImage, ...] = ()
+    # A streamed generation's partial images (progressive renders), kept like images.
+    partial_images: tuple[GeneratedImage, ...] = ()
     usage: dict[str, Any] = Field(default_factory=dict)  # as the provider reported it
     cost: dict[str, Any] = Field(default_factory=dict)  # imagegate.pricing.compute_cost
     error: GenerationError | None = None
@@ -104,6 +106,16 @@ class Generation(BaseModel):
     @property
     def tracked(self) -> bool:
         return self.call_id is not None
+
+    @property
+    def is_edit(self) -> bool:
+        return "image" in self.inputs
+
+    @property
+    def safety_identifier(self) -> str | None:
+        """The end-user id in effect: `safety_identifier`, else the deprecated `user`."""
+        value = self.inputs.get("safety_identifier") or self.inputs.get("user")
+        return str(value) if value else None
 
     @property
     def created(self) -> int:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -20,19 +22,28 @@ from imagegate.generation import GeneratedImage, Generation, GenerationError, Im
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
-from imagegate.providers.base import ProviderResult, Secret
+from imagegate.providers.base import (
+    EditFiles,
+    PartialImage,
+    PartialSink,
+    ProviderResult,
+    Secret,
+)
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.secrets import SecretStore
-from imagegate.urls import image_url
+from imagegate.uploads import Upload, check_edit_inputs
+from imagegate.urls import SVG_MIMETYPE, image_url, sniff_image_type
 from imagegate.validation import effective_request, resolve_model
 from imagegate.weave_shape import (
     ANSWER_OPTIONS,
+    EDIT_OP_NAME,
     OP_NAME,
     ImageLink,
     call_output,
     call_summary,
     content_metadata,
+    content_ref,
 )
 
 if TYPE_CHECKING:
@@ -40,7 +51,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("imagegate.generation")
 
-__all__ = ["OP_NAME", "GenerationService"]
+__all__ = ["EDIT_OP_NAME", "OP_NAME", "GenerationService"]
+
+_SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
 @dataclass
@@ -49,11 +62,12 @@ class _Outcome:
 
     result: ProviderResult
     images: list[GeneratedImage] = field(default_factory=list)
+    partials: list[GeneratedImage] = field(default_factory=list)  # a stream's, kept
     error: GenerationError | None = None
     provider_seconds: float | None = None  # the provider alone, without storing
 
     def fail(self, exc: ProviderError) -> None:
-        self.images = []  # a failure keeps no images, even ones already stored
+        self.images = self.partials = []  # a failure keeps no images, even stored ones
         self.error = GenerationError(
             message=exc.message,
             error_type=exc.error_type,
@@ -84,10 +98,30 @@ class GenerationService:
         self.signing_key = signing_key
         self.metrics = metrics
 
-    def prepare(self, inputs: ImageGenerationRequestInputs, *, track: bool) -> ImageRequest:
+    def check_edit(
+        self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
+    ) -> EditFiles:
+        """An edit's files, checked against the model (InvalidInput if not)."""
+        spec = resolve_model(self.catalog, set(self.providers), inputs.model)
+        if not spec.edits:
+            effective_request(spec, inputs, edit=True)  # raises: names what edits
+        return check_edit_inputs(spec, uploads, max_total_bytes=max_total_bytes)
+
+    def prepare(
+        self,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool,
+        edit: EditFiles | None = None,
+        allow_stream: bool = False,
+    ) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid."""
         spec = resolve_model(self.catalog, set(self.providers), inputs.model)
-        request = effective_request(spec, inputs)
+        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
+        if edit is not None:
+            request = dataclasses.replace(
+                request, images=edit.images, mask=edit.mask, markup=edit.markup
+            )
         if inputs.response_format == "url" and not track:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
@@ -110,10 +144,14 @@ class GenerationService:
         inputs: ImageGenerationRequestInputs,
         *,
         track: bool = True,
+        edit: EditFiles | None = None,
+        on_partial: PartialSink | None = None,
     ) -> Generation:
-        """Generate, store and record one request's images: the typed result every door
-        derives its answer from. InvalidInput (422) comes before anything is stored."""
-        request = self.prepare(inputs, track=track)
+        """Generate (or, with `edit`, edit), store and record one request's images: the
+        typed result every door derives its answer from. InvalidInput (422) comes before
+        anything is stored. With `on_partial` the request may stream: each partial image
+        goes to it as soon as the provider has it."""
+        request = self.prepare(inputs, track=track, edit=edit, allow_stream=on_partial is not None)
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
         effective_inputs = {
@@ -125,6 +163,8 @@ class GenerationService:
             **({"seed": request.seed} if request.seed is not None else {}),
             **request.params,
         }
+        if request.stream:
+            effective_inputs.update(stream=True, partial_images=request.partial_images)
         warnings = []
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
@@ -135,7 +175,7 @@ class GenerationService:
             await self._start_call(
                 call_id, project_id, principal, request, effective_inputs, started_at
             )
-        outcome = await self._run(request, project_id, track, response_format)
+        outcome = await self._run(request, project_id, track, response_format, on_partial)
         generation = Generation(
             call_id=call_id,
             project_id=project_id,
@@ -143,12 +183,13 @@ class GenerationService:
             model=request.model,
             inputs=effective_inputs,
             response_format=response_format,
-            size=request.size,
-            output_format=request.params.get("output_format", spec.output_format),
+            size=_result_size(request, outcome.images),
+            output_format=request.output_format,
             options={k: request.params[k] for k in ANSWER_OPTIONS if k in request.params},
             started_at=started_at,
             ended_at=datetime.now(UTC),
             images=tuple(outcome.images),
+            partial_images=tuple(outcome.partials),
             usage=outcome.result.usage,
             cost=compute_cost(
                 spec,
@@ -188,11 +229,14 @@ class GenerationService:
         started_at: datetime,
     ) -> None:
         await self.accounts.ensure_project(project_id)
+        if request.is_edit:
+            # The inputs are kept like outputs: Content references to stored files.
+            inputs.update(await self._keep_inputs(project_id, request))
         await self.calls.start(
             {
                 "id": call_id,
                 "project_id": project_id,
-                "op_name": OP_NAME,
+                "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
                 "display_name": None,
                 "trace_id": uuid7(),
                 "parent_id": None,
@@ -210,26 +254,46 @@ class GenerationService:
         )
 
     async def _run(
-        self, request: ImageRequest, project_id: str, track: bool, response_format: str
+        self,
+        request: ImageRequest,
+        project_id: str,
+        track: bool,
+        response_format: str,
+        on_partial: PartialSink | None = None,
     ) -> _Outcome:
-        """Ask the provider, then inspect (and for a tracked call store) each image.
-        Failures come back in the outcome, never raised."""
+        """Ask the provider (streaming when asked and the provider can), then inspect (and
+        for a tracked call store) each image and partial image. Failures come back in the
+        outcome, never raised."""
         started = time.perf_counter()
         outcome = _Outcome(result=ProviderResult(images=[]))
+        partials: list[PartialImage] = []
+
+        async def collect(partial: PartialImage) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                await on_partial(partial)
+
+        keep_in = project_id if track else None
         try:
             api_key = await self._api_key(request, project_id.split("/", 1)[0])
             request = dataclasses.replace(request, api_key=api_key)
-            outcome.result = await self.providers[request.spec.provider].generate(request)
+            provider = self.providers[request.spec.provider]
+            streaming = getattr(provider, "generate_streaming", None)
+            if request.stream and streaming is not None:
+                outcome.result = await streaming(request, collect)
+            else:
+                outcome.result = await provider.generate(request)
             outcome.provider_seconds = time.perf_counter() - started
             for index, image in enumerate(outcome.result.images):
                 outcome.images.append(
                     await self._keep(
-                        project_id if track else None,
-                        image.data,
-                        index,
-                        image.revised_prompt,
-                        response_format,
+                        keep_in, image.data, index, image.revised_prompt, response_format
                     )
+                )
+            for partial in partials:
+                data = base64.b64decode(partial.b64_json)
+                outcome.partials.append(
+                    await self._keep(keep_in, data, partial.index, None, "b64_json")
                 )
         except ProviderError as exc:
             outcome.fail(exc)
@@ -248,6 +312,19 @@ class GenerationService:
             outcome.provider_seconds = time.perf_counter() - started
         return outcome
 
+    async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
+        """Store an edit's input files; their Content references for `inputs`."""
+        refs = []
+        for index, image in enumerate(request.images):
+            kept = await self._keep(project_id, image.data, index, None, "b64_json")
+            refs.append(content_ref(kept.digest, kept.metadata_digest or ""))
+        inputs: dict[str, Any] = {"image": refs}
+        for name, overlay in (("mask", request.mask), ("markup", request.markup)):
+            if overlay is not None:
+                kept = await self._keep(project_id, overlay.data, 0, None, "b64_json")
+                inputs[name] = content_ref(kept.digest, kept.metadata_digest or "")
+        return inputs
+
     async def _keep(
         self,
         project_id: str | None,
@@ -257,12 +334,7 @@ class GenerationService:
         response_format: str,
     ) -> GeneratedImage:
         """Inspect an image and, for a tracked call, store it with its Weave metadata file."""
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                mimetype = Image.MIME.get(img.format or "", "application/octet-stream")
-        except Exception as exc:
-            raise ProviderError("provider returned data that is not an image") from exc
+        mimetype, width, height = inspect_image(data)
         digest = weave_digest(data)
         metadata_digest = None
         if project_id is not None:
@@ -305,3 +377,24 @@ class GenerationService:
         if data is None:
             raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
         return data
+
+
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(true mimetype, width, height) of image bytes, or ProviderError. SVG is markup,
+    recognised by its root element; every other type is what Pillow reads it as."""
+    if sniff_image_type(data) == SVG_MIMETYPE:
+        sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
+        return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            return Image.MIME.get(img.format or "", "application/octet-stream"), width, height
+    except Exception as exc:
+        raise ProviderError("provider returned data that is not an image") from exc
+
+
+def _result_size(request: ImageRequest, images: list[GeneratedImage]) -> str:
+    """The size answered: an edit's is what came out (a model may keep its input's size)."""
+    if request.is_edit and images and images[0].width:
+        return f"{images[0].width}x{images[0].height}"
+    return request.size

@@ -5,8 +5,32 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 
-MIME_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+SVG_MIMETYPE = "image/svg+xml"
+MIME_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    SVG_MIMETYPE: "svg",
+}
+# An SVG document: optional XML declaration, comments and doctype, then the root <svg>.
+_SVG_START = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:(?:<!--.*?-->|<!DOCTYPE[^>]*>)\s*)*<svg[\s>]",
+    re.DOTALL | re.IGNORECASE,
+)
+# SVG is markup that can carry script: wherever it is served, the browser must treat it
+# as an inert image (no script, no plugins, nothing fetched, a unique origin).
+SVG_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+
+
+def image_headers(mimetype: str) -> dict[str, str]:
+    """Headers every image answer carries; SVG also gets the sandboxing CSP."""
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if mimetype == SVG_MIMETYPE:
+        headers["Content-Security-Policy"] = SVG_CSP
+    return headers
 
 
 def file_signature(key: bytes, project_id: str, digest: str) -> str:
@@ -30,4 +54,8 @@ def sniff_image_type(data: bytes) -> str:
         return "image/jpeg"
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "image/webp"
+    if data.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if _SVG_START.match(data[:4096]):
+        return SVG_MIMETYPE
     return "application/octet-stream"

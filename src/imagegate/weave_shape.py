@@ -31,10 +31,17 @@ from imagegate.generation import (
 from imagegate.urls import MIME_EXTENSIONS
 
 OP_NAME = "weave.image_generation_create"
+EDIT_OP_NAME = "weave.image_edit_create"
 CONTENT_TYPE = "weave.type_wrappers.Content.content.Content"
 
 # The extension `weave` derives from a MIME type (stdlib `mimetypes.guess_extension`).
-_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
+_EXTENSIONS = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "image/svg+xml": ".svg",
+}
 ANSWER_OPTIONS = ("quality", "background")  # echoed in the answer when used
 
 ImageLink = Callable[[GeneratedImage], str]
@@ -170,8 +177,14 @@ def weave_answer(gen: Generation, link: ImageLink | None = None) -> dict[str, An
 
 
 def call_output(gen: Generation) -> dict[str, Any] | None:
-    """The stored call's `output`: the answer itself (no links: they depend on the host)."""
-    return None if gen.error is not None else _response(gen, None)
+    """The stored call's `output`: the answer itself (no links: they depend on the host),
+    and a streamed generation's partial images, as Content like its images."""
+    if gen.error is not None:
+        return None
+    output = _response(gen, None)
+    if gen.partial_images:
+        output["partial_images"] = [_item(gen, image, None) for image in gen.partial_images]
+    return output
 
 
 def call_summary(gen: Generation) -> dict[str, Any]:
@@ -294,6 +307,7 @@ def generation_from_call(call: Mapping[str, Any]) -> Generation:
         started_at=_time(call.get("started_at")) or datetime.min,
         ended_at=_time(call.get("ended_at")),
         images=tuple(images),
+        partial_images=tuple(answer_images({"data": output.get("partial_images")})),
         usage=_dict(output.get("usage")),
         cost=_cost_of(costs, model),
         error=error,

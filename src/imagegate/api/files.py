@@ -13,7 +13,7 @@ from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import BadRequest, InvalidInput, NotFound, Unauthorized
 from imagegate.names import split_project_id
 from imagegate.schemas import FileContentReadReq, FileCreateRes
-from imagegate.urls import file_signature, sniff_image_type
+from imagegate.urls import MIME_EXTENSIONS, file_signature, image_headers, sniff_image_type
 
 router = APIRouter(tags=["Files"])
 
@@ -60,7 +60,7 @@ async def file_content(req: FileContentReadReq, app: App, caller: Caller) -> Res
 @router.get(
     "/files/{entity}/{project}/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    responses={200: {"content": {t: {} for t in MIME_EXTENSIONS}}},
 )
 async def file_by_url(
     entity: str, project: str, name: str, request: Request, app: App, sig: str | None = None
@@ -83,8 +83,9 @@ async def file_by_url(
     data = await app.files.get(project_id, digest)
     if data is None:
         raise NotFound("no such file")
+    mimetype = sniff_image_type(data)
     return Response(
         data,
-        media_type=sniff_image_type(data),
-        headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"},
+        media_type=mimetype,
+        headers={"Cache-Control": IMMUTABLE, **image_headers(mimetype)},
     )

@@ -44,6 +44,12 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     upstream_response_format: str | None = None
     output_format: str = "png"
+    # Edits (POST /v1/images/edits): whether the model takes them, and its input limits.
+    edits: bool = False
+    max_input_images: int = 16
+    max_input_image_bytes: int = 50 * 1024 * 1024
+    max_mask_bytes: int = 4 * 1024 * 1024
+    input_formats: tuple[str, ...] = ("png", "jpeg", "webp")
     deprecated: date | None = None
     shutdown: date | None = None
     replacement: str | None = None
@@ -95,6 +101,8 @@ class ModelSpec:
             "options": {k: list(v) for k, v in self.options.items()},
             "defaults": self.defaults,
             "output_format": self.output_format,
+            "edits": self.edits,
+            "stream": "stream" in self.params,
             "priced": bool(self.prices.get("per_image") is not None or self.token_prices),
         }
 
@@ -158,6 +166,7 @@ class Catalog:
                 upstream_model=name,
                 params=frozenset(("size", "quality", "style", "user")),
                 size_range=(64, 8192),
+                edits=True,  # LiteLLM's image_edit; a provider without edits answers 400
             )
         return spec
 
@@ -203,7 +212,7 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
     values.setdefault(
         "upstream_model", name if values["provider"] == "litellm" else name.split("/", 1)[-1]
     )
-    for key in ("sizes",):
+    for key in ("sizes", "input_formats"):
         if key in values:
             values[key] = tuple(values[key])
     if "size_range" in values:

@@ -16,6 +16,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -24,7 +25,10 @@ from imagegate.pricing import add_usage
 from imagegate.providers.base import (
     GeneratedImage,
     ImageRequest,
+    InputImage,
     ItemError,
+    PartialImage,
+    PartialSink,
     ProviderError,
     ProviderResult,
 )
@@ -108,11 +112,9 @@ class OpenAIProvider:
             raise first
         return result
 
-    async def _request(self, request: ImageRequest, n: int, batch: int) -> ProviderResult:
+    def _kwargs(self, request: ImageRequest, n: int) -> dict[str, Any]:
+        """The SDK call's arguments: a generation's, or an edit's with its files."""
         spec = request.spec
-        assert request.api_key is not None
-        api_key = request.api_key.reveal()
-        client = self._client(spec, api_key)
         kwargs: dict[str, Any] = {
             "model": spec.upstream_model,
             "prompt": request.prompt,
@@ -124,11 +126,98 @@ class OpenAIProvider:
             kwargs["response_format"] = spec.upstream_response_format
         if spec.provider_params:
             kwargs["extra_body"] = spec.provider_params
+        if request.is_edit:
+            # The SDK sends these as multipart parts: `image` for one, `image[]` for more.
+            files = [_file(image) for image in request.images]
+            kwargs["image"] = files[0] if len(files) == 1 else files
+            if request.mask is not None:
+                kwargs["mask"] = _file(request.mask)
+            if request.markup is not None:
+                kwargs["markup"] = _file(request.markup)
+        return kwargs
+
+    def _endpoint(self, client: openai.AsyncOpenAI, request: ImageRequest) -> Any:
+        return client.images.edit if request.is_edit else client.images.generate
+
+    async def _request(self, request: ImageRequest, n: int, batch: int) -> ProviderResult:
+        spec = request.spec
+        assert request.api_key is not None
+        api_key = request.api_key.reveal()
+        endpoint = self._endpoint(self._client(spec, api_key), request)
+        kwargs = self._kwargs(request, n)
 
         async def call() -> Any:
-            return await client.images.generate(**kwargs, timeout=spec.timeout_s)
+            return await endpoint(**kwargs, timeout=spec.timeout_s)
 
         return await generate_with_retries(spec, call, batch=batch, api_key=api_key)
+
+    async def generate_streaming(
+        self, request: ImageRequest, on_partial: PartialSink
+    ) -> ProviderResult:
+        """One image over the upstream's server-sent events; each partial image goes to
+        `on_partial` as soon as its event arrives. A stream that fails before its first
+        partial is retried like any request; after one, the failure is final (the caller
+        has already seen part of this attempt)."""
+        spec = request.spec
+        if request.api_key is None:
+            return await self.generate(request)  # raises the missing-key error
+        api_key = request.api_key.reveal()
+        endpoint = self._endpoint(self._client(spec, api_key), request)
+        kwargs = self._kwargs(request, 1)
+        kwargs.update(stream=True, partial_images=request.partial_images)
+
+        async def call() -> Any:
+            stream = await endpoint(**kwargs, timeout=spec.timeout_s)
+            sent = 0
+            try:
+                async for event in stream:
+                    kind = getattr(event, "type", "")
+                    if kind.endswith(".partial_image"):
+                        await on_partial(PartialImage(event.partial_image_index, event.b64_json))
+                        sent += 1
+                    elif kind.endswith(".completed"):
+                        return _Streamed([_StreamedImage(event.b64_json)], event.usage)
+            except openai.APIError as exc:
+                if isinstance(exc, openai.APIStatusError | openai.APIConnectionError) and not sent:
+                    raise  # nothing reached the caller: retried as usual
+                raise _stream_error(exc, api_key) from None
+            finally:
+                await stream.close()
+            raise ProviderError("the provider's stream ended without a completed image")
+
+        return await generate_with_retries(spec, call, api_key=api_key)
+
+
+@dataclass
+class _StreamedImage:
+    b64_json: str | None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass
+class _Streamed:
+    """A completed stream, in the shape `read_images` reads (ImagesResponse's)."""
+
+    data: list[_StreamedImage]
+    usage: Any
+
+
+def _file(image: InputImage) -> tuple[str, bytes, str]:
+    return (image.filename or f"image.{image.extension}", image.data, image.mimetype)
+
+
+def _stream_error(exc: openai.APIError, api_key: str | None) -> ProviderError:
+    """An `error` event in the middle of an upstream stream."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = body.get("code") or body.get("type") or ""
+    error_type = (
+        "content_policy"
+        if code in ("content_policy_violation", "moderation_blocked")
+        else "provider_error"
+    )
+    message = redact(str(body.get("message") or exc.message), api_key)
+    return ProviderError(message, error_type=error_type)
 
 
 async def generate_with_retries(

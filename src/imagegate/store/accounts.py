@@ -31,6 +31,8 @@ class Principal:
     user_id: str
     user_name: str
     entities: frozenset[str]
+    # The project of the key used, for requests that name none (None: the key has none).
+    default_project: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class KeyInfo:
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    default_project: str | None = None
 
 
 def _now() -> datetime:
@@ -59,7 +62,9 @@ class AccountStore:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
-                    sa.select(users.c.id, users.c.name, api_keys.c.key_hash)
+                    sa.select(
+                        users.c.id, users.c.name, api_keys.c.key_hash, api_keys.c.default_project
+                    )
                     .join(api_keys, api_keys.c.user_id == users.c.id)
                     .where(api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None))
                 )
@@ -73,15 +78,24 @@ class AccountStore:
                 .join(memberships, memberships.c.entity_id == entities.c.id)
                 .where(memberships.c.user_id == row.id)
             )
-            return Principal(row.id, row.name, frozenset(names))
+            return Principal(row.id, row.name, frozenset(names), row.default_project)
 
     async def user_count(self) -> int:
         async with self.engine.connect() as conn:
             return int(await conn.scalar(sa.select(sa.func.count()).select_from(users)) or 0)
 
-    async def create_key(self, user: str, entity: str | None = None) -> str:
-        """Create the user, entity and membership if missing; return a new plaintext key."""
+    async def create_key(
+        self, user: str, entity: str | None = None, default_project: str | None = None
+    ) -> str:
+        """Create the user, entity and membership if missing; return a new plaintext key.
+
+        `default_project` ("entity/project", in the key's entity) is where requests with
+        this key go when they name no project (the OpenAI door)."""
         entity = entity or user
+        if default_project is not None and default_project.split("/", 1)[0] != entity:
+            raise ValueError(
+                f"the default project {default_project!r} must be in the key's entity {entity!r}"
+            )
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         async with self.engine.begin() as conn:
             user_id = await _ensure(conn, users, user)
@@ -103,6 +117,7 @@ class AccountStore:
                     key_hash=hash_key(key),
                     prefix=key[: len(KEY_PREFIX) + 6],
                     created_at=_now(),
+                    default_project=default_project,
                 )
             )
         return key
@@ -117,7 +132,10 @@ class AccountStore:
             query = query.where(users.c.name == user)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
-        return [KeyInfo(r.id, r.user_name, r.prefix, r.created_at, r.revoked_at) for r in rows]
+        return [
+            KeyInfo(r.id, r.user_name, r.prefix, r.created_at, r.revoked_at, r.default_project)
+            for r in rows
+        ]
 
     async def revoke_key(self, key_id_or_key: str) -> bool:
         """Revoke by key id or by the key itself; False when no active key matched."""

@@ -108,6 +108,8 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # "entity/project" a request with this key goes to when it names none (the OpenAI door).
+    sa.Column("default_project", sa.String(200), nullable=True),
 )
 
 calls = sa.Table(

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from imagegate.digest import is_digest
 from imagegate.names import split_project_id
-from imagegate.urls import MIME_EXTENSIONS, sniff_image_type
+from imagegate.urls import MIME_EXTENSIONS, image_headers, sniff_image_type
 from imagegate.web.render import STATIC
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
 from imagegate.web.thumbs import ThumbnailCache
@@ -50,7 +50,7 @@ async def image(
         media_type=mimetype,
         headers={
             "Cache-Control": IMMUTABLE,
-            "X-Content-Type-Options": "nosniff",
+            **image_headers(mimetype),
             "Content-Disposition": f'{disposition}; filename="{filename}"',
         },
     )
