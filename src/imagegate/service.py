@@ -265,6 +265,7 @@ class GenerationService:
             warnings=tuple(warnings),
             attempts=tuple(result.attempts),
             provider_seconds=provider_s,
+            timeout_s=request.timeout_s,
         )
         generation = generation.model_copy(update={"ended_at": datetime.now(UTC)})
         if call_id:

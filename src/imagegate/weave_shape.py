@@ -197,6 +197,8 @@ def call_summary(gen: Generation) -> dict[str, Any]:
         "images": images,
         "attempts": list(gen.attempts),
     }
+    if gen.timeout_s is not None:
+        summary["timeout_s"] = gen.timeout_s
     if gen.failures:
         summary["errors"] = _failures(gen.failures)
     if gen.error is not None:
@@ -315,6 +317,9 @@ def generation_from_call(call: Mapping[str, Any]) -> Generation:
         warnings=tuple(str(w) for w in output.get("warnings") or []),
         attempts=tuple(a for a in summary.get("attempts") or [] if isinstance(a, dict)),
         provider_seconds=provider_ms / 1000 if isinstance(provider_ms, int | float) else None,
+        timeout_s=summary["timeout_s"]
+        if isinstance(summary.get("timeout_s"), int | float)
+        else None,
     )
 
 

@@ -42,7 +42,7 @@ class LiteLLMProvider:
             "prompt": request.prompt,
             "n": request.n,
             "size": request.size,
-            "timeout": spec.timeout_s,
+            "timeout": request.timeout_s,
             **request.params,
             **spec.provider_params,
         }
@@ -65,4 +65,4 @@ class LiteLLMProvider:
         async def call() -> Any:
             return await endpoint(**kwargs)
 
-        return await generate_with_retries(spec, call, api_key=api_key)
+        return await generate_with_retries(spec, call, timeout_s=request.timeout_s, api_key=api_key)
