@@ -14,20 +14,21 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 
+from imagegate import keepalive
 from imagegate.core import Imagegate
 from imagegate.digest import weave_digest
 from imagegate.errors import Forbidden, ImagegateError, InvalidInput, openai_error
 from imagegate.generation import GeneratedImage, Generation
-from imagegate.idempotency import idempotency_key, request_hash
+from imagegate.idempotency import request_hash
 from imagegate.names import split_project_id
 from imagegate.providers.base import InputImage, PartialImage
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
@@ -60,10 +61,6 @@ STATUS_BY_ERROR_TYPE = {
 STREAM_FORMATS = ("png", "webp", "jpeg")
 STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
 STREAM_BACKGROUNDS = ("transparent", "opaque", "auto")
-
-# Streamed generations keep running when their client goes away (they are paid for and
-# must be recorded); the loop holds only weak references to tasks, so they live here.
-_running: set[asyncio.Task[None]] = set()
 
 
 def project_for(principal: Principal, header: str | None) -> str:
@@ -188,22 +185,41 @@ async def answer(
 ) -> Response:
     """Run the request through the service, as JSON or as server-sent events."""
     base_url = app.settings.public_url or str(request.base_url)
-    key = idempotency_key(request.headers)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
         app.generation.prepare(
             door.req.inputs, track=True, images=door.images, mask=door.mask, allow_stream=True
         )
-        return await _stream(app, caller, door, base_url, key)
-    generation = await _run(app, caller, door, key, None)
-    return await _json_answer(app, generation, base_url)
+        return await _stream(app, caller, door, base_url, request.headers)
+    interval = keepalive.interval_for(
+        request.headers, app.settings.keepalive_interval, unasked=False
+    )
+    if interval is not None:  # the answer may start early: check what can be checked now
+        app.generation.prepare(door.req.inputs, track=True, images=door.images, mask=door.mask)
+
+    async def render(generation: Generation) -> Response:
+        return await _json_answer(app, generation, base_url)
+
+    return await keepalive.early_answer(
+        _run(app, caller, door, request.headers, None),
+        interval=interval,
+        render=render,
+        failed=_early_failure,
+    )
+
+
+def _early_failure(exc: Exception) -> bytes:
+    """OpenAI's error envelope, once an early 200 has gone out, for a request that then
+    failed other than by its generation."""
+    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
+    return bytes(openai_error(500, message, code="server_error").body)
 
 
 def _run(
     app: Imagegate,
     caller: Principal,
     door: DoorRequest,
-    key: str | None,
+    headers: Mapping[str, str],
     on_partial: Callable[[PartialImage], Awaitable[None]] | None,
 ) -> Awaitable[Generation]:
     def work() -> Awaitable[Generation]:
@@ -216,12 +232,10 @@ def _run(
             on_partial=on_partial,
         )
 
-    if key is None:
-        return work()
-    return app.idempotency.run(
+    return app.idempotency.run_once(
+        headers,
         project_id=door.req.project_id,
         user_id=caller.user_id,
-        key=key,
         request_hash=door.body_hash(),
         work=work,
     )
@@ -332,11 +346,16 @@ class _Failed:
 
 
 async def _stream(
-    app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, key: str | None
+    app: Imagegate,
+    caller: Principal,
+    door: DoorRequest,
+    base_url: str,
+    headers: Headers,
 ) -> Response:
     """Server-sent events: each partial image as the provider hands it over, then the
-    completed image. The generation runs in its own task, so a client that goes away
-    mid-stream stops only the events: the image is still made, stored and recorded."""
+    completed image, with a `: keep-alive` comment in each silent stretch. The generation
+    runs in its own task, so a client that goes away mid-stream stops only the events:
+    the image is still made, stored and recorded."""
     queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
 
     async def on_partial(partial: PartialImage) -> None:
@@ -344,16 +363,18 @@ async def _stream(
 
     async def run() -> None:
         try:
-            generation = await _run(app, caller, door, key, on_partial)
+            generation = await _run(app, caller, door, headers, on_partial)
             queue.put_nowait(_Done(await with_bytes(app, generation)))
         except Exception as exc:
             queue.put_nowait(_Failed(exc))
 
-    task = asyncio.create_task(run())
-    _running.add(task)
-    task.add_done_callback(_running.discard)
-
-    first = await queue.get()
+    keepalive.keep(asyncio.create_task(run()))
+    items = keepalive.heartbeats(
+        queue.get, keepalive.stream_interval(headers, app.settings.keepalive_interval)
+    )
+    # What comes within the first interval may still be answered with its own status;
+    # after that the stream starts, and heartbeats keep it open.
+    first = await anext(items)
     if isinstance(first, _Failed):
         raise first.error  # nothing sent yet: an ordinary error answer
     if isinstance(first, _Done) and (failure := error_answer(first.generation)) is not None:
@@ -367,9 +388,17 @@ async def _stream(
     }
 
     async def events() -> AsyncIterator[bytes]:
-        item: PartialImage | _Done | _Failed = first
+        try:
+            async for chunk in _events(first):
+                yield chunk
+        finally:
+            await items.aclose()
+
+    async def _events(item: PartialImage | _Done | _Failed | None) -> AsyncIterator[bytes]:
         while True:
-            if isinstance(item, PartialImage):
+            if item is None:
+                yield keepalive.HEARTBEAT
+            elif isinstance(item, PartialImage):
                 yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
             elif isinstance(item, _Done):
                 failure = error_answer(item.generation)
@@ -384,10 +413,11 @@ async def _stream(
                 error = {"message": "the generation failed", "type": "server_error"}
                 yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
                 return
-            item = await queue.get()
+            item = await anext(items)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers=keepalive.NO_BUFFERING
+    )
 
 
 def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
