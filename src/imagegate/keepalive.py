@@ -89,9 +89,11 @@ async def early_answer(
 ) -> Response:
     """`render(await work)`; when that takes longer than `interval`, a 200 that sends
     whitespace each interval and then the rendered body (or `failed(error)`)."""
-    if interval is None:
-        return await render(await work)
+    # The work runs in its own task either way: a client that goes away must not cancel
+    # a generation the provider may already be making (and billing).
     task = keep(asyncio.ensure_future(work))
+    if interval is None:
+        return await render(await asyncio.shield(task))
     done, _ = await asyncio.wait({task}, timeout=interval)
     if done:
         return await render(task.result())  # in time: the ordinary answer, status and all

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import openai
 
 from imagegate.pricing import add_usage
@@ -284,14 +283,18 @@ class Failure:
     retry_after: float | None = None
 
 
-# httpx's errors that mean the request never (completely) reached the provider.
-_NOT_SENT = (
-    httpx.ConnectError,
-    httpx.ConnectTimeout,
-    httpx.PoolTimeout,
-    httpx.WriteError,
-    httpx.WriteTimeout,
-    httpx.UnsupportedProtocol,
+# The transport errors that mean the request never (completely) reached the provider,
+# by class name: the openai SDK raises httpx2's, LiteLLM httpx's, with the same names.
+_NOT_SENT = frozenset(
+    (
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "WriteError",
+        "WriteTimeout",
+        "UnsupportedProtocol",
+        "ConnectionRefusedError",
+    )
 )
 BILLED_NOTE = (
     "the provider may have done (and billed) the work, so it was not retried "
@@ -315,14 +318,15 @@ def classify_failure(
             error.error_type == "provider_error" and (error.status_code or 500) >= 500
         )
         return Failure(error, retryable, retry_after=retry_after)
-    cause = _httpx_cause(exc)
-    if isinstance(exc, openai.APIConnectionError | TimeoutError) and isinstance(cause, _NOT_SENT):
-        detail = redact(str(cause) or type(cause).__name__, api_key)
+    chain = _causes(exc)
+    not_sent = next((e for e in chain if _NOT_SENT & {c.__name__ for c in type(e).__mro__}), None)
+    if isinstance(exc, openai.APIConnectionError | TimeoutError) and not_sent is not None:
+        detail = redact(str(not_sent) or type(not_sent).__name__, api_key)
         return Failure(ProviderError(f"could not connect to the provider: {detail}"), True)
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         message = f"{spec.name} did not answer within {timeout_s:g}s; {BILLED_NOTE}"
     elif isinstance(exc, openai.APIConnectionError):
-        detail = redact(str(cause or exc), api_key)
+        detail = redact(str(chain[1] if len(chain) > 1 else exc), api_key)
         message = f"the connection to the provider broke off before its answer ({detail}); "
         message += BILLED_NOTE
     else:
@@ -336,16 +340,14 @@ def classify_failure(
     return Failure(error, spec.retry_timeouts, may_be_billed=True)
 
 
-def _httpx_cause(exc: BaseException) -> BaseException | None:
-    """The httpx error behind an SDK exception (its cause or context chain), if any."""
-    seen: set[int] = set()
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, outermost first (its cause, else its context, chain)."""
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, httpx.HTTPError):
-            return current
-        seen.add(id(current))
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         current = current.__cause__ or current.__context__
-    return None
+    return chain
 
 
 def _ms(started: float) -> int:
