@@ -7,16 +7,26 @@ seconds, clients giving up after one or two); bench/long_generation.py runs them
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Backend, LiveServer, free_port, start_server, stop_server
+from tests.conftest import (
+    IMAGEGATE_BIN,
+    Backend,
+    LiveServer,
+    free_port,
+    start_server,
+    stop_server,
+)
 from tests.fake_openai import FakeOpenAI, Reply, error_body
 
 KEY = "sk-long-0123456789abcdef"
@@ -223,6 +233,25 @@ async def test_openai_sdk_retry_is_joined_too(server: LiveServer, upstream: Fake
     assert len(upstream.requests) == 1
 
 
+def test_generate_command_waits_and_shows_the_generation_running(
+    server: LiveServer, upstream: FakeOpenAI, tmp_path: Path
+) -> None:
+    upstream.push(Reply(delay_s=6.5))
+    res = subprocess.run(
+        [str(IMAGEGATE_BIN), "generate", "a slow tide", "-m", "test/slow", "--project", PROJECT,
+         "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "IMAGEGATE_URL": server.url, "IMAGEGATE_API_KEY": server.admin_key},
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "Generating 1 image(s): running for 5 s" in res.stderr
+    [saved] = res.stdout.splitlines()
+    assert Path(saved).read_bytes().startswith(b"\x89PNG")
+    assert len(upstream.requests) == 1
+
+
 # --- Keeping the connection busy ---------------------------------------------------------
 
 
@@ -284,12 +313,15 @@ async def test_stream_sends_heartbeats_while_silent(
 ) -> None:
     upstream.push(Reply(delay_s=3))
     lines: list[str] = []
-    async with client(server, read_timeout=1.0) as c, c.stream(
-        "POST",
-        "/v1/images/generations",
-        json={"model": "test/slow", "prompt": "a slow comet", "stream": True},
-        headers={"OpenAI-Project": PROJECT},
-    ) as res:
+    async with (
+        client(server, read_timeout=1.0) as c,
+        c.stream(
+            "POST",
+            "/v1/images/generations",
+            json={"model": "test/slow", "prompt": "a slow comet", "stream": True},
+            headers={"OpenAI-Project": PROJECT},
+        ) as res,
+    ):
         assert res.status_code == 200
         async for line in res.aiter_lines():
             lines.append(line)
