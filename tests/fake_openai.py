@@ -46,6 +46,7 @@ class Reply:
     urls: list[str] | None = None  # answer with these image URLs instead of base64
     image: bytes | None = None  # answer with these bytes as every image (else small PNGs)
     partial_delay_s: float = 0.0  # streaming: the wait before each partial and the final
+    partial_image: bytes | None = None  # streaming: every partial's bytes (else small PNGs)
     stream_error: dict[str, Any] | None = None  # streaming: an `error` event after partials
 
 
@@ -193,7 +194,7 @@ async def _events(body: dict[str, Any], reply: Reply, edit: bool) -> AsyncIterat
     for index in range(int(body.get("partial_images") or 0)):
         if reply.partial_delay_s:
             await asyncio.sleep(reply.partial_delay_s)
-        png = small_png(10 + index)
+        png = reply.partial_image or small_png(10 + index)
         yield _sse(
             {
                 "type": f"{kind}.partial_image",

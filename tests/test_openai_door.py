@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -285,3 +286,60 @@ async def test_models_list_and_auth(client, users: Users) -> None:
         )
     )
     assert error["param"] == "model"
+
+
+async def test_an_object_input_a_model_does_not_take_is_a_clear_422(client, users: Users) -> None:
+    # Found by the fuzzer: the refused `svg` object was echoed back unserialisable (a 500).
+    res = await client.post(
+        "/image/create",
+        json={
+            "project_id": "alice/p",
+            "inputs": {"model": "test/small-inputs", "prompt": "x", "svg": {"model": "m"}},
+        },
+        headers=basic(users.alice),
+    )
+    assert res.status_code == 422, res.text
+    assert res.json()["detail"][0]["input"] == {"model": "m"}
+
+
+async def test_door_requests_count_in_the_metrics(client, users: Users) -> None:
+    def count(text: str) -> float:
+        line = 'imagegate_generations_total{model="local/procedural",status="success"}'
+        values = [float(row.split()[-1]) for row in text.splitlines() if row.startswith(line)]
+        return values[0] if values else 0.0
+
+    before = count((await client.get("/metrics")).text)
+    res = await client.post(
+        "/v1/images/generations",
+        json={"model": "local/procedural", "prompt": "x", "size": "256x256"},
+        headers=bearer(users.alice),
+    )
+    assert res.status_code == 200
+    assert count((await client.get("/metrics")).text) == before + 1
+
+
+async def test_a_replayed_stream_gets_the_same_image_without_paying_again(
+    client, users: Users
+) -> None:
+    body = {
+        "model": "local/procedural",
+        "prompt": "once",
+        "size": "256x256",
+        "stream": True,
+        "partial_images": 1,
+    }
+    headers = {**bearer(users.alice), "Idempotency-Key": "stream-1"}
+    first = await client.post("/v1/images/generations", json=body, headers=headers)
+    second = await client.post("/v1/images/generations", json=body, headers=headers)
+    events = [
+        [json.loads(line[6:]) for line in res.text.splitlines() if line.startswith("data: ")]
+        for res in (first, second)
+    ]
+    assert [e["type"] for e in events[0]] == [
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    # The replay: the kept generation's image (its partials went by with the first answer).
+    assert [e["type"] for e in events[1]] == ["image_generation.completed"]
+    assert events[0][-1]["b64_json"] == events[1][-1]["b64_json"]
+    assert await calls_in(client, users.alice) == 1

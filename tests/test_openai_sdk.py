@@ -41,6 +41,14 @@ base_url = "{v1}"
 retry_base_s = 0.05
 max_attempts = 1
 
+[models."gpt-image-2.5-flare"]
+base_url = "{v1}"
+max_attempts = 1
+
+[models."gpt-image-2.6-flare"]
+base_url = "{v1}"
+max_attempts = 1
+
 [models."gpt-image-2"]
 base_url = "{v1}"
 max_attempts = 1
@@ -459,3 +467,38 @@ def test_idempotency_key_never_pays_twice(door: LiveServer, fake: FakeOpenAI) ->
     first, second = (a.parse() for a in answers)
     assert answers[0].headers["imagegate-call-id"] == answers[1].headers["imagegate-call-id"]
     assert first.data[0].b64_json == second.data[0].b64_json
+
+
+async def test_markup_guides_a_25_edit_and_is_refused_elsewhere(
+    door: LiveServer, fake: FakeOpenAI
+) -> None:
+    first, markup = png((5, 5, 5)), hole_mask()
+    async with async_client(door, project="admin/markup") as client:
+        await client.images.edit(
+            model="gpt-image-2.5-flare",
+            prompt="follow my scribbles",
+            image=("a.png", first, "image/png"),
+            markup=("markup.png", markup, "image/png"),
+        )
+        with pytest.raises(openai.BadRequestError) as both:
+            await client.images.edit(
+                model="gpt-image-2.5-flare",
+                prompt="x",
+                image=("a.png", first, "image/png"),
+                markup=("markup.png", markup, "image/png"),
+                mask=("mask.png", markup, "image/png"),
+            )
+        assert both.value.param == "markup"
+        with pytest.raises(openai.BadRequestError) as not_26:
+            await client.images.edit(
+                model="gpt-image-2.6-flare",
+                prompt="x",
+                image=("a.png", first, "image/png"),
+                markup=("markup.png", markup, "image/png"),
+            )
+        assert "does not take markup" in not_26.value.message
+    [sent] = fake.requests  # only the first reached the provider
+    assert sent.files["markup"][0][1] == markup and "mask" not in sent.files
+    assert sent.body["model"] == "gpt-image-2.5-flare"
+    [call] = project_calls(door, "admin/markup")
+    assert call["inputs"]["markup"]["files"]["content"] == weave_digest(markup)

@@ -17,6 +17,8 @@ from PIL import Image
 
 from imagegate.config import Settings
 from imagegate.core import Imagegate
+from imagegate.generation import Generation
+from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store.tables import calls
 from tests.conftest import LiveServer, Users, basic
 from tests.fake_openai import FakeOpenAI, Reply, error_body
@@ -298,3 +300,30 @@ async def test_replay_of_failures_is_the_same(client, users: Users, fake: FakeOp
     assert len(fake.requests) == 3
     assert first.json()["response"]["error_type"] == "content_policy"
     assert again.content == first.content
+
+
+async def test_a_replayed_generation_is_the_same_value(imagegate: Imagegate, users: Users) -> None:
+    """What another door (its own answer shape) gets from a replay: the same Generation,
+    images by digest, their bytes from the file store."""
+    principal = await imagegate.accounts.authenticate(users.alice)
+    assert principal is not None
+    inputs = ImageGenerationRequestInputs(
+        model="local/procedural", prompt="a red fox", n=2, size="256x256"
+    )
+
+    async def once() -> Generation:
+        return await imagegate.idempotency.run(
+            project_id=PROJECT,
+            user_id=principal.user_id,
+            key="door",
+            request_hash="h",
+            work=lambda: imagegate.generation.generate(principal, PROJECT, inputs),
+        )
+
+    first, again = await once(), await once()
+    assert again.call_id == first.call_id and first.call_id is not None
+    assert all(image.data is None for image in again.images)
+    strip = {"images": {i: {"data"} for i in range(2)}}
+    assert again.model_dump(exclude=strip) == first.model_dump(exclude=strip)
+    for fresh, replayed in zip(first.images, again.images, strict=True):
+        assert await imagegate.generation.image_bytes(again, replayed) == fresh.data

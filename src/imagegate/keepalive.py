@@ -5,7 +5,7 @@ of silence, and the Weave client gives up after 30 s of it (`WEAVE_HTTP_TIMEOUT`
 asks again. So while a generation runs, the connection is kept busy:
 
 - streamed answers (server-sent events) get a `: keep-alive` comment line in each silent
-  stretch (`heartbeats`);
+  stretch (`imagegate.streaming` says when);
 - a JSON answer may start early: when it is not ready within one interval, the 200 and
   its headers go out and one space follows each interval until the JSON (leading
   whitespace is valid JSON). Once the 200 is sent, a failure can only be told in the body,
@@ -111,22 +111,3 @@ async def early_answer(
         yield bytes(rendered.body)
 
     return StreamingResponse(body(), media_type="application/json", headers=NO_BUFFERING)
-
-
-async def heartbeats(items: Callable[[], Awaitable[T]], interval: float) -> AsyncIterator[T | None]:
-    """Each item `items()` gives, with None after every `interval` of waiting for one
-    (the caller sends a heartbeat then). Ends when the caller stops asking."""
-    pending: asyncio.Task[T] | None = None
-    try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(items())
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if done:
-                item, pending = pending.result(), None
-                yield item
-            else:
-                yield None
-    finally:
-        if pending is not None:
-            pending.cancel()

@@ -1,50 +1,36 @@
 """The OpenAI door: OpenAI's Images API (`/v1/images/generations`, `/v1/images/edits`,
-`/v1/models`) translated to and from the generation service.
+`/v1/models`) answered from the generation service.
 
-Everything OpenAI-shaped lives here: which project a request goes to, reading a
-multipart edit, `ImagesResponse` and the stream events derived from the service's
-answer, and provider failures as OpenAI's status codes. The service records each
-request exactly as `/image/create` does.
+What a request asks for is read in `imagegate.openai_request`; here the service's
+Generation becomes OpenAI's answer: `ImagesResponse`, the stream events, and provider
+failures as OpenAI's status codes. The service records each request exactly as
+`/image/create` does.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import Headers
 
 from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.digest import weave_digest
-from imagegate.errors import Forbidden, ImagegateError, InvalidInput, openai_error
+from imagegate.errors import ImagegateError, openai_error
 from imagegate.generation import GeneratedImage, Generation
-from imagegate.idempotency import request_hash
-from imagegate.names import split_project_id
-from imagegate.providers.base import InputImage, PartialImage
-from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.openai_request import DoorRequest
+from imagegate.providers.base import PartialImage
 from imagegate.store import Principal
-from imagegate.uploads import Upload
+from imagegate.streaming import stream_generation
 
 log = logging.getLogger("imagegate.openai")
 
-PROJECT_HEADER = "OpenAI-Project"
 CALL_ID_HEADER = "Imagegate-Call-Id"
-DEFAULT_PROJECT = "default"
-# Multipart fields that carry numbers or booleans (everything in a form is text).
-INT_FIELDS = ("n", "output_compression", "partial_images", "frame_count", "frame_duration_ms")
-BOOL_FIELDS = ("stream",)
-FILE_FIELDS = ("image", "image[]", "mask")
-MAX_FORM_FILES = 17  # 16 images and a mask
 # The provider's failure (`error_type`) as OpenAI's status and code.
 STATUS_BY_ERROR_TYPE = {
     "content_policy": (400, "moderation_blocked"),
@@ -63,123 +49,6 @@ STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
 STREAM_BACKGROUNDS = ("transparent", "opaque", "auto")
 
 
-def project_for(principal: Principal, header: str | None) -> str:
-    """The `OpenAI-Project` header (`entity/project`, or a project in the caller's
-    entity), else the key's default project, else `<entity>/default`; 403 if not a member."""
-    entity = (
-        principal.user_name
-        if principal.user_name in principal.entities
-        else min(principal.entities, default=principal.user_name)
-    )
-    if header and header.strip():
-        value = header.strip()
-        project_id = value if "/" in value else f"{entity}/{value}"
-        try:
-            split_project_id(project_id)
-        except ValueError as exc:
-            raise InvalidInput(["header", "openai-project"], str(exc)) from exc
-    else:
-        project_id = principal.default_project or f"{entity}/{DEFAULT_PROJECT}"
-    if project_id.split("/", 1)[0] not in principal.entities:
-        raise Forbidden(f"you do not have access to project {project_id!r}")
-    return project_id
-
-
-def _inputs(fields: dict[str, Any]) -> ImageGenerationRequestInputs:
-    """OpenAI's request fields as the service's inputs (a 400 naming the field if not)."""
-    if not fields.get("model"):
-        raise InvalidInput(["body", "model"], "you must provide a model (GET /v1/models)")
-    try:
-        return ImageGenerationRequestInputs.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "body"
-        raise InvalidInput(["body", field], f"{field}: {first['msg']}") from exc
-
-
-async def read_json(request: Request) -> ImageGenerationRequestInputs:
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(["body"], f"the body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidInput(["body"], "the body must be a JSON object")
-    return _inputs(body)
-
-
-async def read_form(request: Request) -> tuple[ImageGenerationRequestInputs, list[Upload]]:
-    """A multipart edit: its text fields as inputs, its files as uploads."""
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidInput(["body"], "an edit is sent as multipart/form-data")
-    try:
-        form = await request.form(max_files=MAX_FORM_FILES + 1, max_fields=64)
-    except Exception as exc:  # starlette's MultiPartException and malformed bodies
-        raise InvalidInput(["body"], f"the multipart body cannot be read: {exc}") from exc
-    fields: dict[str, Any] = {}
-    svg: dict[str, Any] = {}
-    uploads: list[Upload] = []
-    try:
-        for name, value in form.multi_items():
-            if isinstance(value, UploadFile):
-                if name not in FILE_FIELDS:
-                    raise InvalidInput(["body", name], f"unexpected file field {name!r}")
-                data = await value.read()
-                uploads.append(Upload(name, value.filename or f"{name}.bin", data))
-            elif name == "svg[model]":
-                svg["model"] = value
-            elif name == "svg[reasoning][effort]":
-                svg["reasoning"] = {"effort": value}
-            elif name in FILE_FIELDS:
-                raise InvalidInput(["body", name], f"{name} must be a file")
-            else:
-                fields[name] = _form_value(name, value)
-    finally:
-        await form.close()
-    if svg:
-        fields["svg"] = svg
-    if len([u for u in uploads if u.field != "mask"]) > MAX_FORM_FILES - 1:
-        raise InvalidInput(["body", "image"], "send at most 16 images")
-    return _inputs(fields), uploads
-
-
-def _form_value(name: str, value: str) -> Any:
-    if name in INT_FIELDS:
-        try:
-            return int(value)
-        except ValueError as exc:
-            raise InvalidInput(["body", name], f"{name} must be an integer") from exc
-    if name in BOOL_FIELDS:
-        if value.lower() not in ("true", "false"):
-            raise InvalidInput(["body", name], f"{name} must be true or false")
-        return value.lower() == "true"
-    return value
-
-
-@dataclass(frozen=True)
-class DoorRequest:
-    """One OpenAI-door request, ready for the service."""
-
-    req: ImageGenerationCreateReq
-    images: tuple[InputImage, ...] = ()
-    mask: InputImage | None = None
-
-    @property
-    def is_edit(self) -> bool:
-        return bool(self.images)
-
-    @property
-    def stream(self) -> bool:
-        return bool(self.req.inputs.stream)
-
-    def body_hash(self) -> str:
-        """What "the same request" means for `Idempotency-Key`: the inputs and the
-        bytes of every file."""
-        digests = [weave_digest(i.data) for i in self.images]
-        if self.mask is not None:
-            digests.append("mask:" + weave_digest(self.mask.data))
-        return hashlib.sha256((request_hash(self.req) + "|".join(digests)).encode()).hexdigest()
-
-
 async def answer(
     app: Imagegate, caller: Principal, door: DoorRequest, request: Request
 ) -> Response:
@@ -187,15 +56,13 @@ async def answer(
     base_url = app.settings.public_url or str(request.base_url)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
-        app.generation.prepare(
-            door.req.inputs, track=True, images=door.images, mask=door.mask, allow_stream=True
-        )
+        app.generation.prepare(door.req.inputs, track=True, edit=door.edit, allow_stream=True)
         return await _stream(app, caller, door, base_url, request.headers)
     interval = keepalive.interval_for(
         request.headers, app.settings.keepalive_interval, unasked=False
     )
     if interval is not None:  # the answer may start early: check what can be checked now
-        app.generation.prepare(door.req.inputs, track=True, images=door.images, mask=door.mask)
+        app.generation.prepare(door.req.inputs, track=True, edit=door.edit)
 
     async def render(generation: Generation) -> Response:
         return await _json_answer(app, generation, base_url)
@@ -227,11 +94,11 @@ def _run(
             caller,
             door.req.project_id,
             door.req.inputs,
-            images=door.images,
-            mask=door.mask,
+            edit=door.edit,
             on_partial=on_partial,
         )
 
+    # With a key, or as an SDK's own retry, a repeat gets the first generation.
     return app.idempotency.run_once(
         headers,
         project_id=door.req.project_id,
@@ -254,16 +121,12 @@ async def _json_answer(app: Imagegate, generation: Generation, base_url: str) ->
 
 async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
     """The generation with every image's bytes (a replayed one has digests only)."""
-    if all(image.data is not None for image in generation.images):
-        return generation
-    images = []
-    for image in generation.images:
-        if image.data is None:
-            data = await app.files.get(generation.project_id, image.digest)
-            if data is None:
-                raise ImagegateError(f"stored image {image.digest} of a replay is missing")
-            image = image.model_copy(update={"data": data})
-        images.append(image)
+    images = [
+        image
+        if image.data is not None
+        else image.model_copy(update={"data": await app.generation.image_bytes(generation, image)})
+        for image in generation.images
+    ]
     return generation.model_copy(update={"images": tuple(images)})
 
 
@@ -335,49 +198,19 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
 # --- Streaming ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Done:
-    generation: Generation
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: BaseException
-
-
 async def _stream(
-    app: Imagegate,
-    caller: Principal,
-    door: DoorRequest,
-    base_url: str,
-    headers: Headers,
+    app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, headers: Headers
 ) -> Response:
     """Server-sent events: each partial image as the provider hands it over, then the
-    completed image, with a `: keep-alive` comment in each silent stretch. The generation
-    runs in its own task, so a client that goes away mid-stream stops only the events:
-    the image is still made, stored and recorded."""
-    queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
-
-    async def on_partial(partial: PartialImage) -> None:
-        queue.put_nowait(partial)
-
-    async def run() -> None:
-        try:
-            generation = await _run(app, caller, door, headers, on_partial)
-            queue.put_nowait(_Done(await with_bytes(app, generation)))
-        except Exception as exc:
-            queue.put_nowait(_Failed(exc))
-
-    keepalive.keep(asyncio.create_task(run()))
-    items = keepalive.heartbeats(
-        queue.get, keepalive.stream_interval(headers, app.settings.keepalive_interval)
-    )
-    # What comes within the first interval may still be answered with its own status;
-    # after that the stream starts, and heartbeats keep it open.
+    completed image, and a `: keep-alive` comment in each silent stretch (see
+    `imagegate.streaming`: a client that goes away mid-stream stops only the events; the
+    image is still made, stored and recorded)."""
+    interval = keepalive.stream_interval(headers, app.settings.keepalive_interval)
+    items = stream_generation(lambda sink: _run(app, caller, door, headers, sink), interval)
+    # An error before any event is an ordinary error answer; after one interval without
+    # any, the stream starts (with a heartbeat) and errors become events.
     first = await anext(items)
-    if isinstance(first, _Failed):
-        raise first.error  # nothing sent yet: an ordinary error answer
-    if isinstance(first, _Done) and (failure := error_answer(first.generation)) is not None:
+    if isinstance(first, Generation) and (failure := error_answer(first)) is not None:
         return failure
     kind = "image_edit" if door.is_edit else "image_generation"
     inputs = door.req.inputs
@@ -388,32 +221,27 @@ async def _stream(
     }
 
     async def events() -> AsyncIterator[bytes]:
+        item = first
         try:
-            async for chunk in _events(first):
-                yield chunk
+            while not isinstance(item, Generation):
+                if item is None:
+                    yield keepalive.HEARTBEAT
+                else:
+                    yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
+                item = await anext(items)
+        except Exception as exc:
+            log.error("streamed generation failed: %r", exc)
+            error = {"message": "the generation failed", "type": "server_error"}
+            yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
+            return
         finally:
             await items.aclose()
-
-    async def _events(item: PartialImage | _Done | _Failed | None) -> AsyncIterator[bytes]:
-        while True:
-            if item is None:
-                yield keepalive.HEARTBEAT
-            elif isinstance(item, PartialImage):
-                yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
-            elif isinstance(item, _Done):
-                failure = error_answer(item.generation)
-                if failure is not None:
-                    yield _sse({"type": "error", **json.loads(failure.body)}, "error")
-                else:
-                    for event in completed_events(kind, item.generation, common):
-                        yield _sse(event)
-                return
-            else:
-                log.error("streamed generation failed: %r", item.error)
-                error = {"message": "the generation failed", "type": "server_error"}
-                yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
-                return
-            item = await anext(items)
+        failure = error_answer(item)
+        if failure is not None:
+            yield _sse({"type": "error", **json.loads(failure.body)}, "error")
+            return
+        for event in completed_events(kind, await with_bytes(app, item), common):
+            yield _sse(event)
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers=keepalive.NO_BUFFERING

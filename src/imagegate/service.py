@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,13 +17,13 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import InvalidInput
+from imagegate.errors import ImagegateError, InvalidInput
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
 from imagegate.providers.base import (
-    InputImage,
+    EditFiles,
     PartialImage,
     PartialSink,
     ProviderResult,
@@ -55,6 +56,26 @@ __all__ = ["EDIT_OP_NAME", "OP_NAME", "GenerationService"]
 _SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
+@dataclass
+class _Outcome:
+    """What one provider run gave: its result, the images kept, or why it failed."""
+
+    result: ProviderResult
+    images: list[GeneratedImage] = field(default_factory=list)
+    partials: list[GeneratedImage] = field(default_factory=list)  # a stream's, kept
+    error: GenerationError | None = None
+    provider_seconds: float | None = None  # the provider alone, without storing
+
+    def fail(self, exc: ProviderError) -> None:
+        self.images = self.partials = []  # a failure keeps no images, even stored ones
+        self.error = GenerationError(
+            message=exc.message,
+            error_type=exc.error_type,
+            status_code=exc.status_code,
+            details=exc.details,
+        )
+
+
 class GenerationService:
     def __init__(
         self,
@@ -79,8 +100,8 @@ class GenerationService:
 
     def check_edit(
         self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
-    ) -> tuple[tuple[InputImage, ...], InputImage | None]:
-        """The images to edit and the mask, checked against the model (InvalidInput if not)."""
+    ) -> EditFiles:
+        """An edit's files, checked against the model (InvalidInput if not)."""
         spec = resolve_model(self.catalog, set(self.providers), inputs.model)
         if not spec.edits:
             effective_request(spec, inputs, edit=True)  # raises: names what edits
@@ -91,15 +112,16 @@ class GenerationService:
         inputs: ImageGenerationRequestInputs,
         *,
         track: bool,
-        images: tuple[InputImage, ...] = (),
-        mask: InputImage | None = None,
+        edit: EditFiles | None = None,
         allow_stream: bool = False,
     ) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid."""
         spec = resolve_model(self.catalog, set(self.providers), inputs.model)
-        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=bool(images))
-        if images:
-            request = dataclasses.replace(request, images=images, mask=mask)
+        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
+        if edit is not None:
+            request = dataclasses.replace(
+                request, images=edit.images, mask=edit.mask, markup=edit.markup
+            )
         if inputs.response_format == "url" and not track:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
@@ -122,17 +144,14 @@ class GenerationService:
         inputs: ImageGenerationRequestInputs,
         *,
         track: bool = True,
-        images: tuple[InputImage, ...] = (),
-        mask: InputImage | None = None,
+        edit: EditFiles | None = None,
         on_partial: PartialSink | None = None,
     ) -> Generation:
-        """Generate (or, with `images`, edit), store and record one request's images: the
+        """Generate (or, with `edit`, edit), store and record one request's images: the
         typed result every door derives its answer from. InvalidInput (422) comes before
         anything is stored. With `on_partial` the request may stream: each partial image
         goes to it as soon as the provider has it."""
-        request = self.prepare(
-            inputs, track=track, images=images, mask=mask, allow_stream=on_partial is not None
-        )
+        request = self.prepare(inputs, track=track, edit=edit, allow_stream=on_partial is not None)
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
         effective_inputs = {
@@ -152,83 +171,11 @@ class GenerationService:
         call_id = uuid7() if track else None
         started_at = datetime.now(UTC)
         if call_id:
-            await self.accounts.ensure_project(project_id)
-            if request.is_edit:
-                # The inputs are kept like outputs: Content references to stored files.
-                effective_inputs.update(await self._keep_inputs(project_id, request))
             # Recorded before the provider is paid, so no generation goes unrecorded.
-            await self.calls.start(
-                {
-                    "id": call_id,
-                    "project_id": project_id,
-                    "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
-                    "display_name": None,
-                    "trace_id": uuid7(),
-                    "parent_id": None,
-                    "started_at": started_at,
-                    "attributes": {
-                        "imagegate": {
-                            "version": __version__,
-                            "provider": spec.provider,
-                            "upstream_model": spec.upstream_model,
-                        }
-                    },
-                    "inputs": effective_inputs,
-                    "wb_user_id": principal.user_id,
-                }
+            await self._start_call(
+                call_id, project_id, principal, request, effective_inputs, started_at
             )
-
-        provider_started = time.perf_counter()
-        provider_s: float | None = None  # the provider alone, without storing
-        error: ProviderError | None = None
-        result = ProviderResult(images=[])
-        made: list[GeneratedImage] = []
-        partials: list[PartialImage] = []
-        kept_partials: list[GeneratedImage] = []
-
-        async def collect(partial: PartialImage) -> None:
-            partials.append(partial)
-            if on_partial is not None:
-                await on_partial(partial)
-
-        try:
-            api_key = await self._api_key(request, project_id.split("/", 1)[0])
-            request = dataclasses.replace(request, api_key=api_key)
-            provider = self.providers[spec.provider]
-            streaming = getattr(provider, "generate_streaming", None)
-            if request.stream and streaming is not None:
-                result = await streaming(request, collect)
-            else:
-                result = await provider.generate(request)
-            provider_s = time.perf_counter() - provider_started
-            keep_in = project_id if track else None
-            for index, image in enumerate(result.images):
-                made.append(
-                    await self._keep(
-                        keep_in, image.data, index, image.revised_prompt, response_format
-                    )
-                )
-            for partial in partials:
-                data = base64.b64decode(partial.b64_json)
-                kept_partials.append(
-                    await self._keep(keep_in, data, partial.index, None, "b64_json")
-                )
-        except ProviderError as exc:
-            error = exc
-            result.attempts = exc.attempts or result.attempts
-        except Exception:
-            # A bug: the caller gets a clear answer, the details go to the log (never the
-            # response: they may carry paths or secrets).
-            log.exception("generation %s failed", call_id)
-            error = ProviderError(
-                "internal error while generating; the server log has details",
-                error_type="internal_error",
-            )
-        if provider_s is None:
-            provider_s = time.perf_counter() - provider_started
-        if error is not None:
-            made = kept_partials = []
-        kept = len(made)
+        outcome = await self._run(request, project_id, track, response_format, on_partial)
         generation = Generation(
             call_id=call_id,
             project_id=project_id,
@@ -236,38 +183,31 @@ class GenerationService:
             model=request.model,
             inputs=effective_inputs,
             response_format=response_format,
-            size=_result_size(request, made),
+            size=_result_size(request, outcome.images),
             output_format=request.output_format,
             options={k: request.params[k] for k in ANSWER_OPTIONS if k in request.params},
             started_at=started_at,
-            images=tuple(made),
-            partial_images=tuple(kept_partials),
-            usage=result.usage,
+            ended_at=datetime.now(UTC),
+            images=tuple(outcome.images),
+            partial_images=tuple(outcome.partials),
+            usage=outcome.result.usage,
             cost=compute_cost(
                 spec,
-                normalize_usage(result.usage),
-                images=kept,
+                normalize_usage(outcome.result.usage),
+                images=len(outcome.images),
                 quality=request.params.get("quality"),  # type: ignore[arg-type]
                 size=request.size,
             ),
-            error=None
-            if error is None
-            else GenerationError(
-                message=error.message,
-                error_type=error.error_type,
-                status_code=error.status_code,
-                details=error.details,
-            ),
+            error=outcome.error,
             failures=tuple(
                 ImageFailure(message=e.message, error_type=e.error_type, status_code=e.status_code)
-                for e in result.errors
+                for e in outcome.result.errors
             ),
             warnings=tuple(warnings),
-            attempts=tuple(result.attempts),
-            provider_seconds=provider_s,
+            attempts=tuple(outcome.result.attempts),
+            provider_seconds=outcome.provider_seconds,
             timeout_s=request.timeout_s,
         )
-        generation = generation.model_copy(update={"ended_at": datetime.now(UTC)})
         if call_id:
             await self.calls.finish(
                 call_id,
@@ -280,16 +220,110 @@ class GenerationService:
             self.metrics.generation(generation)
         return generation
 
+    async def _start_call(
+        self,
+        call_id: str,
+        project_id: str,
+        principal: Principal,
+        request: ImageRequest,
+        inputs: dict[str, object],
+        started_at: datetime,
+    ) -> None:
+        await self.accounts.ensure_project(project_id)
+        if request.is_edit:
+            # The inputs are kept like outputs: Content references to stored files.
+            inputs.update(await self._keep_inputs(project_id, request))
+        await self.calls.start(
+            {
+                "id": call_id,
+                "project_id": project_id,
+                "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
+                "display_name": None,
+                "trace_id": uuid7(),
+                "parent_id": None,
+                "started_at": started_at,
+                "attributes": {
+                    "imagegate": {
+                        "version": __version__,
+                        "provider": request.spec.provider,
+                        "upstream_model": request.spec.upstream_model,
+                    }
+                },
+                "inputs": inputs,
+                "wb_user_id": principal.user_id,
+            }
+        )
+
+    async def _run(
+        self,
+        request: ImageRequest,
+        project_id: str,
+        track: bool,
+        response_format: str,
+        on_partial: PartialSink | None = None,
+    ) -> _Outcome:
+        """Ask the provider (streaming when asked and the provider can), then inspect (and
+        for a tracked call store) each image and partial image. Failures come back in the
+        outcome, never raised."""
+        started = time.perf_counter()
+        outcome = _Outcome(result=ProviderResult(images=[]))
+        partials: list[PartialImage] = []
+
+        async def collect(partial: PartialImage) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                await on_partial(partial)
+
+        keep_in = project_id if track else None
+        try:
+            api_key = await self._api_key(request, project_id.split("/", 1)[0])
+            request = dataclasses.replace(request, api_key=api_key)
+            provider = self.providers[request.spec.provider]
+            streaming = getattr(provider, "generate_streaming", None)
+            if request.stream and streaming is not None:
+                outcome.result = await streaming(request, collect)
+            else:
+                outcome.result = await provider.generate(request)
+            outcome.provider_seconds = time.perf_counter() - started
+            for index, image in enumerate(outcome.result.images):
+                outcome.images.append(
+                    await self._keep(
+                        keep_in, image.data, index, image.revised_prompt, response_format
+                    )
+                )
+            for partial in partials:
+                data = base64.b64decode(partial.b64_json)
+                outcome.partials.append(
+                    await self._keep(keep_in, data, partial.index, None, "b64_json")
+                )
+        except ProviderError as exc:
+            outcome.fail(exc)
+            outcome.result.attempts = exc.attempts or outcome.result.attempts
+        except Exception:
+            # A bug: the caller gets a clear answer, the details go to the log (never the
+            # response: they may carry paths or secrets).
+            log.exception("generation of %s failed", request.model)
+            outcome.fail(
+                ProviderError(
+                    "internal error while generating; the server log has details",
+                    error_type="internal_error",
+                )
+            )
+        if outcome.provider_seconds is None:
+            outcome.provider_seconds = time.perf_counter() - started
+        return outcome
+
     async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
-        """Store an edit's input images and mask; their Content references for `inputs`."""
+        """Store an edit's input files; their Content references for `inputs`."""
         refs = []
         for index, image in enumerate(request.images):
             kept = await self._keep(project_id, image.data, index, None, "b64_json")
             refs.append(content_ref(kept.digest, kept.metadata_digest or ""))
         inputs: dict[str, Any] = {"image": refs}
-        if request.mask is not None:
-            kept = await self._keep(project_id, request.mask.data, 0, None, "b64_json")
-            inputs["mask"] = content_ref(kept.digest, kept.metadata_digest or "")
+        for name, overlay in (("mask", request.mask), ("markup", request.markup)):
+            if overlay is not None:
+                kept = await self._keep(project_id, overlay.data, 0, None, "b64_json")
+                inputs[name] = content_ref(kept.digest, kept.metadata_digest or "")
         return inputs
 
     async def _keep(
@@ -334,6 +368,16 @@ class GenerationService:
             return image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
 
         return link
+
+    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
+        """An image's bytes: in memory for a fresh generation, else (a replay, a generation
+        read back from its call) from the file store."""
+        if image.data is not None:
+            return image.data
+        data = await self.files.get(generation.project_id, image.digest)
+        if data is None:
+            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
+        return data
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:

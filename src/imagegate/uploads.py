@@ -11,7 +11,7 @@ from PIL import Image
 
 from imagegate.errors import InvalidInput
 from imagegate.providers import ModelSpec
-from imagegate.providers.base import InputImage
+from imagegate.providers.base import EditFiles, InputImage
 
 # The leading bytes of each raster type an edit takes; the client's Content-Type and
 # file name are never trusted.
@@ -29,7 +29,7 @@ MAX_PIXELS = 64 * 1024 * 1024
 class Upload:
     """One file part of a multipart request, as received."""
 
-    field: str  # "image", "image[]" or "mask"
+    field: str  # "image", "image[]", "mask" or "markup"
     filename: str
     data: bytes
 
@@ -73,18 +73,23 @@ def _names(formats: tuple[str, ...]) -> str:
     return ", ".join(f.upper() for f in formats)
 
 
-def check_edit_inputs(
-    spec: ModelSpec, uploads: list[Upload], *, max_total_bytes: int
-) -> tuple[tuple[InputImage, ...], InputImage | None]:
-    """The images to edit and the mask, or a clear InvalidInput (the door's 400)."""
+def check_edit_inputs(spec: ModelSpec, uploads: list[Upload], *, max_total_bytes: int) -> EditFiles:
+    """The images to edit, the mask and the markup, or a clear InvalidInput (a 400)."""
     images = [u for u in uploads if u.field in ("image", "image[]")]
     masks = [u for u in uploads if u.field == "mask"]
+    markups = [u for u in uploads if u.field == "markup"]
     if not images:
         raise _fail("image", "an edit needs at least one image (the `image` field)")
     if len(images) > spec.max_input_images:
         raise _fail("image", f"{spec.name} edits at most {spec.max_input_images} images at once")
     if len(masks) > 1:
         raise _fail("mask", "send at most one mask")
+    if markups and "markup" not in spec.params:
+        raise _fail("markup", f"{spec.name} does not take markup")
+    if markups and masks:
+        raise _fail("markup", "send a mask or markup, not both")
+    if len(markups) > 1:
+        raise _fail("markup", "send at most one markup image")
     total = sum(len(u.data) for u in uploads)
     if total > max_total_bytes:
         raise _fail("image", f"the files add up to {total} bytes; the limit is {max_total_bytes}")
@@ -97,25 +102,27 @@ def check_edit_inputs(
                 f"at most {spec.max_input_image_bytes} per image",
             )
         checked.append(_open(upload, spec.input_formats, "image")[0])
-    mask = None
-    if masks:
-        upload = masks[0]
-        if len(upload.data) > spec.max_mask_bytes:
-            raise _fail(
-                "mask", f"the mask is {len(upload.data)} bytes; the limit is {spec.max_mask_bytes}"
-            )
-        mask, alpha = _open(upload, ("png",), "mask")
-        if not alpha:
-            raise _fail(
-                "mask",
-                "the mask must be a PNG with an alpha channel (its transparent pixels mark "
-                "where to edit)",
-            )
-        first = checked[0]
-        if (mask.width, mask.height) != (first.width, first.height):
-            raise _fail(
-                "mask",
-                f"the mask is {mask.width}x{mask.height} but the first image is "
-                f"{first.width}x{first.height}; they must be the same size",
-            )
-    return tuple(checked), mask
+    mask = _overlay(masks[0], checked[0], spec.max_mask_bytes) if masks else None
+    markup = _overlay(markups[0], checked[0], spec.max_input_image_bytes) if markups else None
+    return EditFiles(tuple(checked), mask, markup)
+
+
+def _overlay(upload: Upload, first: InputImage, max_bytes: int) -> InputImage:
+    """A mask or markup: a PNG with an alpha channel, the size of the first image."""
+    what = upload.field
+    if len(upload.data) > max_bytes:
+        raise _fail(what, f"the {what} is {len(upload.data)} bytes; the limit is {max_bytes}")
+    image, alpha = _open(upload, ("png",), what)
+    if not alpha:
+        raise _fail(
+            what,
+            f"the {what} must be a PNG with an alpha channel (its transparent pixels "
+            + ("mark where to edit)" if what == "mask" else "leave the image as it is)"),
+        )
+    if (image.width, image.height) != (first.width, first.height):
+        raise _fail(
+            what,
+            f"the {what} is {image.width}x{image.height} but the first image is "
+            f"{first.width}x{first.height}; they must be the same size",
+        )
+    return image

@@ -30,6 +30,8 @@ MAX_PARTIAL_IMAGES = 3
 
 
 def _fail(field: str, message: str, value: object = None, code: str | None = None) -> InvalidInput:
+    if hasattr(value, "model_dump"):  # an object input (`svg`), echoed as JSON
+        value = value.model_dump(exclude_none=True)
     return InvalidInput(["body", "inputs", field], message, value, code)
 
 

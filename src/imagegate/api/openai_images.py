@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from imagegate import openai_door
+from imagegate import openai_door, openai_request
 from imagegate.api.deps import App, Caller
 from imagegate.schemas import ImageGenerationCreateReq
 
@@ -19,19 +19,19 @@ router = APIRouter(prefix="/v1", tags=["OpenAI Images API"])
 
 @router.post("/images/generations", summary="Create images (OpenAI's Images API)")
 async def create_images(request: Request, app: App, caller: Caller) -> Response:
-    inputs = await openai_door.read_json(request)
-    project_id = openai_door.project_for(caller, request.headers.get(openai_door.PROJECT_HEADER))
+    inputs = await openai_request.read_json(request)
+    project_id = openai_request.project_for(caller, request.headers)
     req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-    return await openai_door.answer(app, caller, openai_door.DoorRequest(req), request)
+    return await openai_door.answer(app, caller, openai_request.DoorRequest(req), request)
 
 
 @router.post("/images/edits", summary="Edit images (OpenAI's Images API, multipart)")
 async def edit_images(request: Request, app: App, caller: Caller) -> Response:
-    project_id = openai_door.project_for(caller, request.headers.get(openai_door.PROJECT_HEADER))
-    inputs, uploads = await openai_door.read_form(request)
+    project_id = openai_request.project_for(caller, request.headers)
+    inputs, uploads = await openai_request.read_form(request)
     req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-    images, mask = app.generation.check_edit(inputs, uploads, app.settings.max_upload_bytes)
-    door = openai_door.DoorRequest(req, images, mask)
+    files = app.generation.check_edit(inputs, uploads, app.settings.max_upload_bytes)
+    door = openai_request.DoorRequest(req, files)
     return await openai_door.answer(app, caller, door, request)
 
 

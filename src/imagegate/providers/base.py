@@ -53,6 +53,17 @@ class InputImage:
 
 
 @dataclass(frozen=True)
+class EditFiles:
+    """What an edit works on: 1-16 images, and an optional mask (its fully transparent
+    pixels mark where to edit the first image) or markup (a transparent PNG drawn over
+    the first image to guide the edit; never with a mask)."""
+
+    images: tuple[InputImage, ...]
+    mask: InputImage | None = None
+    markup: InputImage | None = None
+
+
+@dataclass(frozen=True)
 class PartialImage:
     """One progressive render of a streamed generation, as base64 (the form it travels
     in both ways, so passing an upstream's partial on costs no re-encoding)."""
@@ -79,6 +90,7 @@ class ImageRequest:
     # An edit: the images to edit (the first one is what `mask` applies to).
     images: tuple[InputImage, ...] = ()
     mask: InputImage | None = None
+    markup: InputImage | None = None
     # Streaming: how many partial images to send before the final one (None: no stream).
     partial_images: int | None = None
 

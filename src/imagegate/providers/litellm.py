@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import os
 from types import ModuleType
 from typing import Any
@@ -30,8 +31,11 @@ def _litellm() -> ModuleType:
     return litellm
 
 
-def _file(image: InputImage) -> tuple[str, bytes, str]:
-    return (image.filename or f"image.{image.extension}", image.data, image.mimetype)
+def _file(image: InputImage) -> io.BytesIO:
+    """A named file object: LiteLLM's edit routes read files, not (name, bytes) tuples."""
+    file = io.BytesIO(image.data)
+    file.name = image.filename or f"image.{image.extension}"
+    return file
 
 
 class LiteLLMProvider:
@@ -52,17 +56,16 @@ class LiteLLMProvider:
         if api_key:
             kwargs["api_key"] = api_key
         litellm = _litellm()
-        if request.is_edit:
-            # LiteLLM's edit route sends the files upstream as multipart parts.
-            files = [_file(image) for image in request.images]
-            kwargs["image"] = files[0] if len(files) == 1 else files
-            if request.mask is not None:
-                kwargs["mask"] = _file(request.mask)
-            endpoint = litellm.aimage_edit
-        else:
-            endpoint = litellm.aimage_generation
+        endpoint = litellm.aimage_edit if request.is_edit else litellm.aimage_generation
 
         async def call() -> Any:
+            if request.is_edit:
+                # LiteLLM's edit route sends the files upstream as multipart parts; new
+                # file objects for each attempt, since an attempt reads them to the end.
+                files = [_file(image) for image in request.images]
+                kwargs["image"] = files[0] if len(files) == 1 else files
+                if request.mask is not None:
+                    kwargs["mask"] = _file(request.mask)
             return await endpoint(**kwargs)
 
         return await generate_with_retries(spec, call, timeout_s=request.timeout_s, api_key=api_key)

@@ -132,6 +132,8 @@ class OpenAIProvider:
             kwargs["image"] = files[0] if len(files) == 1 else files
             if request.mask is not None:
                 kwargs["mask"] = _file(request.mask)
+            if request.markup is not None:
+                kwargs["markup"] = _file(request.markup)
         return kwargs
 
     def _endpoint(self, client: openai.AsyncOpenAI, request: ImageRequest) -> Any:

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from imagegate.generation import Generation
-from imagegate.weave_shape import OP_NAME
+from imagegate.generation import GeneratedImage, Generation
+from imagegate.urls import MIME_EXTENSIONS
+from imagegate.weave_shape import EDIT_OP_NAME, OP_NAME
 
 PAGE_SIZE = 50
 STATUSES = ("success", "error", "running")
@@ -25,7 +26,12 @@ class ImageView:
 
     @property
     def ext(self) -> str:
-        return {"image/jpeg": "jpg", "image/webp": "webp"}.get(self.mimetype, "png")
+        return MIME_EXTENSIONS.get(self.mimetype, "png")
+
+    @property
+    def editable(self) -> bool:
+        """Whether the gallery's Edit action takes it (raster images a model can edit)."""
+        return self.mimetype in ("image/png", "image/jpeg", "image/webp")
 
 
 @dataclass
@@ -49,6 +55,10 @@ class CallView:
     error_status: int | None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     partial_errors: list[dict[str, Any]] = field(default_factory=list)  # some images failed
+    partials: list[ImageView] = field(default_factory=list)  # a stream's partial images
+    # An edit's inputs: the images it edited, and the mask's digest.
+    input_digests: list[str] = field(default_factory=list)
+    mask_digest: str | None = None
 
     @property
     def base(self) -> str:
@@ -65,12 +75,12 @@ class CallView:
         """Effective parameters other than the prompt, in a stable order."""
         first = ["model", "n", "size", "seed"]
         keys = [k for k in first if k in self.inputs]
-        keys += sorted(k for k in self.inputs if k not in first and k != "prompt")
+        shown_apart = ("prompt", "image", "mask")  # an edit's files are shown as images
+        keys += sorted(k for k in self.inputs if k not in first and k not in shown_apart)
         return [(k, self.inputs[k]) for k in keys]
 
 
-def images_of(generation: Generation) -> list[ImageView]:
-    """The images of a generation, in order."""
+def _views(images: tuple[GeneratedImage, ...]) -> list[ImageView]:
     return [
         ImageView(
             digest=image.digest,
@@ -80,8 +90,20 @@ def images_of(generation: Generation) -> list[ImageView]:
             size=image.size or None,
             revised_prompt=image.revised_prompt,
         )
-        for image in generation.images
+        for image in images
     ]
+
+
+def images_of(generation: Generation) -> list[ImageView]:
+    """The images of a generation, in order."""
+    return _views(generation.images)
+
+
+def _ref_digest(ref: Any) -> str | None:
+    """The content digest of a Content reference kept in a call's inputs."""
+    files = ref.get("files") if isinstance(ref, dict) else None
+    digest = files.get("content") if isinstance(files, dict) else None
+    return digest if isinstance(digest, str) else None
 
 
 def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
@@ -96,7 +118,7 @@ def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
             error_message = error_message.partition(": ")[2]
     user_id = generation.user_id
     usage: dict[str, Any] = {}
-    if generation.ended_at is not None:
+    if generation.ended_at is not None and (generation.images or generation.usage):
         usage = {"requests": 1, "images": len(generation.images), **generation.normalized_usage}
     return CallView(
         id=generation.call_id or "",
@@ -121,6 +143,11 @@ def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
             {"error": f.message, "error_type": f.error_type, "status_code": f.status_code}
             for f in generation.failures
         ],
+        partials=_views(generation.partial_images),
+        input_digests=[
+            d for ref in generation.inputs.get("image") or [] if (d := _ref_digest(ref)) is not None
+        ],
+        mask_digest=_ref_digest(generation.inputs.get("mask")),
     )
 
 
@@ -180,7 +207,7 @@ class Filters:
 
     def to_query(self, user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(filter, query) for CallStore.stream/count: Weave's own query language."""
-        flt: dict[str, Any] = {"op_names": [OP_NAME]}
+        flt: dict[str, Any] = {"op_names": [OP_NAME, EDIT_OP_NAME]}
         if self.user:
             # An unknown name matches nothing rather than everything.
             flt["wb_user_ids"] = [user_id or "no-such-user"]
