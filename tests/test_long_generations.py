@@ -6,6 +6,7 @@ seconds, clients giving up after one or two); bench/long_generation.py runs them
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -123,6 +124,7 @@ base_url = "http://127.0.0.1:{free_port()}/v1"
         **module_backend.env,
         "OPENAI_API_KEY": KEY,
         "IMAGEGATE_KEEPALIVE_INTERVAL": str(KEEPALIVE),
+        "IMAGEGATE_IDEMPOTENCY_WAIT": "1",
     }
     live = start_server(tmp / "data", env, ["--models", str(models)])
     yield live
@@ -306,6 +308,28 @@ async def test_late_openai_failure_is_the_error_envelope_after_an_early_200(
         )
     assert res.status_code == 200  # sent before the failure was known
     assert res.json()["error"]["message"] == "bad prompt"
+
+
+async def test_late_weave_failure_is_a_response_error_after_an_early_200(
+    server: LiveServer, upstream: FakeOpenAI
+) -> None:
+    """A repeat of a running request's Idempotency-Key waits (1 s here), then cannot be
+    answered: by then its 200 has gone out, so the failure is in Weave's error shape."""
+    upstream.push(Reply(delay_s=4))
+    headers = {"Idempotency-Key": "slow-key", "Imagegate-Keep-Alive": "whitespace"}
+    request = body("a slow key")
+    async with client(server, read_timeout=2.0) as c:
+        first = asyncio.create_task(c.post("/image/create", json=request, headers=headers))
+        await asyncio.sleep(0.5)
+        repeat = await c.post("/image/create", json=request, headers=headers)
+        assert repeat.status_code == 200 and repeat.content.startswith(b" ")
+        error = repeat.json()["response"]
+        assert error["error_type"] == "server_error" and error["status_code"] == 409
+        assert "still in progress" in error["error"]
+        assert repeat.json()["weave_call_id"] is None
+        done = await first
+    assert len(done.json()["response"]["data"]) == 1
+    assert len(upstream.requests) == 1
 
 
 async def test_stream_sends_heartbeats_while_silent(
