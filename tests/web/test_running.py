@@ -9,7 +9,7 @@ from imagegate.core import Imagegate
 from imagegate.ids import uuid7
 from imagegate.weave_shape import OP_NAME
 from tests.conftest import Users
-from tests.web.conftest import Client
+from tests.web.conftest import Client, Generate
 
 
 async def test_running_generation_shows_elapsed_time(
@@ -44,3 +44,13 @@ async def test_running_generation_shows_elapsed_time(
     assert detail.status_code == 200
     assert re.search(r"running for <span class=\"elapsed\"[^>]*>2 min [5-9] s<", detail.text)
     assert "status running" in detail.text
+
+
+async def test_finished_generation_shows_its_timeout(
+    browser_for: Client, users: Users, generate: Generate
+) -> None:
+    call = await generate(users.alice, "alice/slow", "a quick fox")
+    assert call["summary"]["timeout_s"] == 120  # local/procedural: the default
+    alice = await browser_for(users.alice)
+    detail = await alice.get(f"/ui/p/alice/slow/calls/{call['id']}")
+    assert re.search(r"<dt>Timeout</dt><dd>120\.00 s <span", detail.text)
