@@ -274,6 +274,16 @@ async def test_image_create_makes_a_gif(client, users: Users) -> None:
     assert body["response"]["data"][0]["content"]["mimetype"] == "image/gif"
 
 
+async def test_stream_refuses_what_its_events_cannot_carry(client, users: Users) -> None:
+    for extra, param in (({"n": 2}, "n"), ({"response_format": "url"}, "response_format")):
+        res = await client.post(
+            "/v1/images/generations",
+            json={"model": "local/procedural", "prompt": "x", "stream": True, **extra},
+            headers=bearer(users.alice),
+        )
+        assert error_of(res)["param"] == param
+
+
 async def test_models_list_and_auth(client, users: Users) -> None:
     res = await client.get("/v1/models", headers=bearer(users.alice))
     names = {m["id"] for m in res.json()["data"]}
