@@ -245,7 +245,8 @@ FAILURES: dict[str, tuple[int, str | None]] = {
     "bad_base64": (1, "provider_error"),
     "not_an_image": (1, "provider_error"),
 }
-RETRIED = {"http_500", "http_503", "http_429", "timeout"}
+# A timeout is not retried: the provider may have billed the request it did not answer.
+RETRIED = {"http_500", "http_503", "http_429"}
 
 
 def failure_reply(kind: str, index: int) -> Reply:

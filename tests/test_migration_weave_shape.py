@@ -19,10 +19,21 @@ from imagegate.core import open_file_store
 from imagegate.digest import weave_digest
 from imagegate.providers.procedural import render_png
 from imagegate.store import AccountStore, FileStore
+from imagegate.store.accounts import KEY_PREFIX, hash_key
 from imagegate.store.db import alembic_config, create_engine, migrate
-from imagegate.store.tables import JSONType, Timestamp
+from imagegate.store.tables import JSONType, Timestamp, entities, memberships, users
 from tests.conftest import basic
 from tests.web.conftest import sign_in
+
+# api_keys as revision 0003 left it.
+api_keys_0003 = sa.table(
+    "api_keys",
+    sa.column("id", sa.String),
+    sa.column("user_id", sa.String),
+    sa.column("key_hash", sa.String),
+    sa.column("prefix", sa.String),
+    sa.column("created_at", Timestamp),
+)
 
 content_module = pytest.importorskip("weave.type_wrappers.Content.content")
 
@@ -156,14 +167,30 @@ async def seed_at_0003(settings: Settings) -> dict[str, Any]:
     try:
         await migrate(engine, files=files, revision="0003")
         accounts = AccountStore(engine)
-        key = await accounts.create_key("alice")
-        principal = await accounts.authenticate(key)
-        assert principal is not None
+        # The key as revision 0003 stores it (frozen columns: later revisions add some).
+        key = KEY_PREFIX + "seeded-at-0003-" + "k" * 32
+        uid = "00000000-0000-7000-8000-0000000000a1"
+        eid = "00000000-0000-7000-8000-0000000000a2"
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:
+            await conn.execute(users.insert().values(id=uid, name="alice", created_at=now))
+            await conn.execute(entities.insert().values(id=eid, name="alice", created_at=now))
+            await conn.execute(
+                memberships.insert().values(user_id=uid, entity_id=eid, created_at=now)
+            )
+            await conn.execute(
+                api_keys_0003.insert().values(
+                    id="00000000-0000-7000-8000-0000000000a3",
+                    user_id=uid,
+                    key_hash=hash_key(key),
+                    prefix=key[:9],
+                    created_at=now,
+                )
+            )
         await accounts.ensure_project(PROJECT)
         pngs = [render_png("a red fox", 1, SIZE, SIZE, i) for i in range(2)]
         pngs.append(render_png("a blue whale", 1, SIZE, SIZE, 0))
         at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-        uid = principal.user_id
         two = [await old_image(files, pngs[0], 0), await old_image(files, pngs[1], 1)]
         two[1]["revised_prompt"] = "a red fox, revised"
         url_image = await old_image(files, pngs[2], 0)

@@ -5,8 +5,10 @@ and /image/create taking the same new parameters."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,10 @@ import httpx
 import pytest
 from PIL import Image
 
+from imagegate.app import create_app
 from imagegate.config import Settings
+from imagegate.core import Imagegate
+from imagegate.store import LocalFileStore
 from tests.conftest import Users, basic
 
 PNG_LIMIT = 4000  # local/procedural's per-image limit in this module's catalog
@@ -269,6 +274,16 @@ async def test_image_create_makes_a_gif(client, users: Users) -> None:
     assert body["response"]["data"][0]["content"]["mimetype"] == "image/gif"
 
 
+async def test_stream_refuses_what_its_events_cannot_carry(client, users: Users) -> None:
+    for extra, param in (({"n": 2}, "n"), ({"response_format": "url"}, "response_format")):
+        res = await client.post(
+            "/v1/images/generations",
+            json={"model": "local/procedural", "prompt": "x", "stream": True, **extra},
+            headers=bearer(users.alice),
+        )
+        assert error_of(res)["param"] == param
+
+
 async def test_models_list_and_auth(client, users: Users) -> None:
     res = await client.get("/v1/models", headers=bearer(users.alice))
     names = {m["id"] for m in res.json()["data"]}
@@ -343,3 +358,22 @@ async def test_a_replayed_stream_gets_the_same_image_without_paying_again(
     assert [e["type"] for e in events[1]] == ["image_generation.completed"]
     assert events[0][-1]["b64_json"] == events[1][-1]["b64_json"]
     assert await calls_in(client, users.alice) == 1
+
+
+class _FailingStore(LocalFileStore):
+    async def put(self, project_id: str, data: bytes) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+async def test_an_edit_whose_files_cannot_be_stored_is_a_clean_503(
+    settings: Settings, users: Users, imagegate: Imagegate
+) -> None:
+    app = create_app(settings, file_store=_FailingStore(settings.data_dir / "full"))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        res = await edit(client, users.alice, [("image", ("a.png", rgb(), "image/png"))])
+        error = error_of(res, 503)
+        assert error["code"] == "storage_unavailable" and res.headers["retry-after"]
+        assert await calls_in(client, users.alice) == 0  # nothing recorded, nothing paid

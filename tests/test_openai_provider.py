@@ -277,12 +277,16 @@ async def test_server_errors_give_up_after_three_attempts(client, users: Users, 
     assert call["summary"]["weave"]["status"] == "error"
 
 
-async def test_hung_provider_times_out(client, users: Users, fake) -> None:
+async def test_hung_provider_times_out_without_paying_twice(client, users: Users, fake) -> None:
     fake.push(*[Reply(delay_s=3)] * 3)
     body = await generate(client, users.alice, model="gpt-image-1.5")
     assert body["response"]["error_type"] == "timeout"
+    assert "may have done (and billed)" in body["response"]["error"]
     call = await read_call(client, users.alice, body["weave_call_id"])
-    assert [a["error_type"] for a in call["summary"]["attempts"]] == ["timeout"] * 3
+    # Sent, then no answer: the provider may have billed it, so it is asked only once.
+    assert len(fake.requests) == 1
+    assert [a["error_type"] for a in call["summary"]["attempts"]] == ["timeout"]
+    assert call["summary"]["timeout_s"] == 1.0
 
 
 async def test_malformed_json_is_a_clear_provider_error(client, users: Users, fake) -> None:

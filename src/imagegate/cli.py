@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -217,6 +218,48 @@ def secrets_delete(entity: str, name: str, data_dir: Path) -> None:
     click.echo(f"deleted {name} for entity {entity!r}")
 
 
+# Seconds of silence after which `generate` decides the server is gone (it sends a
+# keep-alive byte every 15 s by default while a generation runs).
+SILENT_SERVER_S = 300.0
+
+
+def _while_running(send: Callable[[], httpx.Response], url: str, label: str) -> httpx.Response:
+    """`send()`, showing on stderr that the generation is running and for how long."""
+    from imagegate.web.render import format_elapsed
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["response"] = send()
+        except httpx.HTTPError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
+    started = time.monotonic()
+    worker.start()
+    # A terminal gets one line counting up; a log, a line at 5 s and every 30 s after.
+    tty = sys.stderr.isatty()
+    click.echo(label, nl=not tty, err=True)
+    next_line = 5.0
+    while worker.is_alive():
+        worker.join(1.0)
+        running = time.monotonic() - started
+        if not worker.is_alive():
+            break
+        if tty:
+            click.echo(f"\r{label}: running for {format_elapsed(running)}", nl=False, err=True)
+        elif running >= next_line:
+            click.echo(f"{label}: running for {format_elapsed(running)}", err=True)
+            next_line += 30.0
+    if tty:
+        click.echo("", err=True)
+    if "error" in outcome:
+        raise click.ClickException(f"could not reach {url}: {outcome['error']}")
+    response: httpx.Response = outcome["response"]
+    return response
+
+
 @main.command()
 @click.argument("prompt")
 @click.option("--model", "-m", default="local/procedural", show_default=True)
@@ -247,31 +290,34 @@ def generate(
     if seed is not None:
         inputs["seed"] = seed
     started = time.monotonic()
-    with click.progressbar(length=n + 1, label=f"Generating {n} image(s)", file=sys.stderr) as bar:
-        try:
-            res = httpx.post(
-                f"{url.rstrip('/')}/image/create",
-                json={"project_id": project, "inputs": inputs},
-                auth=("api", api_key),
-                timeout=600,
-            )
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"could not reach {url}: {exc}") from exc
-        bar.update(1)
-        body = (
-            res.json() if res.headers.get("content-type", "").startswith("application/json") else {}
+    # The server keeps the connection busy while the model works (a space every
+    # keep-alive interval), so only silence far longer than that means it is gone:
+    # this never gives up before the server's own timeout does.
+    res = _while_running(
+        lambda: httpx.post(
+            f"{url.rstrip('/')}/image/create",
+            json={"project_id": project, "inputs": inputs},
+            auth=("api", api_key),
+            headers={"Imagegate-Keep-Alive": "whitespace"},
+            timeout=httpx.Timeout(10.0, read=SILENT_SERVER_S),
+        ),
+        url,
+        f"Generating {n} image(s)",
+    )
+    body = res.json() if res.headers.get("content-type", "").startswith("application/json") else {}
+    if res.status_code != 200:
+        raise click.ClickException(f"HTTP {res.status_code}: {body.get('detail', res.text)}")
+    response = body["response"]
+    if "error" in response:
+        raise click.ClickException(
+            f"generation failed ({response.get('error_type')}): {response['error']}"
+            f" [call {body.get('weave_call_id')}]"
         )
-        if res.status_code != 200:
-            raise click.ClickException(f"HTTP {res.status_code}: {body.get('detail', res.text)}")
-        response = body["response"]
-        if "error" in response:
-            raise click.ClickException(
-                f"generation failed ({response.get('error_type')}): {response['error']}"
-                f" [call {body.get('weave_call_id')}]"
-            )
-        out.mkdir(parents=True, exist_ok=True)
-        saved = []
-        for index, image in enumerate(answer_images(response)):
+    out.mkdir(parents=True, exist_ok=True)
+    saved = []
+    images = answer_images(response)
+    with click.progressbar(length=len(images), label="Saving", file=sys.stderr) as bar:
+        for index, image in enumerate(images):
             # The answer names each image by its Weave Content reference: fetch the bytes.
             got = httpx.post(
                 f"{url.rstrip('/')}/file/content",

@@ -39,6 +39,10 @@ class Settings:
     idempotency_ttl: float = 24 * 3600.0
     idempotency_wait: float = 30.0
     idempotency_lease: float = 30.0
+    # Seconds of silence after which a long generation's answer sends a keep-alive: an
+    # SSE comment in a stream, a space before an early-started JSON answer (see
+    # imagegate.keepalive). Below the idle timeout of any proxy in front (often 60 s).
+    keepalive_interval: float = 15.0
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -59,6 +63,7 @@ class Settings:
             "idempotency_ttl",
             "idempotency_wait",
             "idempotency_lease",
+            "keepalive_interval",
         ):
             raw = env.get(f"IMAGEGATE_{name.upper()}")
             if raw:

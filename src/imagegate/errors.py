@@ -114,6 +114,15 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
     return openai_error(status, exc.message, code=exc.openai_code, headers=exc.headers)
 
 
+class StorageUnavailable(ImagegateError):
+    """Files a request brings (an edit's images) could not be stored: nothing was
+    recorded or paid, and the client may retry."""
+
+    status_code = 503
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    openai_code = "storage_unavailable"
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _handle(request: Request, exc: ImagegateError) -> JSONResponse:

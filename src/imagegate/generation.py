@@ -102,6 +102,9 @@ class Generation(BaseModel):
     warnings: tuple[str, ...] = ()  # e.g. the model is deprecated
     attempts: tuple[dict[str, Any], ...] = ()  # one per provider HTTP attempt
     provider_seconds: float | None = None  # the provider alone, retries included
+    # The effective timeout of one upstream request (the model's rule for this quality
+    # and size); recorded in the call's summary as `timeout_s`.
+    timeout_s: float | None = None
 
     @property
     def tracked(self) -> bool:

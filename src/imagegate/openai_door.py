@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.datastructures import Headers
 
+from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.errors import openai_error
+from imagegate.errors import ImagegateError, openai_error
 from imagegate.generation import GeneratedImage, Generation
-from imagegate.idempotency import idempotency_key
 from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage
 from imagegate.store import Principal
@@ -53,20 +54,39 @@ async def answer(
 ) -> Response:
     """Run the request through the service, as JSON or as server-sent events."""
     base_url = app.settings.public_url or str(request.base_url)
-    key = idempotency_key(request.headers)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
         app.generation.prepare(door.req.inputs, track=True, edit=door.edit, allow_stream=True)
-        return await _stream(app, caller, door, base_url, key)
-    generation = await _run(app, caller, door, key, None)
-    return await _json_answer(app, generation, base_url)
+        return await _stream(app, caller, door, base_url, request.headers)
+    interval = keepalive.interval_for(
+        request.headers, app.settings.keepalive_interval, unasked=False
+    )
+    if interval is not None:  # the answer may start early: check what can be checked now
+        app.generation.prepare(door.req.inputs, track=True, edit=door.edit)
+
+    async def render(generation: Generation) -> Response:
+        return await _json_answer(app, generation, base_url)
+
+    return await keepalive.early_answer(
+        _run(app, caller, door, request.headers, None),
+        interval=interval,
+        render=render,
+        failed=_early_failure,
+    )
+
+
+def _early_failure(exc: Exception) -> bytes:
+    """OpenAI's error envelope, once an early 200 has gone out, for a request that then
+    failed other than by its generation."""
+    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
+    return bytes(openai_error(500, message, code="server_error").body)
 
 
 def _run(
     app: Imagegate,
     caller: Principal,
     door: DoorRequest,
-    key: str | None,
+    headers: Mapping[str, str],
     on_partial: Callable[[PartialImage], Awaitable[None]] | None,
 ) -> Awaitable[Generation]:
     def work() -> Awaitable[Generation]:
@@ -78,12 +98,11 @@ def _run(
             on_partial=on_partial,
         )
 
-    if key is None:
-        return work()
-    return app.idempotency.run(
+    # With a key, or as an SDK's own retry, a repeat gets the first generation.
+    return app.idempotency.run_once(
+        headers,
         project_id=door.req.project_id,
         user_id=caller.user_id,
-        key=key,
         request_hash=door.body_hash(),
         work=work,
     )
@@ -180,13 +199,17 @@ def openai_usage(usage: Any) -> dict[str, Any] | None:
 
 
 async def _stream(
-    app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, key: str | None
+    app: Imagegate, caller: Principal, door: DoorRequest, base_url: str, headers: Headers
 ) -> Response:
     """Server-sent events: each partial image as the provider hands it over, then the
-    completed image (see `imagegate.streaming`: a client that goes away mid-stream stops
-    only the events; the image is still made, stored and recorded)."""
-    items = stream_generation(lambda sink: _run(app, caller, door, key, sink))
-    first = await anext(items)  # an error before any event is an ordinary error answer
+    completed image, and a `: keep-alive` comment in each silent stretch (see
+    `imagegate.streaming`: a client that goes away mid-stream stops only the events; the
+    image is still made, stored and recorded)."""
+    interval = keepalive.stream_interval(headers, app.settings.keepalive_interval)
+    items = stream_generation(lambda sink: _run(app, caller, door, headers, sink), interval)
+    # An error before any event is an ordinary error answer; after one interval without
+    # any, the stream starts (with a heartbeat) and errors become events.
+    first = await anext(items)
     if isinstance(first, Generation) and (failure := error_answer(first)) is not None:
         return failure
     kind = "image_edit" if door.is_edit else "image_generation"
@@ -200,14 +223,19 @@ async def _stream(
     async def events() -> AsyncIterator[bytes]:
         item = first
         try:
-            while isinstance(item, PartialImage):
-                yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
+            while not isinstance(item, Generation):
+                if item is None:
+                    yield keepalive.HEARTBEAT
+                else:
+                    yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
                 item = await anext(items)
         except Exception as exc:
             log.error("streamed generation failed: %r", exc)
             error = {"message": "the generation failed", "type": "server_error"}
             yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
             return
+        finally:
+            await items.aclose()
         failure = error_answer(item)
         if failure is not None:
             yield _sse({"type": "error", **json.loads(failure.body)}, "error")
@@ -215,8 +243,9 @@ async def _stream(
         for event in completed_events(kind, await with_bytes(app, item), common):
             yield _sse(event)
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers=keepalive.NO_BUFFERING
+    )
 
 
 def _sse(data: dict[str, Any], event: str | None = None) -> bytes:

@@ -17,7 +17,7 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import ImagegateError, InvalidInput
+from imagegate.errors import ImagegateError, InvalidInput, StorageUnavailable
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
@@ -206,6 +206,7 @@ class GenerationService:
             warnings=tuple(warnings),
             attempts=tuple(outcome.result.attempts),
             provider_seconds=outcome.provider_seconds,
+            timeout_s=request.timeout_s,
         )
         if call_id:
             await self.calls.finish(
@@ -231,7 +232,10 @@ class GenerationService:
         await self.accounts.ensure_project(project_id)
         if request.is_edit:
             # The inputs are kept like outputs: Content references to stored files.
-            inputs.update(await self._keep_inputs(project_id, request))
+            try:
+                inputs.update(await self._keep_inputs(project_id, request))
+            except ProviderError as exc:  # the file store failed: nothing recorded yet
+                raise StorageUnavailable(exc.message) from exc
         await self.calls.start(
             {
                 "id": call_id,

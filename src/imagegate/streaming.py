@@ -30,10 +30,12 @@ class _Failed:
 
 
 async def stream_generation(
-    work: Callable[[PartialSink], Awaitable[Generation]],
-) -> AsyncIterator[PartialImage | Generation]:
+    work: Callable[[PartialSink], Awaitable[Generation]], heartbeat: float | None = None
+) -> AsyncIterator[PartialImage | Generation | None]:
     """Each partial image as it comes, then the Generation; `work`'s errors are raised
-    here, in order. `work(sink)` runs to its end whether or not this is read."""
+    here, in order. `work(sink)` runs to its end whether or not this is read. With
+    `heartbeat`, None comes after each `heartbeat` seconds without anything else (the
+    stream sends a keep-alive then, so no proxy takes it for dead)."""
     queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
 
     async def sink(partial: PartialImage) -> None:
@@ -48,11 +50,23 @@ async def stream_generation(
     task = asyncio.create_task(run())
     _running.add(task)
     task.add_done_callback(_running.discard)
-    while True:
-        item = await queue.get()
-        if isinstance(item, _Failed):
-            raise item.error
-        if isinstance(item, _Done):
-            yield item.generation
-            return
-        yield item
+    # One pending get at a time, never cancelled mid-wait, so no item is lost to a timeout.
+    pending: asyncio.Task[PartialImage | _Done | _Failed] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
+                yield None
+                continue
+            item, pending = pending.result(), None
+            if isinstance(item, _Failed):
+                raise item.error
+            if isinstance(item, _Done):
+                yield item.generation
+                return
+            yield item
+    finally:
+        if pending is not None:
+            pending.cancel()

@@ -159,6 +159,8 @@ def _check_stream(
     if n != 1:
         # Stream events carry no image index, so one stream carries one image.
         raise _fail("n", "a streamed request makes one image: use n 1", n)
+    if inputs.response_format == "url":
+        raise _fail("response_format", "stream events carry base64 images: omit response_format")
     partial_images = inputs.partial_images or 0
     if not 0 <= partial_images <= MAX_PARTIAL_IMAGES:
         raise _fail(

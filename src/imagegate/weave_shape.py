@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imagegate.digest import weave_digest
+from imagegate.errors import ImagegateError
 from imagegate.generation import (
     GeneratedImage,
     Generation,
@@ -176,6 +177,16 @@ def weave_answer(gen: Generation, link: ImageLink | None = None) -> dict[str, An
     return {"response": _response(gen, link), "weave_call_id": gen.call_id}
 
 
+def weave_failure(exc: Exception) -> bytes:
+    """The answer body, once a 200 has been sent (an early answer), for a request that
+    then failed other than by its generation (which `weave_answer` tells)."""
+    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
+    status = exc.status_code if isinstance(exc, ImagegateError) else 500
+    error = GenerationError(message=message, error_type="server_error", status_code=status)
+    body = {"response": error_response(error), "weave_call_id": None}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def call_output(gen: Generation) -> dict[str, Any] | None:
     """The stored call's `output`: the answer itself (no links: they depend on the host),
     and a streamed generation's partial images, as Content like its images."""
@@ -197,6 +208,8 @@ def call_summary(gen: Generation) -> dict[str, Any]:
         "images": images,
         "attempts": list(gen.attempts),
     }
+    if gen.timeout_s is not None:
+        summary["timeout_s"] = gen.timeout_s
     if gen.failures:
         summary["errors"] = _failures(gen.failures)
     if gen.error is not None:
@@ -315,6 +328,9 @@ def generation_from_call(call: Mapping[str, Any]) -> Generation:
         warnings=tuple(str(w) for w in output.get("warnings") or []),
         attempts=tuple(a for a in summary.get("attempts") or [] if isinstance(a, dict)),
         provider_seconds=provider_ms / 1000 if isinstance(provider_ms, int | float) else None,
+        timeout_s=summary["timeout_s"]
+        if isinstance(summary.get("timeout_s"), int | float)
+        else None,
     )
 
 

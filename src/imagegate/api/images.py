@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
+from imagegate import keepalive
 from imagegate.api.deps import App, Caller, authorize
 from imagegate.generation import Generation
-from imagegate.idempotency import idempotency_key, request_hash
+from imagegate.idempotency import request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
-from imagegate.weave_shape import weave_answer
+from imagegate.weave_shape import weave_answer, weave_failure
 
 router = APIRouter(tags=["Images"])
 
@@ -24,26 +25,36 @@ router = APIRouter(tags=["Images"])
 )
 async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
-) -> dict[str, Any]:
+) -> Response:
     authorize(caller, req.project_id)
     track = req.track_llm_call is not False
+    # Checked before anything is sent, so a bad request gets its 422 even when the answer
+    # would start early.
+    app.generation.prepare(req.inputs, track=track)
 
     def work() -> Awaitable[Generation]:
         return app.generation.generate(caller, req.project_id, req.inputs, track=track)
 
     # Read from the headers, not declared as parameters: the OpenAPI document stays the
-    # Weave spec's. With a key, a retry replays the first generation instead of paying
-    # for another; either way the answer is derived from the Generation the same way.
-    key = idempotency_key(request.headers)
-    if key is None:
-        generation = await work()
-    else:
-        generation = await app.idempotency.run(
-            project_id=req.project_id,
-            user_id=caller.user_id,
-            key=key,
-            request_hash=request_hash(req),
-            work=work,
-        )
+    # Weave spec's. With a key (or as an SDK's own retry), a repeat gets the first
+    # generation instead of paying for another; either way the answer is derived from
+    # the Generation the same way.
+    generation = app.idempotency.run_once(
+        request.headers,
+        project_id=req.project_id,
+        user_id=caller.user_id,
+        request_hash=request_hash(req),
+        work=work,
+    )
     base_url = app.settings.public_url or str(request.base_url)
-    return weave_answer(generation, app.generation.image_link(req.project_id, base_url))
+    link = app.generation.image_link(req.project_id, base_url)
+
+    async def render(generation: Generation) -> Response:
+        return JSONResponse(weave_answer(generation, link))
+
+    interval = keepalive.interval_for(
+        request.headers, app.settings.keepalive_interval, unasked=True
+    )
+    return await keepalive.early_answer(
+        generation, interval=interval, render=render, failed=weave_failure
+    )

@@ -107,6 +107,13 @@ class ImageRequest:
         return self.partial_images is not None
 
     @property
+    def timeout_s(self) -> float:
+        """The effective timeout of one upstream request (the model's rule for this
+        quality and size)."""
+        quality = self.params.get("quality")
+        return self.spec.timeout_for(str(quality) if quality else None, self.size)
+
+    @property
     def output_format(self) -> str:
         return str(self.params.get("output_format", self.spec.output_format))
 

@@ -46,7 +46,7 @@ class LiteLLMProvider:
             "prompt": request.prompt,
             "n": request.n,
             "size": request.size,
-            "timeout": spec.timeout_s,
+            "timeout": request.timeout_s,
             **request.params,
             **spec.provider_params,
         }
@@ -68,4 +68,4 @@ class LiteLLMProvider:
                     kwargs["mask"] = _file(request.mask)
             return await endpoint(**kwargs)
 
-        return await generate_with_retries(spec, call, api_key=api_key)
+        return await generate_with_retries(spec, call, timeout_s=request.timeout_s, api_key=api_key)

@@ -146,10 +146,14 @@ class OpenAIProvider:
         endpoint = self._endpoint(self._client(spec, api_key), request)
         kwargs = self._kwargs(request, n)
 
-        async def call() -> Any:
-            return await endpoint(**kwargs, timeout=spec.timeout_s)
+        timeout_s = request.timeout_s
 
-        return await generate_with_retries(spec, call, batch=batch, api_key=api_key)
+        async def call() -> Any:
+            return await endpoint(**kwargs, timeout=timeout_s)
+
+        return await generate_with_retries(
+            spec, call, timeout_s=timeout_s, batch=batch, api_key=api_key
+        )
 
     async def generate_streaming(
         self, request: ImageRequest, on_partial: PartialSink
@@ -165,9 +169,10 @@ class OpenAIProvider:
         endpoint = self._endpoint(self._client(spec, api_key), request)
         kwargs = self._kwargs(request, 1)
         kwargs.update(stream=True, partial_images=request.partial_images)
+        timeout_s = request.timeout_s
 
         async def call() -> Any:
-            stream = await endpoint(**kwargs, timeout=spec.timeout_s)
+            stream = await endpoint(**kwargs, timeout=timeout_s)
             sent = 0
             try:
                 async for event in stream:
@@ -185,7 +190,7 @@ class OpenAIProvider:
                 await stream.close()
             raise ProviderError("the provider's stream ended without a completed image")
 
-        return await generate_with_retries(spec, call, api_key=api_key)
+        return await generate_with_retries(spec, call, timeout_s=timeout_s, api_key=api_key)
 
 
 @dataclass
@@ -224,40 +229,26 @@ async def generate_with_retries(
     spec: ModelSpec,
     call: Callable[[], Awaitable[Any]],
     *,
+    timeout_s: float,
     batch: int = 0,
     api_key: str | None = None,
 ) -> ProviderResult:
     """Run `call` (one provider request answering OpenAI's ImagesResponse shape) with
-    the model's timeout and retry policy, recording every attempt.
+    the request's timeout and the model's retry policy, recording every attempt.
 
-    Errors are read from OpenAI's exception types, which LiteLLM's exceptions subclass,
-    so this serves every provider that speaks (or is translated to) that protocol.
+    Retried: what cannot have been billed (see `classify_failure`). Errors are read from
+    OpenAI's exception types, which LiteLLM's exceptions subclass, so this serves every
+    provider that speaks (or is translated to) that protocol.
     """
     attempts: list[dict[str, Any]] = []
     for attempt in range(1, spec.max_attempts + 1):
         started = time.perf_counter()
         record: dict[str, Any] = {"attempt": attempt, "batch": batch}
         try:
-            async with asyncio.timeout(spec.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 response = await call()
-        except openai.APIStatusError as exc:
-            error, retry_after = _status_error(exc, api_key)
-        except (TimeoutError, openai.APITimeoutError):
-            error = ProviderError(
-                f"{spec.name} did not answer within {spec.timeout_s:g}s", error_type="timeout"
-            )
-            retry_after = None
-        except openai.APIConnectionError as exc:
-            error = ProviderError(f"could not connect to the provider: {redact(str(exc), api_key)}")
-            retry_after = None
-        except (openai.APIError, ValueError) as exc:
-            # A 200 whose body is not the expected JSON: the provider is broken, and
-            # asking again is unlikely to help.
-            record.update(latency_ms=_ms(started), error_type="provider_error")
-            attempts.append(record)
-            raise ProviderError(
-                f"malformed response from the provider ({type(exc).__name__})", attempts=attempts
-            ) from None
+        except (openai.APIError, TimeoutError, ValueError) as exc:
+            failure = classify_failure(exc, spec, timeout_s, api_key)
         else:
             record.update(latency_ms=_ms(started), status_code=200)
             attempts.append(record)
@@ -268,21 +259,97 @@ async def generate_with_retries(
                 raise
             result.attempts = attempts
             return result
+        error = failure.error
         record.update(
             latency_ms=_ms(started), status_code=error.status_code, error_type=error.error_type
         )
+        if failure.may_be_billed:
+            record["may_be_billed"] = True
         attempts.append(record)
-        retryable = error.error_type in ("rate_limit", "timeout") or (
-            error.error_type == "provider_error"
-            and (error.status_code is None or error.status_code >= 500)
-        )
-        if not retryable or attempt == spec.max_attempts:
+        if not failure.retryable or attempt == spec.max_attempts:
             error.attempts = attempts
             raise error
-        wait = _backoff(spec.retry_base_s, attempt, retry_after)
+        wait = _backoff(spec.retry_base_s, attempt, failure.retry_after)
         record["retry_after_s"] = round(wait, 3)
         await asyncio.sleep(wait)
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed provider request, classified: what to record and whether to ask again."""
+
+    error: ProviderError
+    retryable: bool
+    may_be_billed: bool = False  # the request reached the provider and its answer is lost
+    retry_after: float | None = None
+
+
+# The transport errors that mean the request never (completely) reached the provider,
+# by class name: the openai SDK raises httpx2's, LiteLLM httpx's, with the same names.
+_NOT_SENT = frozenset(
+    (
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "WriteError",
+        "WriteTimeout",
+        "UnsupportedProtocol",
+        "ConnectionRefusedError",
+    )
+)
+BILLED_NOTE = (
+    "the provider may have done (and billed) the work, so it was not retried "
+    "(set retry_timeouts for this model to retry)"
+)
+
+
+def classify_failure(
+    exc: BaseException, spec: ModelSpec, timeout_s: float, api_key: str | None
+) -> Failure:
+    """The one place where the SDK's (and httpx's) exceptions become ours.
+
+    Retried: 429, 5xx answers, and a request that never reached the provider (connect
+    errors and timeouts, a pool timeout, a failed write). Not retried unless the model
+    sets `retry_timeouts`: a request that was sent and then timed out waiting for its
+    answer, or whose answer broke off — the provider may have made and billed it.
+    """
+    if isinstance(exc, openai.APIStatusError):
+        error, retry_after = _status_error(exc, api_key)
+        retryable = error.error_type == "rate_limit" or (
+            error.error_type == "provider_error" and (error.status_code or 500) >= 500
+        )
+        return Failure(error, retryable, retry_after=retry_after)
+    chain = _causes(exc)
+    not_sent = next((e for e in chain if _NOT_SENT & {c.__name__ for c in type(e).__mro__}), None)
+    if isinstance(exc, openai.APIConnectionError | TimeoutError) and not_sent is not None:
+        detail = redact(str(not_sent) or type(not_sent).__name__, api_key)
+        return Failure(ProviderError(f"could not connect to the provider: {detail}"), True)
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        message = f"{spec.name} did not answer within {timeout_s:g}s; {BILLED_NOTE}"
+    elif isinstance(exc, openai.APIConnectionError):
+        detail = redact(str(chain[1] if len(chain) > 1 else exc), api_key)
+        message = f"the connection to the provider broke off before its answer ({detail}); "
+        message += BILLED_NOTE
+    else:
+        # A 200 whose body is not the expected JSON: the provider is broken, and asking
+        # again is unlikely to help.
+        error = ProviderError(f"malformed response from the provider ({type(exc).__name__})")
+        return Failure(error, False)
+    error = ProviderError(
+        message, error_type="timeout", details={"may_be_billed": True, "timeout_s": timeout_s}
+    )
+    return Failure(error, spec.retry_timeouts, may_be_billed=True)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, outermost first (its cause, else its context, chain)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _ms(started: float) -> int:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from imagegate.errors import InvalidInput
+from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
 from imagegate.providers.base import PartialImage
 from imagegate.schemas import ImageGenerationRequestInputs
@@ -216,7 +217,8 @@ async def _stream(
     inputs = inputs.model_copy(update={"stream": True, "partial_images": PREVIEWS})
     user = ctx.user()
     items = stream_generation(
-        lambda sink: ctx.app.generation.generate(user, project_id, inputs, on_partial=sink)
+        lambda sink: ctx.app.generation.generate(user, project_id, inputs, on_partial=sink),
+        ctx.app.settings.keepalive_interval,  # a comment in silent stretches, for proxies
     )
     first = await anext(items)
     mimetype = f"image/{inputs.output_format or 'png'}"
@@ -224,11 +226,14 @@ async def _stream(
     async def events() -> AsyncIterator[bytes]:
         item = first
         try:
-            while isinstance(item, PartialImage):
-                yield _event(
-                    "partial",
-                    {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
-                )
+            while isinstance(item, PartialImage) or item is None:
+                if item is None:
+                    yield HEARTBEAT
+                else:
+                    yield _event(
+                        "partial",
+                        {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
+                    )
                 item = await anext(items)
         except Exception:
             yield _event("error", {"error": "the generation failed; the server log has details"})

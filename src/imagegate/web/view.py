@@ -48,6 +48,7 @@ class CallView:
     inputs: dict[str, Any]
     latency_ms: float | None
     provider_latency_ms: float | None
+    timeout_s: float | None  # one upstream request's timeout, as the model's rules set it
     usage: dict[str, Any]
     cost: float | None
     error_type: str | None
@@ -133,6 +134,7 @@ def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
         inputs=generation.inputs,
         latency_ms=generation.latency_ms,
         provider_latency_ms=generation.provider_ms,
+        timeout_s=generation.timeout_s,
         usage=usage,
         cost=generation.total_cost,
         error_type=error_type,

@@ -184,9 +184,26 @@ function localTimes() {
   });
 }
 
+// Running generations: how long they have been running, counted up each second.
+function runningTimes() {
+  const format = (seconds) => {
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return `${h} h ${m} min`;
+    return m ? `${m} min ${s} s` : `${s} s`;
+  };
+  const update = () => {
+    document.querySelectorAll(".elapsed[data-since]").forEach((el) => {
+      const since = Date.parse(el.dataset.since);
+      if (!isNaN(since)) el.textContent = format(Math.max(0, Math.floor((Date.now() - since) / 1000)));
+    });
+  };
+  setInterval(update, 1000);
+}
+
 onReady(() => {
   setUpFilters();
   setUpInfiniteScroll();
   setUpGenerate();
   localTimes();
+  runningTimes();
 });
