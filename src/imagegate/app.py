@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__, metrics, web
-from imagegate.api import calls, files, images, models, projects, server
+from imagegate.api import admin, calls, files, images, keys, models, projects, server, teams
 from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.errors import install_handlers
@@ -125,11 +125,12 @@ def create_app(
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    for module in (images, calls, files, models, projects, server):
+    for module in (images, calls, files, models, projects, keys, teams, admin, server):
         app.include_router(module.router)
     web.install(app)  # the browser gallery under /ui
     app.add_middleware(RequestGuard, settings=settings)
-    metrics.install(app, imagegate.metrics)  # outermost: counts the guard's 413s too
+    # Outermost: counts the guard's 413s too.
+    metrics.install(app, imagegate.metrics, settings.metrics_token)
     return app
 
 

@@ -18,6 +18,8 @@ RETRY_AFTER_SECONDS = 2
 class ImagegateError(Exception):
     status_code = 500
     headers: ClassVar[dict[str, str] | None] = None
+    # A machine-readable name for errors a client acts on (the OpenAI door's `code`).
+    code: ClassVar[str | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,6 +27,9 @@ class ImagegateError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.message}
+
+    def response_headers(self) -> dict[str, str] | None:
+        return self.headers
 
 
 class InvalidInput(ImagegateError):
@@ -77,13 +82,54 @@ class DatabaseUnavailable(ImagegateError):
         return {"detail": "database unavailable"}
 
 
+class BudgetExceeded(ImagegateError):
+    """A hard budget cannot take a generation's estimated cost: refused before any
+    provider call, nothing stored. 402, body `{"detail", "error_type": "budget_exceeded",
+    "budget": {...}}`."""
+
+    status_code = 402
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, budget: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"detail": self.message, "error_type": self.code}
+        if self.budget is not None:
+            body["budget"] = self.budget
+        return body
+
+
+class RateLimited(ImagegateError):
+    """A key or project used up its requests or images for this minute: 429 with
+    Retry-After (seconds to the next window), body `{"detail", "error_type":
+    "rate_limited", "limit": {...}}`."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, limit: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "error_type": self.code, "limit": self.limit}
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _handle(_request: Request, exc: ImagegateError) -> JSONResponse:
         headers = (
             {"WWW-Authenticate": 'Basic realm="imagegate"'} if exc.status_code == 401 else None
         )
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or exc.headers)
+        return JSONResponse(
+            exc.body(), status_code=exc.status_code, headers=headers or exc.response_headers()
+        )
 
     # A lost connection, a pool that cannot hand one out, SQLite "database is locked":
     # a prompt 503 the client can retry, not a 500 or a hang.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import os
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -14,14 +14,16 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import InvalidInput
+from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
-from imagegate.pricing import compute_cost, normalize_usage
+from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
 from imagegate.providers.base import ProviderResult, Secret
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
+from imagegate.store.budgets import BudgetStore, Reservation
+from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore
 from imagegate.urls import image_url
 from imagegate.validation import effective_request, resolve_model
@@ -54,6 +56,10 @@ class GenerationService:
         secrets: SecretStore,
         signing_key: bytes,
         metrics: Metrics | None = None,
+        environ: Mapping[str, str] | None = None,
+        budgets: BudgetStore | None = None,
+        rate_limiter: RateLimiter | None = None,
+        allow_unpriced_under_budget: bool = False,
     ) -> None:
         self.catalog = catalog
         self.providers = providers
@@ -63,6 +69,11 @@ class GenerationService:
         self.secrets = secrets
         self.signing_key = signing_key
         self.metrics = metrics
+        # Where server-wide provider keys come from (Settings.environ).
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
+        self.budgets = budgets
+        self.rate_limiter = rate_limiter
+        self.allow_unpriced_under_budget = allow_unpriced_under_budget
 
     def prepare(self, inputs: ImageGenerationRequestInputs, *, track: bool) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid."""
@@ -80,7 +91,7 @@ class GenerationService:
         name = request.spec.key_env
         if not name:
             return None
-        value = await self.secrets.get(entity, name) or os.environ.get(name)
+        value = await self.secrets.get(entity, name) or self.environ.get(name)
         return Secret(value) if value else None
 
     async def generate(
@@ -92,8 +103,72 @@ class GenerationService:
         track: bool = True,
     ) -> Generation:
         """Generate, store and record one request's images: the typed result every door
-        derives its answer from. InvalidInput (422) comes before anything is stored."""
+        derives its answer from. InvalidInput (422), RateLimited (429) and
+        BudgetExceeded (402) come before anything is stored or any provider is called."""
         request = self.prepare(inputs, track=track)
+        if self.rate_limiter is not None:
+            try:
+                await self.rate_limiter.take(
+                    key_id=principal.key_id, project_id=project_id, images=request.n
+                )
+            except RateLimited as exc:
+                if self.metrics is not None:
+                    self.metrics.rate_limited.labels(exc.limit["scope"], exc.limit["kind"]).inc()
+                raise
+        reservation, estimate = await self._reserve(project_id, request)
+        cost = estimate  # if the generation dies half-way, assume it was paid
+        try:
+            generation = await self._generate(
+                principal, project_id, inputs, request, track=track, warnings=reservation.warnings
+            )
+            cost = generation.total_cost or 0.0
+            return generation
+        finally:
+            if self.budgets is not None and reservation.held:
+                try:
+                    await self.budgets.settle(reservation, cost)
+                except Exception:  # the answer stands; the reservation stays held
+                    log.exception("settling the budget of %s failed", project_id)
+
+    async def _reserve(self, project_id: str, request: ImageRequest) -> tuple[Reservation, float]:
+        """Hold the estimated cost against the project's and team's budgets."""
+        if self.budgets is None:
+            return Reservation(), 0.0
+        estimate = estimate_cost(
+            request.spec,
+            prompt=request.prompt,
+            images=request.n,
+            quality=request.params.get("quality"),
+            size=request.size,
+        )
+        try:
+            if estimate is None:
+                if not await self.budgets.has_budget(project_id):
+                    return Reservation(), 0.0
+                if not self.allow_unpriced_under_budget:
+                    raise BudgetExceeded(
+                        f"model {request.model!r} has no price, and project {project_id!r} has "
+                        "a budget: this server does not allow unpriced models under a budget "
+                        "(setting budget_allow_unpriced)"
+                    )
+                estimate = 0.0
+            return await self.budgets.reserve(project_id, estimate), estimate
+        except BudgetExceeded as exc:
+            if self.metrics is not None:
+                scope = (exc.budget or {}).get("scope", "unpriced")
+                self.metrics.budget_refused.labels(scope).inc()
+            raise
+
+    async def _generate(
+        self,
+        principal: Principal,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        request: ImageRequest,
+        *,
+        track: bool,
+        warnings: list[str],
+    ) -> Generation:
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
         effective_inputs = {
@@ -105,7 +180,7 @@ class GenerationService:
             **({"seed": request.seed} if request.seed is not None else {}),
             **request.params,
         }
-        warnings = []
+        warnings = list(warnings)
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         call_id = uuid7() if track else None

@@ -25,7 +25,7 @@ router = APIRouter(tags=["Images"])
 async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
 ) -> dict[str, Any]:
-    authorize(caller, req.project_id)
+    authorize(caller, req.project_id, generate=True)
     track = req.track_llm_call is not False
 
     def work() -> Awaitable[Generation]:
