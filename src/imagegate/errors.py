@@ -7,7 +7,11 @@ from typing import Any, ClassVar
 
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("imagegate.errors")
 
@@ -131,6 +135,22 @@ def install_handlers(app: FastAPI) -> None:
             exc.body(), status_code=exc.status_code, headers=headers or exc.response_headers()
         )
 
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": readable_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}"
+            if allowed:
+                message += f": use {allowed}"
+            if allowed == "POST":
+                message += " with a JSON body"
+            return JSONResponse({"detail": message}, status_code=405, headers=exc.headers)
+        return await http_exception_handler(request, exc)
+
     # A lost connection, a pool that cannot hand one out, SQLite "database is locked":
     # a prompt 503 the client can retry, not a 500 or a hang.
     @app.exception_handler(sqlalchemy.exc.OperationalError)
@@ -149,3 +169,22 @@ def install_handlers(app: FastAPI) -> None:
         log.info("value refused by the database: %s", exc)
         message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
         return await _handle(_request, BadRequest(message))
+
+
+def readable_errors(errors: Any) -> list[dict[str, Any]]:
+    """pydantic's errors, said plainly: a body that is not JSON says so (without the
+    empty `input` pydantic reports for it), and our own validators' messages lose
+    pydantic's "Value error, " prefix."""
+    result = []
+    for error in errors:
+        item = dict(error)
+        if item.get("type") == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            item["msg"] = "the body must be JSON" + (f" ({reason})" if reason else "")
+            item.pop("input", None)
+            item.pop("ctx", None)
+        elif item.get("type") == "value_error":
+            item["msg"] = str(item.get("msg", "")).removeprefix("Value error, ")
+            item.pop("ctx", None)
+        result.append(item)
+    return jsonable_encoder(result)

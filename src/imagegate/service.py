@@ -6,7 +6,7 @@ import dataclasses
 import io
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -75,9 +75,16 @@ class GenerationService:
         self.rate_limiter = rate_limiter
         self.allow_unpriced_under_budget = allow_unpriced_under_budget
 
-    def prepare(self, inputs: ImageGenerationRequestInputs, *, track: bool) -> ImageRequest:
-        """The effective request, or InvalidInput (422) before anything is stored or paid."""
-        spec = resolve_model(self.catalog, set(self.providers), inputs.model)
+    def prepare(
+        self,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool,
+        usable: Collection[str] | None = None,
+    ) -> ImageRequest:
+        """The effective request, or InvalidInput (422) before anything is stored or paid.
+        An unknown model's message lists `usable` models (by default every servable one)."""
+        spec = resolve_model(self.catalog, set(self.providers), inputs.model, usable)
         request = effective_request(spec, inputs)
         if inputs.response_format == "url" and not track:
             raise InvalidInput(
@@ -85,6 +92,22 @@ class GenerationService:
                 "response_format 'url' needs the images kept: use track_llm_call true or b64_json",
             )
         return request
+
+    async def usable_models(self, entities: Iterable[str]) -> list[str]:
+        """The servable, not shut-down models that have credentials for one of `entities`:
+        none needed, the server's environment, or an entity's own provider key."""
+        names: set[str] = set()
+        for entity in entities:
+            names |= {name for name, _ in await self.secrets.names(entity)}
+        usable = []
+        for name in self.catalog.names:
+            spec = self.catalog.get(name)
+            if spec is None or spec.provider not in self.providers or spec.state() == "shut_down":
+                continue
+            key = spec.key_env
+            if key is None or self.environ.get(key) or key in names:
+                usable.append(name)
+        return usable
 
     async def _api_key(self, request: ImageRequest, entity: str) -> Secret | None:
         """The entity's own key if it set one, else the server's environment."""
@@ -105,7 +128,10 @@ class GenerationService:
         """Generate, store and record one request's images: the typed result every door
         derives its answer from. InvalidInput (422), RateLimited (429) and
         BudgetExceeded (402) come before anything is stored or any provider is called."""
-        request = self.prepare(inputs, track=track)
+        usable = None
+        if self.catalog.get(inputs.model) is None:  # the message lists what one can use
+            usable = await self.usable_models([project_id.split("/", 1)[0]])
+        request = self.prepare(inputs, track=track, usable=usable)
         if self.rate_limiter is not None:
             try:
                 await self.rate_limiter.take(

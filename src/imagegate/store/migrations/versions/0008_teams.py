@@ -24,9 +24,7 @@ def upgrade() -> None:
             sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false())
         )
     with op.batch_alter_table("memberships") as batch:
-        batch.add_column(
-            sa.Column("role", sa.String(16), nullable=False, server_default="member")
-        )
+        batch.add_column(sa.Column("role", sa.String(16), nullable=False, server_default="member"))
     # The user made on first start administers the server; everyone owns their own
     # entity, and stays a member of the others.
     op.execute("UPDATE users SET is_admin = true WHERE name = 'admin'")
