@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pty
 import re
+import select
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -161,3 +164,45 @@ def test_management_commands_work_against_a_running_server(tmp_path: Path) -> No
         assert not (tmp_path / "home").exists()
     finally:
         stop_server(server)
+
+
+def test_secrets_set_asks_for_the_value_in_a_terminal(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+    data = str(tmp_path / "data")
+    assert (
+        run(
+            "keys", "create", "--user", "tess", "--data-dir", data, cwd=tmp_path, env=env
+        ).returncode
+        == 0
+    )
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            str(IMAGEGATE_BIN),
+            "secrets",
+            "set",
+            "--entity",
+            "tess",
+            "OPENAI_API_KEY",
+            "--data-dir",
+            data,
+        ],
+        stdin=follower,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=env,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"OPENAI_API_KEY for tess" not in seen and time.monotonic() < deadline:
+        if select.select([leader], [], [], 1)[0]:
+            seen += os.read(leader, 1024)
+    assert b"OPENAI_API_KEY for tess" in seen, seen
+    os.write(leader, b"sk-typed-in-0123456789\n")
+    out, _ = proc.communicate(timeout=60)
+    os.close(leader)
+    assert proc.returncode == 0 and "set OPENAI_API_KEY for entity 'tess'" in out
+    listed = run("secrets", "list", "--entity", "tess", "--data-dir", data, cwd=tmp_path, env=env)
+    assert "OPENAI_API_KEY" in listed.stdout

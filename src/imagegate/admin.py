@@ -89,17 +89,24 @@ class Admin:
         return await self.accounts.list_keys(user)
 
     async def create_key_for(
-        self, actor: Actor, user: str, entity: str | None = None, role: Role | None = None
+        self,
+        actor: Actor,
+        user: str,
+        entity: str | None = None,
+        role: Role | None = None,
+        *,
+        is_admin: bool = False,
     ) -> str:
-        """A key for `user` (created if missing, joining `entity`, created if missing)."""
+        """A key for `user` (created if missing, joining `entity`, created if missing);
+        `is_admin` makes the user a server admin."""
         _require_admin(actor)
         _checked(user, "user name", "user")
         if entity:
             _checked(entity, "entity name", "entity")
         if role is not None and role not in ROLES:
             raise InvalidInput(["body", "role"], f"role must be one of {', '.join(ROLES)}")
-        key = await self.accounts.create_key(user, entity, role=role)
-        details = {"entity": entity or user, "prefix": key[:9]}
+        key = await self.accounts.create_key(user, entity, role=role, is_admin=is_admin)
+        details = {"entity": entity or user, "prefix": key[:9], "is_admin": is_admin}
         await self.teams.audit(_name(actor), "key.create", user, details)
         return key
 

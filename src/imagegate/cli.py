@@ -167,12 +167,14 @@ def keys() -> None:
     help="Role in the entity when the user joins it [default: owner of a new entity or "
     "of their own, else member].",
 )
+@click.option("--admin", "is_admin", is_flag=True, help="Make the user a server admin.")
 @remote_options
 @settings_options("store")
 def keys_create(
     user: str,
     entity: str | None,
     role: str | None,
+    is_admin: bool,
     url: str | None,
     api_key: str | None,
     **options: Any,
@@ -185,12 +187,12 @@ def keys_create(
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     if url:
-        body = {"user": user, "entity": entity, "role": role}
+        body = {"user": user, "entity": entity, "role": role, "is_admin": is_admin}
         key = _remote(url, api_key, "POST", "/admin/keys", body)["key"]
     else:
         key = _with_imagegate(
             options,
-            lambda ig: ig.admin.create_key_for(CLI_ACTOR, user, entity, role),  # type: ignore[arg-type]
+            lambda ig: ig.admin.create_key_for(CLI_ACTOR, user, entity, role, is_admin=is_admin),
         )
     click.echo(f"New key for user {user!r} in entity {entity or user!r}:", err=True)
     click.echo(key)

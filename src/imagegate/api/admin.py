@@ -24,6 +24,7 @@ class NewKeyFor(BaseModel):
     user: str
     entity: str | None = Field(default=None, description="defaults to the user's own entity")
     role: Role | None = Field(default=None, description="when the user joins the entity")
+    is_admin: bool = Field(default=False, description="make the user a server admin")
 
 
 @router.get("/users")
@@ -55,7 +56,9 @@ async def list_keys(app: App, caller: Caller, user: str | None = None) -> dict[s
 @router.post("/keys", status_code=201)
 async def create_key(body: NewKeyFor, app: App, caller: Caller) -> dict[str, Any]:
     """A key for any user; the user, the entity and the membership are made if missing."""
-    key = await app.admin.create_key_for(caller, body.user, body.entity, body.role)
+    key = await app.admin.create_key_for(
+        caller, body.user, body.entity, body.role, is_admin=body.is_admin
+    )
     return {"user": body.user, "entity": body.entity or body.user, "key": key}
 
 
