@@ -49,3 +49,16 @@ def test_weave_client_round_trip(live_server: LiveServer) -> None:
     assert content.content.startswith(b"\x89PNG")
     assert data[0]["b64_json"] == ref
     assert call.summary["weave"]["trace_name"] == "weave.image_generation_create"
+
+    # weave's own deserialiser opens the stored output: each image becomes a Content.
+    from weave.trace.serialization.serialize import from_json
+    from weave.type_wrappers.Content.content import Content
+
+    opened = from_json(call.output, "admin/weave", server)
+    assert opened["model"] == "local/procedural"
+    for index, item in enumerate(opened["data"]):
+        image = item["b64_json"]
+        assert isinstance(image, Content)
+        assert image.mimetype == "image/png" and image.data.startswith(b"\x89PNG")
+        assert weave_digest(image.data) == data[index]["content"]["digest"]
+        assert image.metadata == {"source_index": index, "_original_schema": "b64_json"}

@@ -114,7 +114,7 @@ class Imagegate:
         )
 
     async def start(self) -> None:
-        await migrate(self.engine)
+        await migrate(self.engine, files=self.files)
 
     async def close(self) -> None:
         for provider in self.providers.values():

@@ -7,6 +7,7 @@ import io
 import logging
 import time
 from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
+from imagegate.errors import BudgetExceeded, ImagegateError, InvalidInput, RateLimited
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
@@ -42,6 +43,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("imagegate.generation")
 
 __all__ = ["OP_NAME", "GenerationService"]
+
+
+@dataclass
+class _Outcome:
+    """What one provider run gave: its result, the images kept, or why it failed."""
+
+    result: ProviderResult
+    images: list[GeneratedImage] = field(default_factory=list)
+    error: GenerationError | None = None
+    provider_seconds: float | None = None  # the provider alone, without storing
+
+    def fail(self, exc: ProviderError) -> None:
+        self.images = []  # a failure keeps no images, even ones already stored
+        self.error = GenerationError(
+            message=exc.message,
+            error_type=exc.error_type,
+            status_code=exc.status_code,
+            details=exc.details,
+        )
 
 
 class GenerationService:
@@ -212,62 +232,11 @@ class GenerationService:
         call_id = uuid7() if track else None
         started_at = datetime.now(UTC)
         if call_id:
-            await self.accounts.ensure_project(project_id)
             # Recorded before the provider is paid, so no generation goes unrecorded.
-            await self.calls.start(
-                {
-                    "id": call_id,
-                    "project_id": project_id,
-                    "op_name": OP_NAME,
-                    "display_name": None,
-                    "trace_id": uuid7(),
-                    "parent_id": None,
-                    "started_at": started_at,
-                    "attributes": {
-                        "imagegate": {
-                            "version": __version__,
-                            "provider": spec.provider,
-                            "upstream_model": spec.upstream_model,
-                        }
-                    },
-                    "inputs": effective_inputs,
-                    "wb_user_id": principal.user_id,
-                }
+            await self._start_call(
+                call_id, project_id, principal, request, effective_inputs, started_at
             )
-
-        provider_started = time.perf_counter()
-        provider_s: float | None = None  # the provider alone, without storing
-        error: ProviderError | None = None
-        result = ProviderResult(images=[])
-        images: list[GeneratedImage] = []
-        try:
-            api_key = await self._api_key(request, project_id.split("/", 1)[0])
-            request = dataclasses.replace(request, api_key=api_key)
-            result = await self.providers[spec.provider].generate(request)
-            provider_s = time.perf_counter() - provider_started
-            keep_in = project_id if track else None
-            for index, image in enumerate(result.images):
-                images.append(
-                    await self._keep(
-                        keep_in, image.data, index, image.revised_prompt, response_format
-                    )
-                )
-        except ProviderError as exc:
-            error = exc
-            result.attempts = exc.attempts or result.attempts
-        except Exception:
-            # A bug: the caller gets a clear answer, the details go to the log (never the
-            # response: they may carry paths or secrets).
-            log.exception("generation %s failed", call_id)
-            error = ProviderError(
-                "internal error while generating; the server log has details",
-                error_type="internal_error",
-            )
-        if provider_s is None:
-            provider_s = time.perf_counter() - provider_started
-        if error is not None:
-            images = []
-        kept = len(images)
+        outcome = await self._run(request, project_id, track, response_format)
         generation = Generation(
             call_id=call_id,
             project_id=project_id,
@@ -279,32 +248,25 @@ class GenerationService:
             output_format=request.params.get("output_format", spec.output_format),
             options={k: request.params[k] for k in ANSWER_OPTIONS if k in request.params},
             started_at=started_at,
-            images=tuple(images),
-            usage=result.usage,
+            ended_at=datetime.now(UTC),
+            images=tuple(outcome.images),
+            usage=outcome.result.usage,
             cost=compute_cost(
                 spec,
-                normalize_usage(result.usage),
-                images=kept,
+                normalize_usage(outcome.result.usage),
+                images=len(outcome.images),
                 quality=request.params.get("quality"),  # type: ignore[arg-type]
                 size=request.size,
             ),
-            error=None
-            if error is None
-            else GenerationError(
-                message=error.message,
-                error_type=error.error_type,
-                status_code=error.status_code,
-                details=error.details,
-            ),
+            error=outcome.error,
             failures=tuple(
                 ImageFailure(message=e.message, error_type=e.error_type, status_code=e.status_code)
-                for e in result.errors
+                for e in outcome.result.errors
             ),
             warnings=tuple(warnings),
-            attempts=tuple(result.attempts),
-            provider_seconds=provider_s,
+            attempts=tuple(outcome.result.attempts),
+            provider_seconds=outcome.provider_seconds,
         )
-        generation = generation.model_copy(update={"ended_at": datetime.now(UTC)})
         if call_id:
             await self.calls.finish(
                 call_id,
@@ -316,6 +278,76 @@ class GenerationService:
         if self.metrics is not None:
             self.metrics.generation(generation)
         return generation
+
+    async def _start_call(
+        self,
+        call_id: str,
+        project_id: str,
+        principal: Principal,
+        request: ImageRequest,
+        inputs: dict[str, object],
+        started_at: datetime,
+    ) -> None:
+        await self.accounts.ensure_project(project_id)
+        await self.calls.start(
+            {
+                "id": call_id,
+                "project_id": project_id,
+                "op_name": OP_NAME,
+                "display_name": None,
+                "trace_id": uuid7(),
+                "parent_id": None,
+                "started_at": started_at,
+                "attributes": {
+                    "imagegate": {
+                        "version": __version__,
+                        "provider": request.spec.provider,
+                        "upstream_model": request.spec.upstream_model,
+                    }
+                },
+                "inputs": inputs,
+                "wb_user_id": principal.user_id,
+            }
+        )
+
+    async def _run(
+        self, request: ImageRequest, project_id: str, track: bool, response_format: str
+    ) -> _Outcome:
+        """Ask the provider, then inspect (and for a tracked call store) each image.
+        Failures come back in the outcome, never raised."""
+        started = time.perf_counter()
+        outcome = _Outcome(result=ProviderResult(images=[]))
+        try:
+            api_key = await self._api_key(request, project_id.split("/", 1)[0])
+            request = dataclasses.replace(request, api_key=api_key)
+            outcome.result = await self.providers[request.spec.provider].generate(request)
+            outcome.provider_seconds = time.perf_counter() - started
+            for index, image in enumerate(outcome.result.images):
+                outcome.images.append(
+                    await self._keep(
+                        project_id if track else None,
+                        image.data,
+                        index,
+                        image.revised_prompt,
+                        response_format,
+                    )
+                )
+        except ProviderError as exc:
+            outcome.fail(exc)
+            outcome.result.attempts = exc.attempts or outcome.result.attempts
+        except Exception:
+            # A bug: the caller gets a clear answer, the details go to the log (never the
+            # response: they may carry paths or secrets).
+            log.exception("generation of %s failed", request.model)
+            outcome.fail(
+                ProviderError(
+                    "internal error while generating; the server log has details",
+                    error_type="internal_error",
+                )
+            )
+        if outcome.provider_seconds is None:
+            outcome.provider_seconds = time.perf_counter() - started
+        return outcome
 
     async def _keep(
         self,
@@ -364,3 +396,13 @@ class GenerationService:
             return image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
 
         return link
+
+    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
+        """An image's bytes: in memory for a fresh generation, else (a replay, a generation
+        read back from its call) from the file store."""
+        if image.data is not None:
+            return image.data
+        data = await self.files.get(generation.project_id, image.digest)
+        if data is None:
+            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
+        return data

@@ -64,13 +64,15 @@ def alembic_config() -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision."""
+async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest by default). Data migrations that
+    rewrite stored files read and write them through `files` (a FileStore)."""
 
     def upgrade(connection: sa.Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        config.attributes["files"] = files
+        command.upgrade(config, revision)
 
     async with engine.begin() as conn:
         # Replicas starting at once queue here; each then finds the schema current.

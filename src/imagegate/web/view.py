@@ -96,7 +96,7 @@ def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
             error_message = error_message.partition(": ")[2]
     user_id = generation.user_id
     usage: dict[str, Any] = {}
-    if generation.ended_at is not None:
+    if generation.ended_at is not None and (generation.images or generation.usage):
         usage = {"requests": 1, "images": len(generation.images), **generation.normalized_usage}
     return CallView(
         id=generation.call_id or "",

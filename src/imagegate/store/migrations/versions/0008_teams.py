@@ -1,7 +1,7 @@
 """Teams: roles, server admins, the audit log, budgets and rate-limit windows.
 
 Revision ID: 0008_teams
-Revises: 0003
+Revises: 0004_weave_shape (chained after branch gen's revision; given as 0003)
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0008_teams"
-down_revision = "0003"
+down_revision = "0004_weave_shape"
 branch_labels = None
 depends_on = None
 
@@ -19,12 +19,15 @@ _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(
-            sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false())
-        )
-    with op.batch_alter_table("memberships") as batch:
-        batch.add_column(sa.Column("role", sa.String(16), nullable=False, server_default="member"))
+    # Plain ALTER TABLE ADD COLUMN, never batch mode: on SQLite a batch rebuilds the
+    # table (drop and rename), and dropping `users` would cascade to every key and
+    # membership.
+    op.add_column(
+        "users", sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false())
+    )
+    op.add_column(
+        "memberships", sa.Column("role", sa.String(16), nullable=False, server_default="member")
+    )
     # The user made on first start administers the server; everyone owns their own
     # entity, and stays a member of the others.
     op.execute("UPDATE users SET is_admin = true WHERE name = 'admin'")
@@ -81,7 +84,5 @@ def downgrade() -> None:
     op.drop_table("budget_windows")
     op.drop_table("budgets")
     op.drop_table("audit_log")
-    with op.batch_alter_table("memberships") as batch:
-        batch.drop_column("role")
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("is_admin")
+    op.drop_column("memberships", "role")  # SQLite 3.35+ drops columns in place
+    op.drop_column("users", "is_admin")
