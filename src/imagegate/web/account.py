@@ -126,3 +126,29 @@ async def set_budget(ctx: User) -> Response:
         raise _web(exc) from exc
     back = f"/ui/p/{target}" if project else f"/ui/teams/{target}"
     return RedirectResponse(back, status_code=303)
+
+
+@router.get("/admin")
+async def admin_page(ctx: User) -> Response:
+    """Server admins: every user with their teams and roles, every team, the audit log."""
+    try:
+        users = await ctx.app.admin.users(ctx.user())
+        entries = await ctx.app.admin.audit_log(ctx.user(), limit=50)
+    except ImagegateError as exc:
+        raise _web(exc) from exc
+    teams = await ctx.app.admin.visible_teams(ctx.user())
+    return render(ctx, "admin.html", users=users, teams=teams, entries=entries)
+
+
+@router.post("/admin/teams")
+async def admin_create_team(ctx: User) -> Response:
+    form = await read_form(ctx.request)
+    ctx.check_csrf(form.get(CSRF_FIELD))
+    name = form.get("name", "").strip()
+    try:
+        await ctx.app.admin.create_team(ctx.user(), name)
+        if owner := form.get("owner", "").strip():
+            await ctx.app.admin.set_member(ctx.user(), name, owner, "owner")
+    except ImagegateError as exc:
+        raise _web(exc) from exc
+    return RedirectResponse(f"/ui/teams/{name}", status_code=303)
