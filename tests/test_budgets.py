@@ -198,11 +198,16 @@ async def test_concurrent_requests_at_the_edge_of_a_budget(
         f"{statuses.count(402)} refused (402), spent ${spent:.4f}, overshoot ${overshoot:.4f} "
         f"(bound: in-flight excess over estimates ${in_flight_excess:.4f})"
     )
-    assert served == 10  # floor(limit / estimate): never more, however they interleave
     assert len(fake.requests) == served  # refused ones never reached the provider
     assert overshoot <= in_flight_excess + 1e-9
     if billed == PRICE:
+        # floor(limit / estimate), however the requests interleave over the replicas.
+        assert served == 10
         assert spent == pytest.approx(limit)
+    else:
+        # Never more than the estimates fit; fewer when some settle at their higher real
+        # cost before others reserve (at worst one at a time: 0.15 k + 0.1 <= 1, k <= 6).
+        assert 7 <= served <= 10
     window = (await first.get("/teams/admin/budget", headers=basic(ig_key))).json()["budgets"][0]
     assert window["spent_usd"] == pytest.approx(spent)
     assert window["reserved_usd"] == pytest.approx(0.0, abs=1e-9)
