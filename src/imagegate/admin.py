@@ -15,7 +15,7 @@ from typing import Any
 from imagegate.errors import Conflict, Forbidden, InvalidInput, NotFound
 from imagegate.names import check_name, split_project_id
 from imagegate.store import AccountStore, Principal
-from imagegate.store.accounts import ROLES, KeyInfo, Role
+from imagegate.store.accounts import ROLES, KeyInfo, Role, key_prefix
 from imagegate.store.budgets import PERIODS, Budget, BudgetStatus, BudgetStore, Period, Scope
 from imagegate.store.secrets import SecretStore, check_secret_name
 from imagegate.store.teams import AuditEntry, Member, TeamStore, UserInfo
@@ -75,9 +75,8 @@ class Admin:
 
     async def create_own_key(self, actor: Principal) -> NewKey:
         key, key_id = await self.accounts.new_key_for(actor.user_id)
-        prefix = key[:9]
         await self.teams.audit(actor.user_name, "key.create", actor.user_name, {"key_id": key_id})
-        return NewKey(key_id, key, prefix)
+        return NewKey(key_id, key, key_prefix(key))
 
     async def revoke_own_key(self, actor: Principal, key_id: str) -> None:
         if not await self.accounts.revoke_key(key_id, user_id=actor.user_id):
@@ -106,7 +105,7 @@ class Admin:
         if role is not None and role not in ROLES:
             raise InvalidInput(["body", "role"], f"role must be one of {', '.join(ROLES)}")
         key = await self.accounts.create_key(user, entity, role=role, is_admin=is_admin)
-        details = {"entity": entity or user, "prefix": key[:9], "is_admin": is_admin}
+        details = {"entity": entity or user, "prefix": key_prefix(key), "is_admin": is_admin}
         await self.teams.audit(_name(actor), "key.create", user, details)
         return key
 
@@ -115,7 +114,7 @@ class Admin:
         if not await self.accounts.revoke_key(key_id):
             return False
         # The id, or for the CLI's revoke-by-key only the key's prefix: never the key.
-        target = key_id if len(key_id) == 36 else key_id[:9] + "…"
+        target = key_id if len(key_id) == 36 else key_prefix(key_id) + "…"
         await self.teams.audit(_name(actor), "key.revoke", target)
         return True
 

@@ -60,14 +60,17 @@ def _settings(options: dict[str, Any]) -> Settings:
         raise click.UsageError(str(exc)) from exc
 
 
-def _with_imagegate(options: dict[str, Any], work: Callable[[Any], Awaitable[T]]) -> T:
+def _with_imagegate(
+    options: dict[str, Any], work: Callable[[Any], Awaitable[T]], *, announce: bool = True
+) -> T:
     """Run `work(imagegate)` against the data the settings name, with the schema migrated.
     Says on stderr which data it opened: a command run from anywhere uses the same."""
     from imagegate.core import Imagegate
     from imagegate.providers.catalog import CatalogError
 
     settings = _settings(options)
-    click.echo(f"imagegate: {settings.describe_storage()}", err=True)
+    if announce:
+        click.echo(f"imagegate: {settings.describe_storage()}", err=True)
 
     async def run() -> T:
         try:
@@ -101,7 +104,7 @@ def serve(host: str, port: int, **options: Any) -> None:
     from imagegate.app import create_app
 
     settings = _settings(options)
-    key = _with_imagegate(options, lambda ig: ig.bootstrap_admin())
+    key = _with_imagegate(options, lambda ig: ig.bootstrap_admin(), announce=False)
     url = f"http://{host}:{port}"
     click.echo(f"Serving {url} from {settings.describe_storage()}")
     if key:

@@ -23,6 +23,11 @@ Role = Literal["owner", "member", "viewer"]
 ROLES: tuple[Role, ...] = ("owner", "member", "viewer")
 
 
+def key_prefix(key: str) -> str:
+    """What `keys list` and the keys page show of a key: enough to tell keys apart."""
+    return key[: len(KEY_PREFIX) + 6]
+
+
 def hash_key(key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is safe here: there is nothing to
     # brute-force, and a slow KDF would cost every request.
@@ -230,7 +235,7 @@ async def insert_key(conn: AsyncConnection, user_id: str) -> tuple[str, str]:
             id=key_id,
             user_id=user_id,
             key_hash=hash_key(key),
-            prefix=key[: len(KEY_PREFIX) + 6],
+            prefix=key_prefix(key),
             created_at=_now(),
         )
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -113,10 +113,7 @@ class BudgetStore:
             )
             .order_by(budgets.c.id)  # one lock order for every transaction: no deadlocks
         )
-        return [
-            Budget(r.id, r.scope, r.target, r.period, float(r.limit_usd), bool(r.hard))
-            for r in rows
-        ]
+        return [_budget(r) for r in rows]
 
     async def status(
         self, project_id: str | None = None, *, entity: str | None = None
@@ -132,10 +129,7 @@ class BudgetStore:
                         budgets.c.scope == "entity", budgets.c.target == entity
                     )
                 )
-                found = [
-                    Budget(r.id, r.scope, r.target, r.period, float(r.limit_usd), bool(r.hard))
-                    for r in rows
-                ]
+                found = [_budget(r) for r in rows]
             result = []
             for budget in found:
                 start = window_start(budget.period, now)
@@ -228,6 +222,10 @@ def budget_body(
         "reserved_usd": round(reserved, 10),
         "remaining_usd": round(max(0.0, budget.limit_usd - spent - reserved), 10),
     }
+
+
+def _budget(row: sa.Row[Any]) -> Budget:
+    return Budget(row.id, row.scope, row.target, row.period, float(row.limit_usd), bool(row.hard))
 
 
 async def _ensure_window(conn: AsyncConnection, budget_id: str, start: datetime) -> None:

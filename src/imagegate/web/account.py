@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends
 from starlette.responses import RedirectResponse, Response
 
 from imagegate.errors import ImagegateError
+from imagegate.store.budgets import Scope
 from imagegate.web.render import render
 from imagegate.web.session import (
     CSRF_FIELD,
@@ -103,7 +104,7 @@ async def set_budget(ctx: User) -> Response:
     form = await read_form(ctx.request)
     ctx.check_csrf(form.get(CSRF_FIELD))
     project = form.get("project", "")
-    scope = "project" if project else "entity"
+    scope: Scope = "project" if project else "entity"
     target = project or form.get("entity", "")
     require_entity(ctx, target.split("/", 1)[0])
     try:
