@@ -215,6 +215,13 @@ async def seed_at_0003(settings: Settings) -> dict[str, Any]:
             old_call(f"00000000-0000-7000-9000-{i:012d}", uid, at + timedelta(minutes=i), [image])
             for i in range(FILLER)
         ]
+        lost = {
+            **image,
+            "image": {**image["image"], "files": {"content": "L" * 43, "metadata.json": "M" * 43}},
+        }
+        rows.append(
+            old_call("00000000-0000-7000-8000-00000000000f", uid, at + timedelta(seconds=4), [lost])
+        )
         other_op = {
             **old_call("00000000-0000-7000-8000-00000000000e", uid, at, []),
             "op_name": "weave:///alice/old/op/my_pipeline:AbC",
@@ -338,6 +345,12 @@ async def test_old_calls_read_like_new_ones_after_upgrade(settings: Settings) ->
             assert partial["summary"]["weave"]["status"] == "error"
             failed = await read("00000000-0000-7000-8000-00000000000d")
             assert failed["output"] is None and failed["summary"]["weave"]["status"] == "error"
+            # An image missing from the store: moved to its new place, metadata untouched.
+            lost = await read("00000000-0000-7000-8000-00000000000f")
+            assert lost["output"]["data"][0]["b64_json"]["files"] == {
+                "content": "L" * 43,
+                "metadata.json": "M" * 43,
+            }
             other = await read(seeded["other_op"]["id"])
             assert other["output"] == seeded["other_op"]["output"]  # another op: untouched
             assert other["summary"]["weave"]["trace_name"] == "my_pipeline"
@@ -349,7 +362,7 @@ async def test_old_calls_read_like_new_ones_after_upgrade(settings: Settings) ->
                 headers=basic(key),
             )
             listed = [json.loads(line) for line in res.text.splitlines() if line]
-            assert len(listed) == FILLER + 4 + 2  # the old calls, and the two made since
+            assert len(listed) == FILLER + 5 + 2  # the old calls, and the two made since
             for call in listed:
                 for item in (call["output"] or {}).get("data", []):
                     assert "image" not in item

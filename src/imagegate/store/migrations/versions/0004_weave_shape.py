@@ -19,6 +19,7 @@ Revises: 0003
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -39,6 +40,7 @@ depends_on = None
 log = logging.getLogger("imagegate.migrations")
 
 BATCH = 500
+CONCURRENCY = 16  # file reads and writes in flight at once
 OP_NAME = "weave.image_generation_create"
 CONTENT_TYPE = "weave.type_wrappers.Content.content.Content"
 EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
@@ -57,9 +59,10 @@ calls = sa.table(
 idempotency_keys = sa.table("idempotency_keys", sa.column("state", sa.String))
 
 
-def _metadata_file(data: bytes, digest: str, mimetype: str, index: int, schema: str) -> bytes:
+def _metadata_file(
+    size: int, sha256: str, digest: str, mimetype: str, index: int, schema: str
+) -> bytes:
     """weave's Content metadata.json, as imagegate writes it at this revision."""
-    sha256 = hashlib.sha256(data).hexdigest()
     extension = EXTENSIONS.get(mimetype, "")
     if schema == "url":
         filename = f"{digest}.{URL_EXTENSIONS.get(mimetype, 'bin')}"
@@ -70,7 +73,7 @@ def _metadata_file(data: bytes, digest: str, mimetype: str, index: int, schema: 
         filename = f"{'file' if kind == 'application' else kind}-{sha256[:4]}{extension}"
         content_type, encoding = "base64", "base64"
     metadata = {
-        "size": len(data),
+        "size": size,
         "mimetype": mimetype,
         "digest": sha256,
         "filename": filename,
@@ -97,11 +100,57 @@ def _is_old(output: Any) -> bool:
     return isinstance(data, list) and any(isinstance(i, dict) and "image" in i for i in data)
 
 
-def _new_output(row: Any, files: Any) -> dict[str, Any]:
+# (project, image digest, mimetype, source index, schema) of one image of one call
+ImageKey = tuple[str, str, str, int, str]
+
+
+def _images(row: Any) -> list[ImageKey]:
+    inputs = row.inputs if isinstance(row.inputs, dict) else {}
+    schema = "url" if inputs.get("response_format") == "url" else "b64_json"
+    keys = []
+    for index, item in enumerate(row.output["data"]):
+        if isinstance(item, dict) and isinstance(item.get("image"), dict):
+            digest = (item["image"].get("files") or {}).get("content")
+            facts = item.get("content") if isinstance(item.get("content"), dict) else {}
+            if isinstance(digest, str):
+                mimetype = facts.get("mimetype") or "image/png"
+                keys.append((row.project_id, digest, mimetype, index, schema))
+    return keys
+
+
+async def _write_metadata(files: Any, wanted: set[ImageKey]) -> dict[ImageKey, str | None]:
+    """Each image's new metadata.json, stored; its digest (None: the image is missing).
+    Each image is read once, CONCURRENCY files at a time (an object store is slow one by
+    one, fast in parallel)."""
+    limit = asyncio.Semaphore(CONCURRENCY)
+    by_image: dict[tuple[str, str], list[ImageKey]] = {}
+    for key in wanted:
+        by_image.setdefault((key[0], key[1]), []).append(key)
+    written: dict[ImageKey, str | None] = {}
+
+    async def one(project: str, digest: str, keys: list[ImageKey]) -> None:
+        async with limit:
+            image = await files.get(project, digest)
+        if image is None:
+            log.warning("image %s of %s is missing: metadata left as it was", digest, project)
+            written.update(dict.fromkeys(keys))
+            return
+        size, sha256 = len(image), hashlib.sha256(image).hexdigest()
+        for key in keys:
+            meta = _metadata_file(size, sha256, digest, key[2], key[3], key[4])
+            async with limit:
+                written[key] = await files.put(project, meta)
+
+    await asyncio.gather(*(one(p, d, keys) for (p, d), keys in by_image.items()))
+    return written
+
+
+def _new_output(row: Any, metadata: dict[ImageKey, str | None]) -> dict[str, Any]:
     inputs = row.inputs if isinstance(row.inputs, dict) else {}
     summary = row.summary if isinstance(row.summary, dict) else {}
     output = row.output
     schema = "url" if inputs.get("response_format") == "url" else "b64_json"
+    keys = {key[3]: key for key in _images(row)}
     data = []
     for index, item in enumerate(output["data"]):
         if not isinstance(item, dict) or "image" not in item:
@@ -109,21 +158,13 @@ def _new_output(row: Any, files: Any) -> dict[str, Any]:
             continue
         ref = dict(item["image"])
         ref_files = dict(ref.get("files") or {})
-        facts = item.get("content") if isinstance(item.get("content"), dict) else {}
-        digest = ref_files.get("content")
-        image = await_only(files.get(row.project_id, digest)) if digest else None
-        if image is None:
-            # Keep what there is: the reference still finds the image if it reappears.
-            log.warning("call %s: image %s is missing; metadata left as it was", row.id, digest)
-        else:
-            mimetype = facts.get("mimetype") or "image/png"
-            meta = _metadata_file(image, digest, mimetype, index, schema)
-            ref_files["metadata.json"] = await_only(files.put(row.project_id, meta))
+        if index in keys and (meta := metadata.get(keys[index])) is not None:
+            ref_files["metadata.json"] = meta
         ref["files"] = ref_files
         new: dict[str, Any] = {schema: ref}
         if item.get("revised_prompt"):
             new["revised_prompt"] = item["revised_prompt"]
-        new["content"] = facts
+        new["content"] = item.get("content") if isinstance(item.get("content"), dict) else {}
         data.append(new)
     result: dict[str, Any] = {
         "created": output.get("created"),
@@ -164,9 +205,10 @@ def _old_output(row: Any) -> dict[str, Any]:
     }
 
 
-def _rewrite(convert: Callable[[Any], dict[str, Any] | None]) -> int:
-    """Rewrite every image-generation call's output with `convert` (None: leave it),
-    BATCH rows at a time in id order; how many were rewritten."""
+def _rewrite(convert: Callable[[list[Any]], dict[str, dict[str, Any]]]) -> int:
+    """Rewrite image-generation calls' outputs, BATCH rows at a time in id order:
+    `convert(rows)` gives the new output by call id for the rows to change. How many
+    were rewritten."""
     conn = op.get_bind()
     update = (
         calls.update()
@@ -185,9 +227,7 @@ def _rewrite(convert: Callable[[Any], dict[str, Any] | None]) -> int:
         if not rows:
             return rewritten
         last = rows[-1].id
-        changes = [
-            {"b_id": row.id, "b_output": new} for row in rows if (new := convert(row)) is not None
-        ]
+        changes = [{"b_id": i, "b_output": new} for i, new in convert(rows).items()]
         if changes:
             conn.execute(update, changes)
             rewritten += len(changes)
@@ -196,15 +236,19 @@ def _rewrite(convert: Callable[[Any], dict[str, Any] | None]) -> int:
 def upgrade() -> None:
     files = op.get_context().config.attributes.get("files")
 
-    def convert(row: Any) -> dict[str, Any] | None:
-        if not _is_old(row.output):
-            return None
+    def convert(rows: list[Any]) -> dict[str, dict[str, Any]]:
+        old = [row for row in rows if _is_old(row.output)]
+        if not old:
+            return {}
         if files is None:
             raise RuntimeError(
                 "migration 0004_weave_shape needs the file store to rewrite stored calls: "
                 "run it through imagegate (imagegate serve / imagegate.store.db.migrate)"
             )
-        return _new_output(row, files)
+        wanted = {key for row in old for key in _images(row)}
+        # Alembic runs in SQLAlchemy's greenlet bridge: the async file store is awaited here.
+        metadata = await_only(_write_metadata(files, wanted))
+        return {row.id: _new_output(row, metadata) for row in old}
 
     count = _rewrite(convert)
     if count:
@@ -214,11 +258,12 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    def convert(row: Any) -> dict[str, Any] | None:
-        output = row.output
-        if not isinstance(output, dict) or _is_old(output) or "data" not in output:
-            return None
-        return _old_output(row)
+    def convert(rows: list[Any]) -> dict[str, dict[str, Any]]:
+        return {
+            row.id: _old_output(row)
+            for row in rows
+            if isinstance(row.output, dict) and "data" in row.output and not _is_old(row.output)
+        }
 
     _rewrite(convert)
     op.get_bind().execute(idempotency_keys.delete().where(idempotency_keys.c.state == "done"))
