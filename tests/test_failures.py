@@ -111,7 +111,7 @@ async def test_storage_failure_is_recorded_without_claiming_images(
         (settings.files_dir / "alice" / "fails").write_text("in the way")
     else:
         # The same S3 server, a bucket that does not exist: every write is refused.
-        imagegate.files.store = s3_store("s3://no-such-bucket/x")
+        imagegate.files.store = s3_store("s3://no-such-bucket/x", imagegate.settings.environ)
     res = await client.post(
         "/image/create",
         json={"project_id": "alice/fails", "inputs": {"model": "local/procedural", "prompt": "x"}},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -143,11 +144,8 @@ def test_models_outside_the_catalog_share_one_label() -> None:
 
 
 @pytest.fixture
-async def guarded(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("IMAGEGATE_METRICS_TOKEN", "scrape-secret")
-    app: FastAPI = create_app(settings)
+async def guarded(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(dataclasses.replace(settings, metrics_token="scrape-secret"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,22 +20,12 @@ from imagegate.config import Settings
 from imagegate.core import open_file_store
 from imagegate.digest import weave_digest
 from imagegate.providers.procedural import render_png
-from imagegate.store import AccountStore, FileStore
-from imagegate.store.accounts import KEY_PREFIX, hash_key
+from imagegate.store import FileStore
+from imagegate.store.accounts import hash_key
 from imagegate.store.db import alembic_config, create_engine, migrate
-from imagegate.store.tables import JSONType, Timestamp, entities, memberships, users
+from imagegate.store.tables import JSONType, Timestamp
 from tests.conftest import basic
 from tests.web.conftest import sign_in
-
-# api_keys as revision 0003 left it.
-api_keys_0003 = sa.table(
-    "api_keys",
-    sa.column("id", sa.String),
-    sa.column("user_id", sa.String),
-    sa.column("key_hash", sa.String),
-    sa.column("prefix", sa.String),
-    sa.column("created_at", Timestamp),
-)
 
 content_module = pytest.importorskip("weave.type_wrappers.Content.content")
 
@@ -166,28 +158,22 @@ async def seed_at_0003(settings: Settings) -> dict[str, Any]:
     files = open_file_store(settings)
     try:
         await migrate(engine, files=files, revision="0003")
-        accounts = AccountStore(engine)
-        # The key as revision 0003 stores it (frozen columns: later revisions add some).
-        key = KEY_PREFIX + "seeded-at-0003-" + "k" * 32
-        uid = "00000000-0000-7000-8000-0000000000a1"
-        eid = "00000000-0000-7000-8000-0000000000a2"
-        now = datetime.now(UTC)
+        # The account as revision 0003 stores it (later revisions add columns the live
+        # AccountStore writes), in plain SQL.
+        key = "ig_" + secrets.token_urlsafe(32)
+        uid, eid, now = str(uuid.uuid4()), str(uuid.uuid4()), datetime.now(UTC)
         async with engine.begin() as conn:
-            await conn.execute(users.insert().values(id=uid, name="alice", created_at=now))
-            await conn.execute(entities.insert().values(id=eid, name="alice", created_at=now))
-            await conn.execute(
-                memberships.insert().values(user_id=uid, entity_id=eid, created_at=now)
-            )
-            await conn.execute(
-                api_keys_0003.insert().values(
-                    id="00000000-0000-7000-8000-0000000000a3",
-                    user_id=uid,
-                    key_hash=hash_key(key),
-                    prefix=key[:9],
-                    created_at=now,
-                )
-            )
-        await accounts.ensure_project(PROJECT)
+            for table, values in (
+                ("users", {"id": uid, "name": "alice", "created_at": now}),
+                ("entities", {"id": eid, "name": "alice", "created_at": now}),
+                ("memberships", {"user_id": uid, "entity_id": eid, "created_at": now}),
+                ("api_keys", {"id": str(uuid.uuid4()), "user_id": uid,
+                              "key_hash": hash_key(key), "prefix": key[:9], "created_at": now}),
+                ("projects", {"id": PROJECT, "entity_id": eid, "name": "old", "created_at": now}),
+            ):  # fmt: skip
+                columns = [sa.column(name, Timestamp if name == "created_at" else sa.String)
+                           for name in values]  # fmt: skip
+                await conn.execute(sa.table(table, *columns).insert().values(values))
         pngs = [render_png("a red fox", 1, SIZE, SIZE, i) for i in range(2)]
         pngs.append(render_png("a blue whale", 1, SIZE, SIZE, 0))
         at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -311,6 +297,7 @@ async def test_old_calls_read_like_new_ones_after_upgrade(settings: Settings) ->
                 },
                 headers=basic(key),
             )
+            assert new.status_code == 200, new.text
             new_output = (await read(new.json()["weave_call_id"]))["output"]
 
             old = await read("00000000-0000-7000-8000-00000000000a")

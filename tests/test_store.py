@@ -4,6 +4,7 @@ at once), atomic content-addressed files on disk and in S3."""
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +45,10 @@ async def test_migrations_run_at_start_and_are_idempotent(tmp_path: Path) -> Non
         "calls",
         "provider_secrets",
         "idempotency_keys",
+        "audit_log",
+        "budgets",
+        "budget_windows",
+        "rate_windows",
     } <= tables
 
 
@@ -95,7 +100,7 @@ async def test_postgres_migrations_from_replicas_starting_at_once(pg_cluster: Pg
 
 
 async def test_object_store_is_deduplicated_scoped_and_laid_out(s3_server: S3Server) -> None:
-    store = ObjectFileStore.from_url(s3_server.files_url("layout"))
+    store = ObjectFileStore.from_url(s3_server.files_url("layout"), os.environ)
     await store.ping()
     data = b"\x89PNG fake bytes" * 1000
     digest = await store.put("acme/one", data)
@@ -114,7 +119,7 @@ async def test_object_store_is_deduplicated_scoped_and_laid_out(s3_server: S3Ser
 
 async def test_object_store_failures_are_os_errors(s3_server: S3Server) -> None:
     """So a failed upload becomes a recorded `storage_error`, like a failed disk write."""
-    store = ObjectFileStore.from_url(f"s3://no-such-bucket-{id(s3_server)}/x")
+    store = ObjectFileStore.from_url(f"s3://no-such-bucket-{id(s3_server)}/x", os.environ)
     with pytest.raises(ObjectStoreError):
         await store.ping()
     with pytest.raises(OSError):

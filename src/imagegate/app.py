@@ -10,8 +10,19 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate import __version__, metrics, web
-from imagegate.api import calls, files, images, models, openai_images, projects, server
+from imagegate import __version__, docs, metrics, web
+from imagegate.api import (
+    admin,
+    calls,
+    files,
+    images,
+    keys,
+    models,
+    openai_images,
+    projects,
+    server,
+    teams,
+)
 from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.errors import OPENAI_PREFIX, install_handlers
@@ -125,14 +136,19 @@ def create_app(
         version=__version__,
         description="Self-hosted image generation with the Weave trace-server API.",
         lifespan=lifespan,
+        docs_url=None,  # served by imagegate.docs, from local files
+        redoc_url=None,
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    for module in (images, openai_images, calls, files, models, projects, server):
+    routers = (images, openai_images, calls, files, models, projects, keys, teams, admin, server)
+    for module in routers:
         app.include_router(module.router)
     web.install(app)  # the browser gallery under /ui
+    docs.install(app)
     app.add_middleware(RequestGuard, settings=settings)
-    metrics.install(app, imagegate.metrics)  # outermost: counts the guard's 413s too
+    # Outermost: counts the guard's 413s too.
+    metrics.install(app, imagegate.metrics, settings.metrics_token)
     return app
 
 

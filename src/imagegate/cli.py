@@ -8,36 +8,74 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import httpx
 
-from imagegate.config import Settings
+from imagegate.config import SETTINGS, Settings
 from imagegate.names import check_name, split_project_id
+from imagegate.store.accounts import ROLES
 from imagegate.weave_shape import answer_images
 
 T = TypeVar("T")
 
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="IMAGEGATE_DATA_DIR",
-    default="imagegate-data",
-    show_default=True,
-    help="Where the database and image files live.",
-)
+# Who the audit log names for changes made with the CLI on the database itself.
+CLI_ACTOR = "cli"
 
 
-def _with_imagegate(data_dir: Path, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run `work(imagegate)` against the data dir, with the schema migrated."""
+def settings_options(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One flag per setting of `groups`, generated from the registry (imagegate.config).
+
+    A flag not given is None, so the environment (read by `Settings.from_env`) and then
+    the default apply. Secrets get no flag: a command line is visible to every user.
+    """
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for item in reversed(SETTINGS):
+            if item.group not in groups or item.secret:
+                continue
+            help_text = f"{item.help} [env {item.env}; default: {item.default_text}]"
+            if item.type is bool:
+                name = item.flag.removeprefix("--")
+                option = click.option(
+                    f"--{name}/--no-{name}", item.name, default=None, help=help_text
+                )
+            else:
+                kind: Any = {int: int, float: float}.get(item.type, str)
+                if item.type is Path:
+                    kind = click.Path(path_type=Path)
+                option = click.option(item.flag, item.name, type=kind, help=help_text)
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _settings(options: dict[str, Any]) -> Settings:
+    try:
+        return Settings.from_env(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _with_imagegate(
+    options: dict[str, Any], work: Callable[[Any], Awaitable[T]], *, announce: bool = True
+) -> T:
+    """Run `work(imagegate)` against the data the settings name, with the schema migrated.
+    Says on stderr which data it opened: a command run from anywhere uses the same."""
     from imagegate.core import Imagegate
     from imagegate.providers.catalog import CatalogError
 
+    settings = _settings(options)
+    if announce:
+        click.echo(f"imagegate: {settings.describe_storage()}", err=True)
+
     async def run() -> T:
         try:
-            imagegate = Imagegate(Settings.from_env(data_dir=data_dir))
+            imagegate = Imagegate(settings)
         except CatalogError as exc:
             raise click.ClickException(str(exc)) from exc
         try:
@@ -58,43 +96,18 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
-@data_dir_option
-@click.option(
-    "--database-url",
-    help="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER:PASS@HOST/DB "
-    "[env IMAGEGATE_DATABASE_URL; default: SQLite in --data-dir]",
-)
-@click.option(
-    "--files-url",
-    help="file:///PATH or s3://BUCKET/PREFIX [env IMAGEGATE_FILES_URL; default: --data-dir/files]",
-)
-@click.option(
-    "--models",
-    "models_file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Your model catalog (TOML), layered over the packaged one [env IMAGEGATE_MODELS].",
-)
-def serve(
-    host: str,
-    port: int,
-    data_dir: Path,
-    database_url: str | None,
-    files_url: str | None,
-    models_file: Path | None,
-) -> None:
-    """Run the server (SQLite + files under --data-dir, `local/...` models, no keys)."""
+@settings_options("store", "serve")
+def serve(host: str, port: int, **options: Any) -> None:
+    """Run the server (by default SQLite + files in the user data dir, `local/...` models,
+    no keys). Every setting is a flag here and an IMAGEGATE_* variable (see the README)."""
     import uvicorn
 
     from imagegate.app import create_app
 
-    if database_url:  # the environment carries them to every Settings this process makes
-        os.environ["IMAGEGATE_DATABASE_URL"] = database_url
-    if files_url:
-        os.environ["IMAGEGATE_FILES_URL"] = files_url
-    if models_file:
-        os.environ["IMAGEGATE_MODELS"] = str(models_file)
-    key = _with_imagegate(data_dir, lambda ig: ig.bootstrap_admin())
+    settings = _settings(options)
+    key = _with_imagegate(options, lambda ig: ig.bootstrap_admin(), announce=False)
     url = f"http://{host}:{port}"
+    click.echo(f"Serving {url} from {settings.describe_storage()}")
     if key:
         click.echo("Created user 'admin' in entity 'admin'. Its API key (shown only once):\n")
         click.echo(f"    {key}\n")
@@ -105,13 +118,48 @@ def serve(
             '{"model": "local/procedural", "prompt": "a red fox in a blue forest"}}\'\n'
         )
     sys.stdout.flush()
-    app = create_app(Settings.from_env(data_dir=data_dir))
+    app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--url and --api-key: manage a running server over HTTP instead of the database."""
+    command = click.option(
+        "--api-key",
+        envvar="IMAGEGATE_API_KEY",
+        help="An admin's API key, with --url [env IMAGEGATE_API_KEY].",
+    )(command)
+    return click.option(
+        "--url",
+        help="Work against the server at this URL (e.g. http://127.0.0.1:8000) through its "
+        "admin API, instead of opening the database.",
+    )(command)
+
+
+def _remote(
+    url: str, api_key: str | None, method: str, path: str, body: dict[str, Any] | None = None
+) -> Any:
+    """Call the admin API of a running server; its answer's JSON, or a clear error."""
+    if not api_key:
+        raise click.UsageError("--url needs an admin key: --api-key or IMAGEGATE_API_KEY")
+    click.echo(f"imagegate: server {url}", err=True)
+    try:
+        res = httpx.request(
+            method, f"{url.rstrip('/')}{path}", json=body, auth=("api", api_key), timeout=60
+        )
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"could not reach {url}: {exc}") from exc
+    is_json = res.headers.get("content-type", "").startswith("application/json")
+    data = res.json() if is_json else None
+    if res.status_code >= 400:
+        detail = data.get("detail") if isinstance(data, dict) else res.text
+        raise click.ClickException(f"HTTP {res.status_code}: {detail}")
+    return data
 
 
 @main.group()
 def keys() -> None:
-    """Create, list and revoke API keys."""
+    """Create, list and revoke API keys (in the database, or on a server with --url)."""
 
 
 @keys.command("create")
@@ -122,8 +170,25 @@ def keys() -> None:
     help="Default project (PROJECT or ENTITY/PROJECT, in the key's entity): where requests "
     "that name none go (the OpenAI door without an OpenAI-Project header).",
 )
-@data_dir_option
-def keys_create(user: str, entity: str | None, project: str | None, data_dir: Path) -> None:
+@click.option(
+    "--role",
+    type=click.Choice(ROLES),
+    help="Role in the entity when the user joins it [default: owner of a new entity or "
+    "of their own, else member].",
+)
+@click.option("--admin", "is_admin", is_flag=True, help="Make the user a server admin.")
+@remote_options
+@settings_options("store")
+def keys_create(
+    user: str,
+    entity: str | None,
+    role: str | None,
+    is_admin: bool,
+    project: str | None,
+    url: str | None,
+    api_key: str | None,
+    **options: Any,
+) -> None:
     """Create a key. The key alone is printed on the last line of stdout."""
     try:
         check_name(user, "user name")
@@ -136,7 +201,22 @@ def keys_create(user: str, entity: str | None, project: str | None, data_dir: Pa
                 raise ValueError(f"the project must be in the key's entity {entity or user!r}")
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    key = _with_imagegate(data_dir, lambda ig: ig.accounts.create_key(user, entity, project))
+    if url:
+        body = {
+            "user": user,
+            "entity": entity,
+            "role": role,
+            "is_admin": is_admin,
+            "project": project,
+        }
+        key = _remote(url, api_key, "POST", "/admin/keys", body)["key"]
+    else:
+        key = _with_imagegate(
+            options,
+            lambda ig: ig.admin.create_key_for(
+                CLI_ACTOR, user, entity, role, is_admin=is_admin, project=project
+            ),
+        )
     where = f" (default project {project!r})" if project else ""
     click.echo(f"New key for user {user!r} in entity {entity or user!r}{where}:", err=True)
     click.echo(key)
@@ -144,26 +224,55 @@ def keys_create(user: str, entity: str | None, project: str | None, data_dir: Pa
 
 @keys.command("list")
 @click.option("--user", help="Only this user's keys.")
-@data_dir_option
-def keys_list(user: str | None, data_dir: Path) -> None:
+@remote_options
+@settings_options("store")
+def keys_list(user: str | None, url: str | None, api_key: str | None, **options: Any) -> None:
     """List keys (their ids and prefixes; keys themselves are never stored)."""
-    rows = _with_imagegate(data_dir, lambda ig: ig.accounts.list_keys(user))
-    click.echo(f"{'ID':36}  {'USER':16}  {'PREFIX':10}  {'CREATED':20}  {'STATUS':24}  PROJECT")
+    from imagegate.store.accounts import KeyInfo
+
+    if url:
+        query = f"?user={user}" if user else ""
+        found = _remote(url, api_key, "GET", f"/admin/keys{query}")["keys"]
+        rows = [
+            KeyInfo(
+                k["id"],
+                k["user"],
+                k["prefix"],
+                datetime.fromisoformat(k["created_at"]),
+                datetime.fromisoformat(k["revoked_at"]) if k["revoked_at"] else None,
+                tuple(k["entities"]),
+                k.get("default_project"),
+            )
+            for k in found
+        ]
+    else:
+        rows = _with_imagegate(options, lambda ig: ig.accounts.list_keys(user))
+    if not rows:
+        click.echo("no keys" + (f" for user {user!r}" if user else ""))
+        return
+    click.echo(
+        f"{'ID':36}  {'USER':16}  {'ENTITIES':20}  {'PREFIX':10}  {'CREATED':20}  "
+        f"{'STATUS':24}  PROJECT"
+    )
     for row in rows:
         status = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         created = f"{row.created_at:%Y-%m-%d %H:%M:%S}"
+        teams = ",".join(row.entities) or "-"
         click.echo(
-            f"{row.id:36}  {row.user:16}  {row.prefix + '…':10}  {created:20}  {status:24}  "
-            f"{row.default_project or '-'}"
+            f"{row.id:36}  {row.user:16}  {teams:20}  {row.prefix + '…':10}  {created:20}  "
+            f"{status:24}  {row.default_project or '-'}"
         )
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@data_dir_option
-def keys_revoke(key_id: str, data_dir: Path) -> None:
-    """Revoke a key by its id (from `keys list`) or by the key itself."""
-    if not _with_imagegate(data_dir, lambda ig: ig.accounts.revoke_key(key_id)):
+@remote_options
+@settings_options("store")
+def keys_revoke(key_id: str, url: str | None, api_key: str | None, **options: Any) -> None:
+    """Revoke a key by its id (from `keys list`), or locally also by the key itself."""
+    if url:
+        _remote(url, api_key, "DELETE", f"/admin/keys/{key_id}")
+    elif not _with_imagegate(options, lambda ig: ig.admin.revoke_key(CLI_ACTOR, key_id)):
         raise click.ClickException("no active key matches")
     click.echo("revoked")
 
@@ -176,44 +285,70 @@ def secrets() -> None:
 @secrets.command("set")
 @click.option("--entity", required=True)
 @click.argument("name")
-@data_dir_option
-def secrets_set(entity: str, name: str, data_dir: Path) -> None:
-    """Set NAME (e.g. OPENAI_API_KEY) for ENTITY; the value is read from stdin."""
+@remote_options
+@settings_options("store")
+def secrets_set(
+    entity: str, name: str, url: str | None, api_key: str | None, **options: Any
+) -> None:
+    """Set NAME (e.g. OPENAI_API_KEY) for ENTITY: asked for (hidden) in a terminal,
+    else read from stdin."""
     from imagegate.store.secrets import check_secret_name
 
     try:
         check_secret_name(name)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
-    value = sys.stdin.read().strip()
+    if sys.stdin.isatty():
+        value = click.prompt(f"{name} for {entity}", hide_input=True, err=True).strip()
+    else:
+        value = sys.stdin.read().strip()
     if not value:
-        raise click.ClickException("no value on stdin (pipe it in: ... | imagegate secrets set)")
+        raise click.ClickException(
+            "no value given (type it, or pipe it: ... | imagegate secrets set)"
+        )
+    if url:
+        _remote(url, api_key, "PUT", f"/teams/{entity}/secrets/{name}", {"value": value})
+    else:
 
-    async def store(ig: Any) -> None:
-        try:
-            await ig.secrets.set(entity, name, value)
-        except LookupError as exc:
-            raise click.ClickException(str(exc)) from exc
+        async def store(ig: Any) -> None:
+            try:
+                await ig.admin.set_secret(CLI_ACTOR, entity, name, value)
+            except LookupError as exc:
+                raise click.ClickException(str(exc)) from exc
 
-    _with_imagegate(data_dir, store)
+        _with_imagegate(options, store)
     click.echo(f"set {name} for entity {entity!r}")  # never the value
 
 
 @secrets.command("list")
 @click.option("--entity", required=True)
-@data_dir_option
-def secrets_list(entity: str, data_dir: Path) -> None:
+@remote_options
+@settings_options("store")
+def secrets_list(entity: str, url: str | None, api_key: str | None, **options: Any) -> None:
     """The names of ENTITY's secrets (values are never shown)."""
-    for name, updated in _with_imagegate(data_dir, lambda ig: ig.secrets.names(entity)):
+    if url:
+        found = _remote(url, api_key, "GET", f"/teams/{entity}/secrets")["secrets"]
+        names = [(s["name"], datetime.fromisoformat(s["updated_at"])) for s in found]
+    else:
+        names = _with_imagegate(options, lambda ig: ig.secrets.names(entity))
+    if not names:
+        click.echo(f"entity {entity!r} has no secrets (the server's environment applies)")
+    for name, updated in names:
         click.echo(f"{name:32}  updated {updated:%Y-%m-%d %H:%M:%S}")
 
 
 @secrets.command("delete")
 @click.option("--entity", required=True)
 @click.argument("name")
-@data_dir_option
-def secrets_delete(entity: str, name: str, data_dir: Path) -> None:
-    if not _with_imagegate(data_dir, lambda ig: ig.secrets.delete(entity, name)):
+@remote_options
+@settings_options("store")
+def secrets_delete(
+    entity: str, name: str, url: str | None, api_key: str | None, **options: Any
+) -> None:
+    """Delete NAME from ENTITY's secrets."""
+    if url:
+        _remote(url, api_key, "DELETE", f"/teams/{entity}/secrets/{name}")
+    elif not _with_imagegate(options, lambda ig: ig.admin.delete_secret(CLI_ACTOR, entity, name)):
         raise click.ClickException(f"entity {entity!r} has no secret {name}")
     click.echo(f"deleted {name} for entity {entity!r}")
 
@@ -270,8 +405,16 @@ def _while_running(send: Callable[[], httpx.Response], url: str, label: str) -> 
 @click.option(
     "--out", type=click.Path(file_okay=False, path_type=Path), default=".", show_default=True
 )
-@click.option("--url", envvar="IMAGEGATE_URL", default="http://127.0.0.1:8000", show_default=True)
-@click.option("--api-key", envvar="IMAGEGATE_API_KEY", required=True)
+@click.option(
+    "--url",
+    envvar="IMAGEGATE_URL",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="The server [env IMAGEGATE_URL].",
+)
+@click.option(
+    "--api-key", envvar="IMAGEGATE_API_KEY", required=True, help="Your key [env IMAGEGATE_API_KEY]."
+)
 def generate(
     prompt: str,
     model: str,
@@ -283,7 +426,12 @@ def generate(
     url: str,
     api_key: str,
 ) -> None:
-    """Generate images on a running server and save them to --out."""
+    """Generate images on a running server and save them to --out.
+
+    The server is --url or IMAGEGATE_URL (default http://127.0.0.1:8000); the key is
+    --api-key or IMAGEGATE_API_KEY (a member's key: `imagegate keys create`, or the one
+    `serve` printed on first start).
+    """
     inputs: dict[str, Any] = {"model": model, "prompt": prompt, "n": n}
     if size:
         inputs["size"] = size

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from imagegate.admin import Admin
 from imagegate.config import Settings
 from imagegate.idempotency import IdempotencyStore
 from imagegate.metrics import Metrics
@@ -14,8 +15,11 @@ from imagegate.providers.local import ProceduralProvider
 from imagegate.providers.openai import OpenAIProvider
 from imagegate.service import GenerationService
 from imagegate.store import AccountStore, CallStore, FileStore, LocalFileStore
+from imagegate.store.budgets import BudgetStore
 from imagegate.store.db import advisory_lock, create_engine, migrate
+from imagegate.store.ratelimit import Limits, RateLimiter
 from imagegate.store.secrets import SecretStore
+from imagegate.store.teams import TeamStore
 
 
 def default_providers() -> dict[str, Provider]:
@@ -41,7 +45,9 @@ def open_file_store(settings: Settings) -> FileStore:
     if parts.scheme == "s3":
         from imagegate.store.objectstore import ObjectFileStore  # needs obstore
 
-        return ObjectFileStore.from_url(url)
+        return ObjectFileStore.from_url(
+            url, settings.environ, endpoint=settings.s3_endpoint, allow_http=settings.s3_allow_http
+        )
     raise ValueError(f"unsupported files URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
@@ -72,6 +78,18 @@ class Imagegate:
         self.secrets = SecretStore(self.engine, self.signing_key)
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
+        self.teams = TeamStore(self.engine)
+        self.budgets = BudgetStore(self.engine)
+        limits = Limits(
+            key_requests=settings.rate_limit_key_requests,
+            key_images=settings.rate_limit_key_images,
+            project_requests=settings.rate_limit_project_requests,
+            project_images=settings.rate_limit_project_images,
+        )
+        for scope in ("key", "project"):
+            for kind in ("requests", "images"):
+                self.metrics.rate_limit.labels(scope, kind).set(getattr(limits, f"{scope}_{kind}"))
+        self.rate_limiter = RateLimiter(self.engine, limits)
         self.generation = GenerationService(
             catalog=self.catalog,
             providers=self.providers,
@@ -81,8 +99,13 @@ class Imagegate:
             secrets=self.secrets,
             signing_key=self.signing_key,
             metrics=self.metrics,
+            environ=settings.environ,
+            budgets=self.budgets,
+            rate_limiter=self.rate_limiter,
+            allow_unpriced_under_budget=settings.budget_allow_unpriced,
         )
 
+        self.admin = Admin(self.accounts, self.teams, self.budgets, self.secrets)
         self.idempotency = IdempotencyStore(
             self.engine,
             ttl=settings.idempotency_ttl,
@@ -107,4 +130,4 @@ class Imagegate:
             await advisory_lock(conn, "imagegate:bootstrap")
             if await self.accounts.user_count():
                 return None
-            return await self.accounts.create_key("admin", "admin")
+            return await self.accounts.create_key("admin", "admin", is_admin=True)

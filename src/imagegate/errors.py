@@ -7,9 +7,11 @@ from typing import Any, ClassVar
 
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("imagegate.errors")
 
@@ -22,8 +24,8 @@ OPENAI_PREFIX = "/v1/"
 class ImagegateError(Exception):
     status_code = 500
     headers: ClassVar[dict[str, str] | None] = None
-    # OpenAI's error `code` for this error at the OpenAI door.
-    openai_code: ClassVar[str | None] = None
+    # A machine-readable name for errors a client acts on (the OpenAI door's `code`).
+    code: str | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -31,6 +33,9 @@ class ImagegateError(Exception):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.message}
+
+    def response_headers(self) -> dict[str, str] | None:
+        return self.headers
 
 
 class InvalidInput(ImagegateError):
@@ -59,12 +64,12 @@ class BadRequest(ImagegateError):
 
 class Unauthorized(ImagegateError):
     status_code = 401
-    openai_code = "invalid_api_key"
+    code = "invalid_api_key"
 
 
 class Forbidden(ImagegateError):
     status_code = 403
-    openai_code = "permission_denied"
+    code = "permission_denied"
 
 
 class NotFound(ImagegateError):
@@ -111,7 +116,7 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
         code = exc.code or "invalid_value"
         return openai_error(status, exc.message, param=param, code=code)
     status = 400 if exc.status_code == 422 else exc.status_code
-    return openai_error(status, exc.message, code=exc.openai_code, headers=exc.headers)
+    return openai_error(status, exc.message, code=exc.code, headers=exc.response_headers())
 
 
 class StorageUnavailable(ImagegateError):
@@ -120,7 +125,46 @@ class StorageUnavailable(ImagegateError):
 
     status_code = 503
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-    openai_code = "storage_unavailable"
+    code = "storage_unavailable"
+
+
+class BudgetExceeded(ImagegateError):
+    """A hard budget cannot take a generation's estimated cost: refused before any
+    provider call, nothing stored. 402, body `{"detail", "error_type": "budget_exceeded",
+    "budget": {...}}`."""
+
+    status_code = 402
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, budget: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.budget = budget
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"detail": self.message, "error_type": self.code}
+        if self.budget is not None:
+            body["budget"] = self.budget
+        return body
+
+
+class RateLimited(ImagegateError):
+    """A key or project used up its requests or images for this minute: 429 with
+    Retry-After (seconds to the next window), body `{"detail", "error_type":
+    "rate_limited", "limit": {...}}`."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, limit: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "error_type": self.code, "limit": self.limit}
+
+    def response_headers(self) -> dict[str, str] | None:
+        return {"Retry-After": str(self.retry_after)}
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -131,12 +175,26 @@ def install_handlers(app: FastAPI) -> None:
         headers = (
             {"WWW-Authenticate": 'Basic realm="imagegate"'} if exc.status_code == 401 else None
         )
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or exc.headers)
+        return JSONResponse(
+            exc.body(), status_code=exc.status_code, headers=headers or exc.response_headers()
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            message = f"{request.method} is not allowed on {request.url.path}"
+            if allowed:
+                message += f": use {allowed}"
+            if allowed == "POST":
+                message += " with a JSON body"
+            return JSONResponse({"detail": message}, status_code=405, headers=exc.headers)
+        return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         if not request.url.path.startswith(OPENAI_PREFIX):
-            return await request_validation_exception_handler(request, exc)
+            return JSONResponse({"detail": readable_errors(exc.errors())}, status_code=422)
         first = exc.errors()[0] if exc.errors() else {}
         loc = [str(part) for part in first.get("loc", ()) if part != "body"]
         where = f"{'.'.join(loc)}: " if loc else ""
@@ -161,3 +219,22 @@ def install_handlers(app: FastAPI) -> None:
         log.info("value refused by the database: %s", exc)
         message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
         return await _handle(_request, BadRequest(message))
+
+
+def readable_errors(errors: Any) -> list[dict[str, Any]]:
+    """pydantic's errors, said plainly: a body that is not JSON says so (without the
+    empty `input` pydantic reports for it), and our own validators' messages lose
+    pydantic's "Value error, " prefix."""
+    result = []
+    for error in errors:
+        item = dict(error)
+        if item.get("type") == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            item["msg"] = "the body must be JSON" + (f" ({reason})" if reason else "")
+            item.pop("input", None)
+            item.pop("ctx", None)
+        elif item.get("type") == "value_error":
+            item["msg"] = str(item.get("msg", "")).removeprefix("Value error, ")
+            item.pop("ctx", None)
+        result.append(item)
+    return jsonable_encoder(result)

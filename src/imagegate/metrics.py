@@ -11,7 +11,6 @@ set it requires `Authorization: Bearer <token>`.
 from __future__ import annotations
 
 import hmac
-import os
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
@@ -92,6 +92,24 @@ class Metrics:
         self.interrupted_calls = Counter(
             "imagegate_interrupted_calls",
             "Calls found unfinished after a crash and ended as interrupted",
+            registry=r,
+        )
+        self.rate_limit = Gauge(
+            "imagegate_rate_limit_per_minute",
+            "Configured rate limits per key or project (0: none), by scope and kind",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "imagegate_rate_limited",
+            "Requests refused with 429 by a rate limit, by scope and kind",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.budget_refused = Counter(
+            "imagegate_budget_exceeded",
+            "Generations refused by a hard budget, by budget scope",
+            ["scope"],
             registry=r,
         )
 
@@ -172,8 +190,7 @@ class _RouteRecorder:
 
 
 def install(app: FastAPI, metrics: Metrics, token: str | None = None) -> None:
-    """Serve `GET /metrics` and count requests. `token` defaults to IMAGEGATE_METRICS_TOKEN."""
-    token = token if token is not None else os.environ.get("IMAGEGATE_METRICS_TOKEN") or None
+    """Serve `GET /metrics` and count requests; with a `token`, only to who sends it."""
     disable_created_metrics()  # no `_created` series: they double a scrape for no use here
 
     @app.get(

@@ -56,13 +56,15 @@ async def answer(
     base_url = app.settings.public_url or str(request.base_url)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
-        app.generation.prepare(door.req.inputs, track=True, edit=door.edit, allow_stream=True)
+        await app.generation.check(
+            door.req.project_id, door.req.inputs, track=True, edit=door.edit, allow_stream=True
+        )
         return await _stream(app, caller, door, base_url, request.headers)
     interval = keepalive.interval_for(
         request.headers, app.settings.keepalive_interval, unasked=False
     )
     if interval is not None:  # the answer may start early: check what can be checked now
-        app.generation.prepare(door.req.inputs, track=True, edit=door.edit)
+        await app.generation.check(door.req.project_id, door.req.inputs, track=True, edit=door.edit)
 
     async def render(generation: Generation) -> Response:
         return await _json_answer(app, generation, base_url)

@@ -33,7 +33,8 @@ MAX_FORM_FILES = 17  # 16 images and a mask (or markup)
 
 def project_for(principal: Principal, headers: Mapping[str, str]) -> str:
     """The `OpenAI-Project` header (`entity/project`, or a project in the caller's
-    entity), else the key's default project, else `<entity>/default`; 403 if not a member."""
+    entity), else the key's default project, else `<entity>/default`; 403 if not a member
+    who may generate."""
     entity = (
         principal.user_name
         if principal.user_name in principal.entities
@@ -49,8 +50,14 @@ def project_for(principal: Principal, headers: Mapping[str, str]) -> str:
             raise InvalidInput(["header", "openai-project"], str(exc)) from exc
     else:
         project_id = principal.default_project or f"{entity}/{DEFAULT_PROJECT}"
-    if project_id.split("/", 1)[0] not in principal.entities:
+    project_entity = project_id.split("/", 1)[0]
+    if project_entity not in principal.entities:
         raise Forbidden(f"you do not have access to project {project_id!r}")
+    # Everything at this door generates: viewers only read.
+    if not principal.can_generate(project_entity):
+        raise Forbidden(
+            f"you are a viewer in team {project_entity!r}: viewers can read but not generate"
+        )
     return project_id
 
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from imagegate.config import Settings
     from imagegate.core import Imagegate
 
 log = logging.getLogger("imagegate.recovery")
@@ -45,12 +45,8 @@ class RecoveryPolicy:
     interval_s: float = 60.0
 
     @classmethod
-    def from_env(cls) -> RecoveryPolicy:
-        env = os.environ
-        return cls(
-            stale_after_s=float(env.get("IMAGEGATE_STALE_CALL_AFTER") or cls.stale_after_s),
-            interval_s=float(env.get("IMAGEGATE_RECOVERY_INTERVAL") or cls.interval_s),
-        )
+    def from_settings(cls, settings: Settings) -> RecoveryPolicy:
+        return cls(stale_after_s=settings.stale_call_after, interval_s=settings.recovery_interval)
 
 
 class Recovery:
@@ -58,7 +54,7 @@ class Recovery:
 
     def __init__(self, imagegate: Imagegate, policy: RecoveryPolicy | None = None) -> None:
         self.imagegate = imagegate
-        self.policy = policy or RecoveryPolicy.from_env()
+        self.policy = policy or RecoveryPolicy.from_settings(imagegate.settings)
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -6,9 +6,9 @@ import base64
 import dataclasses
 import io
 import logging
-import os
 import re
 import time
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,10 +17,16 @@ from PIL import Image
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
-from imagegate.errors import ImagegateError, InvalidInput, StorageUnavailable
+from imagegate.errors import (
+    BudgetExceeded,
+    ImagegateError,
+    InvalidInput,
+    RateLimited,
+    StorageUnavailable,
+)
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
-from imagegate.pricing import compute_cost, normalize_usage
+from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
 from imagegate.providers.base import (
     EditFiles,
@@ -31,6 +37,8 @@ from imagegate.providers.base import (
 )
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
+from imagegate.store.budgets import BudgetStore, Reservation
+from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore
 from imagegate.uploads import Upload, check_edit_inputs
 from imagegate.urls import SVG_MIMETYPE, image_url, sniff_image_type
@@ -88,6 +96,10 @@ class GenerationService:
         secrets: SecretStore,
         signing_key: bytes,
         metrics: Metrics | None = None,
+        environ: Mapping[str, str] | None = None,
+        budgets: BudgetStore | None = None,
+        rate_limiter: RateLimiter | None = None,
+        allow_unpriced_under_budget: bool = False,
     ) -> None:
         self.catalog = catalog
         self.providers = providers
@@ -97,6 +109,11 @@ class GenerationService:
         self.secrets = secrets
         self.signing_key = signing_key
         self.metrics = metrics
+        # Where server-wide provider keys come from (Settings.environ).
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
+        self.budgets = budgets
+        self.rate_limiter = rate_limiter
+        self.allow_unpriced_under_budget = allow_unpriced_under_budget
 
     def check_edit(
         self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
@@ -114,9 +131,11 @@ class GenerationService:
         track: bool,
         edit: EditFiles | None = None,
         allow_stream: bool = False,
+        usable: Collection[str] | None = None,
     ) -> ImageRequest:
-        """The effective request, or InvalidInput (422) before anything is stored or paid."""
-        spec = resolve_model(self.catalog, set(self.providers), inputs.model)
+        """The effective request, or InvalidInput (422) before anything is stored or paid.
+        An unknown model's message lists `usable` models (by default every servable one)."""
+        spec = resolve_model(self.catalog, set(self.providers), inputs.model, usable)
         request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
         if edit is not None:
             request = dataclasses.replace(
@@ -129,12 +148,46 @@ class GenerationService:
             )
         return request
 
+    async def check(
+        self,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool,
+        edit: EditFiles | None = None,
+        allow_stream: bool = False,
+    ) -> ImageRequest:
+        """`prepare` for a request in `project_id`: an unknown model's message lists the
+        models its team can use."""
+        usable = None
+        if self.catalog.get(inputs.model) is None:
+            usable = await self.usable_models([project_id.split("/", 1)[0]])
+        return self.prepare(
+            inputs, track=track, edit=edit, allow_stream=allow_stream, usable=usable
+        )
+
+    async def usable_models(self, entities: Iterable[str]) -> list[str]:
+        """The servable, not shut-down models that have credentials for one of `entities`:
+        none needed, the server's environment, or an entity's own provider key."""
+        names: set[str] = set()
+        for entity in entities:
+            names |= {name for name, _ in await self.secrets.names(entity)}
+        usable = []
+        for name in self.catalog.names:
+            spec = self.catalog.get(name)
+            if spec is None or spec.provider not in self.providers or spec.state() == "shut_down":
+                continue
+            key = spec.key_env
+            if key is None or self.environ.get(key) or key in names:
+                usable.append(name)
+        return usable
+
     async def _api_key(self, request: ImageRequest, entity: str) -> Secret | None:
         """The entity's own key if it set one, else the server's environment."""
         name = request.spec.key_env
         if not name:
             return None
-        value = await self.secrets.get(entity, name) or os.environ.get(name)
+        value = await self.secrets.get(entity, name) or self.environ.get(name)
         return Secret(value) if value else None
 
     async def generate(
@@ -148,10 +201,83 @@ class GenerationService:
         on_partial: PartialSink | None = None,
     ) -> Generation:
         """Generate (or, with `edit`, edit), store and record one request's images: the
-        typed result every door derives its answer from. InvalidInput (422) comes before
-        anything is stored. With `on_partial` the request may stream: each partial image
-        goes to it as soon as the provider has it."""
-        request = self.prepare(inputs, track=track, edit=edit, allow_stream=on_partial is not None)
+        typed result every door derives its answer from. InvalidInput (422), RateLimited
+        (429) and BudgetExceeded (402) come before anything is stored or any provider is
+        called. With `on_partial` the request may stream: each partial image goes to it as
+        soon as the provider has it."""
+        request = await self.check(
+            project_id, inputs, track=track, edit=edit, allow_stream=on_partial is not None
+        )
+        if self.rate_limiter is not None:
+            try:
+                await self.rate_limiter.take(
+                    key_id=principal.key_id, project_id=project_id, images=request.n
+                )
+            except RateLimited as exc:
+                if self.metrics is not None:
+                    self.metrics.rate_limited.labels(exc.limit["scope"], exc.limit["kind"]).inc()
+                raise
+        reservation, estimate = await self._reserve(project_id, request)
+        cost = estimate  # if the generation dies half-way, assume it was paid
+        try:
+            generation = await self._generate(
+                principal,
+                project_id,
+                inputs,
+                request,
+                track=track,
+                warnings=reservation.warnings,
+                on_partial=on_partial,
+            )
+            cost = generation.total_cost or 0.0
+            return generation
+        finally:
+            if self.budgets is not None and reservation.held:
+                try:
+                    await self.budgets.settle(reservation, cost)
+                except Exception:  # the answer stands; the reservation stays held
+                    log.exception("settling the budget of %s failed", project_id)
+
+    async def _reserve(self, project_id: str, request: ImageRequest) -> tuple[Reservation, float]:
+        """Hold the estimated cost against the project's and team's budgets."""
+        if self.budgets is None:
+            return Reservation(), 0.0
+        estimate = estimate_cost(
+            request.spec,
+            prompt=request.prompt,
+            images=request.n,
+            quality=request.params.get("quality"),
+            size=request.size,
+        )
+        try:
+            if estimate is None:
+                if not await self.budgets.has_budget(project_id):
+                    return Reservation(), 0.0
+                if not self.allow_unpriced_under_budget:
+                    raise BudgetExceeded(
+                        f"model {request.model!r} has no price, and project {project_id!r} has "
+                        "a budget: this server does not allow unpriced models under a budget "
+                        "(setting budget_allow_unpriced)"
+                    )
+                estimate = 0.0
+            return await self.budgets.reserve(project_id, estimate), estimate
+        except BudgetExceeded as exc:
+            if self.metrics is not None:
+                scope = (exc.budget or {}).get("scope", "unpriced")
+                self.metrics.budget_refused.labels(scope).inc()
+            raise
+
+    async def _generate(
+        self,
+        principal: Principal,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        request: ImageRequest,
+        *,
+        track: bool,
+        warnings: list[str],
+        on_partial: PartialSink | None = None,
+    ) -> Generation:
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
         effective_inputs = {
@@ -165,7 +291,7 @@ class GenerationService:
         }
         if request.stream:
             effective_inputs.update(stream=True, partial_images=request.partial_images)
-        warnings = []
+        warnings = list(warnings)
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         call_id = uuid7() if track else None

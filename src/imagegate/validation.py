@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 from imagegate.errors import InvalidInput
 from imagegate.providers import Catalog, ImageRequest, ModelSpec
@@ -46,13 +47,20 @@ def _check_text(field: str, value: str) -> None:
         raise _fail(field, f"{field} is not valid Unicode (an unpaired surrogate)") from exc
 
 
-def resolve_model(catalog: Catalog, servable: set[str], name: str) -> ModelSpec:
+def resolve_model(
+    catalog: Catalog, servable: set[str], name: str, usable: Collection[str] | None = None
+) -> ModelSpec:
+    """The model's catalog entry. An unknown name's message lists the models one can
+    use: servable, not shut down, and (when `usable` is given) among those."""
     spec = catalog.get(name)
     if spec is None or spec.provider not in servable:
         available = ", ".join(
             n
             for n in catalog.names
-            if (s := catalog.get(n)) and s.provider in servable and s.state() != "shut_down"
+            if (s := catalog.get(n))
+            and s.provider in servable
+            and s.state() != "shut_down"
+            and (usable is None or n in usable)
         )
         message = f"unknown model {name!r}; available models: {available}"
         raise _fail("model", message, name, code="model_not_found")

@@ -304,6 +304,12 @@ async def test_generate_form_offers_each_models_own_parameters(
     browser_for: Client, users: Users, imagegate: Imagegate
 ) -> None:
     alice = await browser_for(users.alice)
+    imagegate.generation.environ = {}  # no server-wide provider keys
+    bare = (await alice.get("/ui/p/alice/demo/generate")).text
+    offered = set(re.findall(r'<option value="([^"]+)"', bare.split('id="model"', 1)[1]))
+    # Only what can be used without a key: models needing one nobody set are not offered.
+    assert "local/procedural" in offered and "gpt-image-2" not in offered
+    await imagegate.secrets.set("alice", "OPENAI_API_KEY", "sk-alice-0123456789")
     html = (await alice.get("/ui/p/alice/demo/generate")).text
     servable = [
         name
@@ -401,9 +407,20 @@ async def test_generate_shows_validation_errors(
     assert (await imagegate.calls.count("alice/demo"))[0] == 0
 
 
-async def test_new_project_form(browser_for: Client, users: Users) -> None:
+async def test_new_project_form_creates_the_project(browser_for: Client, users: Users) -> None:
     alice = await browser_for(users.alice)
-    res = await alice.get("/ui/new?entity=acme&name=posters")
+    token = await token_for(alice)
+    res = await alice.post(
+        "/ui/new", data={"csrf_token": token, "entity": "acme", "name": "posters"}
+    )
     assert res.status_code == 303
+    assert res.headers["location"] == "/ui/p/acme/posters"
+    projects = await alice.get("/ui/projects")
+    assert "posters" in projects.text  # it exists before anything is generated
+    assert (await alice.get("/ui/p/acme/posters")).status_code == 200
+    bad = await alice.post("/ui/new", data={"csrf_token": token, "entity": "acme", "name": "../x"})
+    assert bad.status_code == 400
+    forged = await alice.post("/ui/new", data={"csrf_token": "x", "entity": "acme", "name": "y"})
+    assert forged.status_code == 403
+    res = await alice.get("/ui/new?entity=acme&name=posters")  # old links still work
     assert res.headers["location"] == "/ui/p/acme/posters/generate"
-    assert (await alice.get("/ui/new?entity=acme&name=../x")).status_code == 400

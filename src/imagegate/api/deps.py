@@ -62,12 +62,15 @@ async def current_principal(
     return principal
 
 
-def authorize(principal: Principal, project_id: str) -> None:
+def authorize(principal: Principal, project_id: str, *, generate: bool = False) -> None:
     """Members of a project's entity may use it; everyone else gets the same 403,
-    whether or not the project exists, so existence never leaks."""
+    whether or not the project exists, so existence never leaks. With `generate`, the
+    caller must also be allowed to spend: owners and members, not viewers."""
     entity = project_id.split("/", 1)[0]
     if entity not in principal.entities:
         raise Forbidden(f"you do not have access to project {project_id!r}")
+    if generate and not principal.can_generate(entity):
+        raise Forbidden(f"you are a viewer in team {entity!r}: viewers can read but not generate")
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

@@ -33,7 +33,7 @@ async def file_create(
         split_project_id(project_id)
     except ValueError as exc:
         raise InvalidInput(["body", "project_id"], str(exc), project_id) from exc
-    authorize(caller, project_id)
+    authorize(caller, project_id, generate=True)  # viewers only read
     data = await file.read()
     if expected_digest is not None and weave_digest(data) != expected_digest:
         raise BadRequest(

@@ -26,11 +26,11 @@ router = APIRouter(tags=["Images"])
 async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
 ) -> Response:
-    authorize(caller, req.project_id)
+    authorize(caller, req.project_id, generate=True)
     track = req.track_llm_call is not False
     # Checked before anything is sent, so a bad request gets its 422 even when the answer
     # would start early.
-    app.generation.prepare(req.inputs, track=track)
+    await app.generation.check(req.project_id, req.inputs, track=track)
 
     def work() -> Awaitable[Generation]:
         return app.generation.generate(caller, req.project_id, req.inputs, track=track)

@@ -57,6 +57,8 @@ users = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Server admins manage every user, team, key and budget.
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 entities = sa.Table(
@@ -80,6 +82,8 @@ memberships = sa.Table(
         primary_key=True,
     ),
     sa.Column("created_at", Timestamp, nullable=False),
+    # owner (manages members and budgets), member (generates), viewer (reads only).
+    sa.Column("role", sa.String(16), nullable=False, server_default="member"),
 )
 
 # `id` is the wire form "entity/project": it is what every request names, and
@@ -173,4 +177,58 @@ idempotency_keys = sa.Table(
     sa.Column("lease_until", Timestamp, nullable=True),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+# Who did what to users, teams, memberships, keys, budgets and provider keys.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # a UUIDv7: ordered by time
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),  # a user name, or "cli"
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(256), nullable=False),
+    sa.Column("details", JSONType, nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# A spending limit for a project (`scope` "project", `target` "entity/project") or a
+# team (`scope` "entity", `target` the entity's name), per day or month (UTC).
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),  # "daily" or "monthly"
+    sa.Column("limit_usd", sa.Float, nullable=False),
+    sa.Column("hard", sa.Boolean, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("scope", "target"),
+)
+
+# One row per budget and period: what was spent, and what running generations have
+# reserved. The conditional UPDATE on this row is what keeps replicas within budget.
+budget_windows = sa.Table(
+    "budget_windows",
+    metadata,
+    sa.Column(
+        "budget_id",
+        sa.String(36),
+        sa.ForeignKey("budgets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("window_start", Timestamp, primary_key=True),
+    sa.Column("spent_usd", sa.Float, nullable=False),
+    sa.Column("reserved_usd", sa.Float, nullable=False),
+)
+
+# Rate limits: requests and images per key or project, per minute (fixed windows).
+rate_windows = sa.Table(
+    "rate_windows",
+    metadata,
+    sa.Column("subject", sa.String(256), primary_key=True),  # "key:<id>", "project:<id>"
+    sa.Column("window_start", Timestamp, primary_key=True),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("images", sa.Integer, nullable=False),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from imagegate.web import auth, detail, edit, generate, images, pages
+from imagegate.web import account, auth, detail, edit, generate, images, pages
 from imagegate.web.render import render
 from imagegate.web.session import (
     SESSION_COOKIE,
@@ -19,7 +19,7 @@ from imagegate.web.session import (
 from imagegate.web.thumbs import ThumbnailCache
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-for module in (auth, pages, detail, generate, edit, images):
+for module in (auth, pages, detail, generate, edit, images, account):
     router.include_router(module.router)
 
 # Resources a page embeds or fetches: they answer with a status, never a redirect.

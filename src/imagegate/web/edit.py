@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from imagegate.digest import is_digest
-from imagegate.errors import InvalidInput
+from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.uploads import Upload
 from imagegate.web.generate import project_of
@@ -72,6 +72,8 @@ async def edit_form(entity: str, project: str, ctx: User, image: str = "") -> Re
 @router.post("/p/{entity}/{project}/edit")
 async def edit(entity: str, project: str, request: Request, ctx: User) -> Response:
     project_id = project_of(ctx, entity, project)
+    if not ctx.user().can_generate(entity):
+        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot edit images.")
     form = await request.form(max_files=2)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     ctx.check_csrf(fields.get(CSRF_FIELD))
@@ -87,7 +89,7 @@ async def edit(entity: str, project: str, request: Request, ctx: User) -> Respon
         inputs = ImageGenerationRequestInputs.model_validate(values)
         files = ctx.app.generation.check_edit(inputs, uploads, ctx.app.settings.max_upload_bytes)
         result = await ctx.app.generation.generate(ctx.user(), project_id, inputs, edit=files)
-    except InvalidInput as exc:
+    except (InvalidInput, BudgetExceeded, RateLimited) as exc:
         return _page(ctx, project_id, digest, values, exc.message)
     except ValidationError as exc:
         return _page(ctx, project_id, digest, values, str(exc.errors()[0]["msg"]))

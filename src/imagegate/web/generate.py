@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.errors import InvalidInput
+from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
 from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
 from imagegate.providers.base import PartialImage
@@ -40,8 +40,10 @@ HIDDEN_PARAMS = frozenset({"response_format", "stream", "svg", "markup", "input_
 PREVIEWS = 2
 
 
-def model_choices(ctx: WebContext) -> list[dict[str, Any]]:
-    """Servable models with the form fields each one takes, from the catalog's own words.
+def model_choices(ctx: WebContext, usable: Collection[str]) -> list[dict[str, Any]]:
+    """Usable models (servable, with credentials for the project's team: see
+    GenerationService.usable_models) with the form fields each one takes, from the
+    catalog's own words.
 
     Rendered generically so new catalog keys need no change here: a parameter with a list
     of allowed values (`options`) becomes a select, anything else a text field.
@@ -49,7 +51,7 @@ def model_choices(ctx: WebContext) -> list[dict[str, Any]]:
     choices = []
     for name in ctx.app.catalog.names:
         spec = ctx.app.catalog.get(name)
-        if spec is None or spec.provider not in ctx.app.generation.providers:
+        if spec is None or name not in usable:
             continue
         info = spec.describe()
         if info.get("state") == "shut_down":
@@ -101,7 +103,7 @@ def project_of(ctx: WebContext, entity: str, project: str) -> str:
     return f"{entity}/{project}"
 
 
-def _form_page(
+async def _form_page(
     ctx: WebContext,
     entity: str,
     project: str,
@@ -109,7 +111,7 @@ def _form_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    choices = model_choices(ctx)
+    choices = model_choices(ctx, await ctx.app.generation.usable_models([entity]))
     names = [c["name"] for c in choices]
     if values.get("model") not in names:
         values["model"] = "local/procedural" if "local/procedural" in names else names[0]
@@ -137,7 +139,7 @@ async def generate_form(
         call = await read_call(ctx, entity, project, again)
         inputs = generation_from_call(call).inputs
         values = {k: v for k, v in inputs.items() if v is not None}
-    return _form_page(ctx, entity, project, values)
+    return await _form_page(ctx, entity, project, values)
 
 
 def _inputs(form: dict[str, str], choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -182,25 +184,32 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
     form = await read_form(request)
     ctx.check_csrf(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))
     project_id = project_of(ctx, entity, project)
+    if not ctx.user().can_generate(entity):
+        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot generate.")
     wants_json = "application/json" in request.headers.get("accept", "")
     wants_stream = "text/event-stream" in request.headers.get("accept", "")
     error = None
+    status = 422
     try:
-        inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, model_choices(ctx)))
+        usable = await ctx.app.generation.usable_models([entity])
+        choices = model_choices(ctx, usable)
+        inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, choices))
         if wants_stream:
             return await _stream(ctx, project_id, inputs)
         result = await ctx.app.generation.generate(ctx.user(), project_id, inputs)
     except InvalidInput as exc:
         error = exc.message
+    except (BudgetExceeded, RateLimited) as exc:  # the form says why, nothing was stored
+        error, status = exc.message, exc.status_code
     except ValidationError as exc:
         error = _message(exc)
     except ValueError as exc:
         error = str(exc)
     if error is not None:
         if wants_json or wants_stream:
-            return JSONResponse({"error": error}, status_code=422)
+            return JSONResponse({"error": error}, status_code=status)
         values = {k: v for k, v in form.items() if k != CSRF_FIELD}
-        return _form_page(ctx, entity, project, values, error=error, status_code=422)
+        return await _form_page(ctx, entity, project, values, error=error, status_code=status)
     # Failed generations are recorded too: their detail page says what went wrong.
     url = f"/ui/p/{project_id}/calls/{result.call_id}"
     if wants_json:

@@ -12,7 +12,14 @@ from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
 from imagegate.weave_shape import generation_from_call
 from imagegate.web.render import render, render_fragment
-from imagegate.web.session import WebContext, WebError, require_entity, require_user
+from imagegate.web.session import (
+    CSRF_FIELD,
+    WebContext,
+    WebError,
+    read_form,
+    require_entity,
+    require_user,
+)
 from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view
 
 router = APIRouter()
@@ -45,14 +52,31 @@ async def projects_page(ctx: User) -> Response:
 
 @router.get("/new")
 async def new_project(ctx: User, entity: str = "", name: str = "") -> Response:
-    """Where the projects page's "new project" form goes: a project exists from its first
-    generation on, so this only checks the name and opens the generate form."""
+    """Old links to the "new project" form: check the name, open the generate form."""
+    project_id = _new_project_id(ctx, entity, name)
+    return RedirectResponse(f"/ui/p/{project_id}/generate", status_code=303)
+
+
+@router.post("/new")
+async def create_project(ctx: User) -> Response:
+    """The projects page's "New project": creates the project, empty, and opens it."""
+    form = await read_form(ctx.request)
+    ctx.check_csrf(form.get(CSRF_FIELD))
+    project_id = _new_project_id(ctx, form.get("entity", ""), form.get("name", ""))
+    entity = project_id.split("/", 1)[0]
+    if not ctx.user().can_generate(entity):
+        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot create projects.")
+    await ctx.app.accounts.ensure_project(project_id)
+    return RedirectResponse(f"/ui/p/{project_id}", status_code=303)
+
+
+def _new_project_id(ctx: WebContext, entity: str, name: str) -> str:
     try:
         split_project_id(f"{entity}/{name.strip()}")
     except ValueError as exc:
         raise WebError(400, str(exc)) from exc
     require_entity(ctx, entity)
-    return RedirectResponse(f"/ui/p/{entity}/{name.strip()}/generate", status_code=303)
+    return f"{entity}/{name.strip()}"
 
 
 def _project(ctx: WebContext, entity: str, project: str) -> str:
@@ -128,6 +152,7 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
     if filters.active:
         matching, _ = await ctx.app.calls.count(project_id, filter=flt, query=query)
     models = sorted(set(ctx.app.catalog.names) | ({filters.model} if filters.model else set()))
+    budgets = await ctx.app.budgets.status(project_id)
     return render(
         ctx,
         "gallery.html",
@@ -143,6 +168,9 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
         models=models,
         total=total,
         matching=matching,
+        budgets=budgets,
+        own_budget=next((b for b in budgets if b.budget.scope == "project"), None),
+        can_manage=ctx.user().can_manage(entity),
     )
 
 
