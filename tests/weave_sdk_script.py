@@ -16,9 +16,9 @@ from typing import Any
 
 os.environ["WEAVE_PRINT_CALL_LINK"] = "false"  # a quiet transcript
 
-import weave  # noqa: E402 (after the setting it reads at import)
-from PIL import Image  # noqa: E402
-from weave.type_wrappers.Content.content import Content  # noqa: E402
+import weave  # (after the setting, which weave reads at import)
+from PIL import Image
+from weave.type_wrappers.Content.content import Content
 
 OPS = 100
 results: dict[str, Any] = {}
@@ -127,8 +127,10 @@ def main(project: str) -> None:
     remaining = [c.id for c in client.get_calls()]
     results["deleted_gone"] = root.id not in remaining and child.id not in remaining
     results["after_delete"] = len(remaining)
-    say(f"after call.delete(): {len(remaining)} calls; root and child gone: "
-        f"{results['deleted_gone']}")
+    say(
+        f"after call.delete(): {len(remaining)} calls; root and child gone: "
+        f"{results['deleted_gone']}"
+    )
     weave.finish()
 
 
