@@ -16,6 +16,7 @@ from typing import Any
 
 os.environ["WEAVE_PRINT_CALL_LINK"] = "false"  # a quiet transcript
 
+import httpx
 import weave  # (after the setting, which weave reads at import)
 from PIL import Image
 from weave.type_wrappers.Content.content import Content
@@ -37,6 +38,16 @@ def contents(value: Any) -> list[Content]:
     if isinstance(value, list):
         return [c for v in value for c in contents(v)]
     return []
+
+
+def file_status(project: str, digest: str) -> int:
+    """Asked over plain HTTP: the client caches file contents it has read."""
+    res = httpx.post(
+        os.environ["WANDB_BASE_URL"] + "/traces/file/content",
+        json={"project_id": project, "digest": digest},
+        auth=("api", os.environ["WANDB_API_KEY"]),
+    )
+    return res.status_code
 
 
 @weave.op
@@ -123,7 +134,12 @@ def main(project: str) -> None:
     }
     say(f"image_create: {results['image_create']}")
 
+    raw_child = client.server.call_read({"project_id": project, "id": child.id}).call
+    files = sorted(raw_child.output["files"].values())
     call.delete()
+    results["deleted_image_files"] = files
+    results["deleted_image_status"] = [file_status(project, d) for d in files]
+    say(f"the deleted image's files now answer: {results['deleted_image_status']}")
     remaining = [c.id for c in client.get_calls()]
     results["deleted_gone"] = root.id not in remaining and child.id not in remaining
     results["after_delete"] = len(remaining)
