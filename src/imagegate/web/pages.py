@@ -10,6 +10,7 @@ from starlette.responses import RedirectResponse, Response
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
+from imagegate.web.reactions import reactions_for
 from imagegate.web.render import render, render_fragment
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
 from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view, images_of
@@ -137,6 +138,7 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
         next_offset=offset + PAGE_SIZE,
         offset=offset,
         filters=filters,
+        reactions=await reactions_for(ctx, project_id, [c.id for c in cards]),
         members=[name for _, name in members],
         models=models,
         total=total,
@@ -158,5 +160,6 @@ async def gallery_cards(entity: str, project: str, request: Request, ctx: User) 
         "next_offset": offset + PAGE_SIZE,
         "filters": filters,
         "project_id": project_id,
+        "reactions": await reactions_for(ctx, project_id, [c.id for c in cards]),
     }
     return render_fragment(ctx, "_cards.html", **values)
