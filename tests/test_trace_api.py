@@ -461,3 +461,26 @@ async def test_graphql_answers_what_weave_init_asks(client, users: Users) -> Non
     assert (
         await graphql(client, None, PROJECT_QUERY, name="x", entityName="acme")
     ).status_code == 401
+
+
+async def test_a_retry_never_replays_a_deleted_generation(client, users: Users) -> None:
+    body = {
+        "project_id": PROJECT,
+        "inputs": {"model": "local/procedural", "prompt": "a red fox", "size": "256x256"},
+    }
+    headers = {**basic(users.alice), "X-Weave-Retry-Id": "retry-1"}
+    first = await client.post("/image/create", json=body, headers=headers)
+    call_id = first.json()["weave_call_id"]
+    replay = await client.post("/image/create", json=body, headers=headers)
+    assert replay.json()["weave_call_id"] == call_id  # replayed while it exists
+    ref = f"{REF}/call/{call_id}"
+    note = {"project_id": PROJECT, "weave_ref": ref, "feedback_type": "wandb.note.1",
+            "payload": {"note": "gone soon"}}  # fmt: skip
+    await ok(client, users.alice, "/feedback/create", note)
+
+    await ok(client, users.alice, "/calls/delete", {"project_id": PROJECT, "call_ids": [call_id]})
+    again = await client.post("/image/create", json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["weave_call_id"] != call_id  # generated anew, not the deleted one
+    left = await ok(client, users.alice, "/feedback/query", {"project_id": PROJECT})
+    assert left["result"] == []  # feedback on a deleted call goes with it

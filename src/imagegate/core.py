@@ -68,7 +68,6 @@ class Imagegate:
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
         self.files = files or open_file_store(settings)
-        self.traces = Traces(self.engine, self.accounts, self.files)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
         self.secrets = SecretStore(self.engine, self.signing_key)
@@ -92,6 +91,7 @@ class Imagegate:
             wait=settings.idempotency_wait,
             lease=settings.idempotency_lease,
         )
+        self.traces = Traces(self.engine, self.accounts, self.files, self.idempotency)
 
     async def start(self) -> None:
         await migrate(self.engine)

@@ -15,8 +15,10 @@ from urllib.parse import unquote
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import BadRequest
+from imagegate.idempotency import IdempotencyStore
 from imagegate.ids import uuid7
 from imagegate.names import split_project_id
+from imagegate.service import OP_NAME
 from imagegate.store import AccountStore, Principal
 from imagegate.store.accounts import authorize
 from imagegate.store.call_writes import CallWriter
@@ -60,10 +62,17 @@ def _start_row(start: CallStart | CallComplete, caller: Principal) -> dict[str, 
 
 
 class Traces:
-    def __init__(self, engine: AsyncEngine, accounts: AccountStore, files: FileStore) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        accounts: AccountStore,
+        files: FileStore,
+        idempotency: IdempotencyStore,
+    ) -> None:
         self.engine = engine
         self.accounts = accounts
         self.files = files
+        self.idempotency = idempotency
         self.calls = CallWriter(engine)
         self.objects = ObjectStore(engine)
         self.tables = TableStore(engine)
@@ -145,6 +154,9 @@ class Traces:
         """Delete calls with their descendants, then purge the files only they referenced."""
         authorize(caller, project_id)
         deleted = await self.calls.delete(project_id, call_ids, datetime.now(UTC))
+        generations = [c["id"] for c in deleted if c["op_name"] == OP_NAME]
+        await self.idempotency.forget_calls(project_id, generations)
+        await self.feedback.purge_refs(project_id, [call_ref(project_id, c["id"]) for c in deleted])
         digests: set[str] = set()
         for call in deleted:
             digests |= file_digests(call["output"]) | file_digests(call["inputs"])

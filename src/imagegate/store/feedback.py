@@ -102,6 +102,17 @@ class FeedbackStore:
                 found[row.weave_ref].append(to_wire(row._mapping))
         return found
 
+    async def purge_refs(self, project_id: str, refs: Sequence[str]) -> None:
+        """Remove all feedback on these refs (of deleted calls)."""
+        async with self.engine.begin() as conn:
+            for start in range(0, len(refs), 1000):
+                await conn.execute(
+                    feedback.delete().where(
+                        feedback.c.project_id == project_id,
+                        feedback.c.weave_ref.in_(list(refs[start : start + 1000])),
+                    )
+                )
+
     async def purge(self, project_id: str, query: Mapping[str, Any]) -> int:
         async with self.engine.begin() as conn:
             result = await conn.execute(feedback.delete().where(_where(project_id, query)))
