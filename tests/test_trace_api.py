@@ -484,3 +484,27 @@ async def test_a_retry_never_replays_a_deleted_generation(client, users: Users) 
     assert again.json()["weave_call_id"] != call_id  # generated anew, not the deleted one
     left = await ok(client, users.alice, "/feedback/query", {"project_id": PROJECT})
     assert left["result"] == []  # feedback on a deleted call goes with it
+
+
+async def test_thread_run_and_ref_filters(client, users: Users) -> None:
+    ref = f"{REF}/object/dataset:abc%_*"  # LIKE wildcards in a ref are taken literally
+    in_thread = complete_call(thread_id="t-1", turn_id="turn-1", wb_run_id="acme/traces/run1")
+    takes_ref = complete_call(inputs={"data": ref})
+    gives_ref = complete_call(output=[ref])
+    lookalike = complete_call(inputs={"data": f"{REF}/object/dataset:abcX_*"})
+    batch = {"batch": [in_thread, takes_ref, gives_ref, lookalike]}
+    await ok(client, users.alice, "/v2/acme/traces/calls/complete", batch)
+
+    async def ids(**flt: Any) -> list[str]:
+        return [c["id"] for c in await stream(client, users.alice, filter=flt)]
+
+    assert await ids(thread_ids=["t-1"]) == [in_thread["id"]]
+    assert await ids(turn_ids=["turn-1"]) == [in_thread["id"]]
+    assert await ids(wb_run_ids=["acme/traces/run1"]) == [in_thread["id"]]
+    [read] = await stream(client, users.alice, filter={"call_ids": [in_thread["id"]]})
+    assert (read["thread_id"], read["turn_id"], read["wb_run_id"]) == (
+        "t-1", "turn-1", "acme/traces/run1",
+    )  # fmt: skip
+    assert await ids(input_refs=[ref]) == [takes_ref["id"]]
+    assert await ids(output_refs=[ref]) == [gives_ref["id"]]
+    assert await ids(thread_ids=[]) == await ids()  # empty is no filter, as in Weave

@@ -98,6 +98,11 @@ class CallsFilter(BaseModel):
     trace_ids: list[str] | None = None
     parent_ids: list[str] | None = None
     wb_user_ids: list[str] | None = None
+    thread_ids: list[str] | None = None
+    turn_ids: list[str] | None = None
+    wb_run_ids: list[str] | None = None
+    input_refs: list[str] | None = None
+    output_refs: list[str] | None = None
     trace_roots_only: bool | None = None
 
 

@@ -58,6 +58,9 @@ def _start_row(start: CallStart | CallComplete, caller: Principal) -> dict[str, 
         "summary": None,
         "exception": None,
         "wb_user_id": caller.user_id,  # always the caller's own
+        "thread_id": start.thread_id,
+        "turn_id": start.turn_id,
+        "wb_run_id": start.wb_run_id,
     }
 
 

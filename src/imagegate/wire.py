@@ -27,6 +27,9 @@ class CallStart(ProjectScoped):
     started_at: datetime
     attributes: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    thread_id: str | None = Field(default=None, max_length=128)
+    turn_id: str | None = Field(default=None, max_length=128)
+    wb_run_id: str | None = Field(default=None, max_length=256)
 
 
 class CallEnd(ProjectScoped):

@@ -11,6 +11,7 @@ reads as NULL, so it simply fails to match instead of erroring mid-query on Post
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -33,14 +34,17 @@ MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter 
 FIELD_KINDS: dict[str, Kind] = {
     "id": "string", "project_id": "string", "op_name": "string", "display_name": "string",
     "trace_id": "string", "parent_id": "string", "exception": "string", "wb_user_id": "string",
+    "thread_id": "string", "turn_id": "string", "wb_run_id": "string",
     "started_at": "timestamp", "ended_at": "timestamp",
     "summary.weave.status": "string", "summary.weave.latency_ms": "number",  # derived
 }  # fmt: skip
 JSON_COLUMNS = frozenset(("inputs", "output", "attributes", "summary"))
 FILTER_COLUMNS = {
     "op_names": "op_name", "call_ids": "id", "trace_ids": "trace_id",
-    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id",
+    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id", "thread_ids": "thread_id",
+    "turn_ids": "turn_id", "wb_run_ids": "wb_run_id",
 }  # fmt: skip
+REF_FILTERS = {"input_refs": "inputs", "output_refs": "output"}  # calls naming any of these
 COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "$eq": lambda a, b: a == b, "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
     "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
@@ -70,6 +74,15 @@ def calls_where(
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise QueryError(f"filter.{key} must be a list of strings")
             terms.append(calls.c[column].in_(_capped(values, f"filter.{key}")))
+    for key, column in REF_FILTERS.items():
+        if refs := filter.get(key):
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise QueryError(f"filter.{key} must be a list of strings")
+            # A ref is a whole JSON string in the stored value: its quoted form, matched
+            # literally in the JSON text, finds exactly that string.
+            text = sa.cast(calls.c[column], sa.Text)
+            quoted = [json.dumps(r) for r in _capped(refs, key)]
+            terms.append(sa.or_(*(text.contains(q, autoescape=True) for q in quoted)))
     if filter.get("trace_roots_only") not in (None, True, False):
         raise QueryError("filter.trace_roots_only must be a boolean")
     if filter.get("trace_roots_only"):

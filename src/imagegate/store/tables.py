@@ -133,6 +133,10 @@ calls = sa.Table(
     sa.Column("exception", sa.Text, nullable=True),
     sa.Column("wb_user_id", sa.String(36), nullable=True),
     sa.Column("deleted_at", Timestamp, nullable=True),
+    # What trace clients send for conversations and W&B runs (kept, and filterable).
+    sa.Column("thread_id", sa.String(128), nullable=True),
+    sa.Column("turn_id", sa.String(128), nullable=True),
+    sa.Column("wb_run_id", sa.String(256), nullable=True),
     sa.Index("ix_calls_project_started", "project_id", "started_at"),
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
