@@ -411,6 +411,7 @@ async def test_unserved_client_routes_answer_501_at_once(client, users: Users) -
     for path in ("/project/stats", "/traces/project/stats", "/v2/acme/traces/ops", "/cost/query"):
         res = await post(client, users.alice, path, {"project_id": PROJECT})
         assert res.status_code == 501, path
+        assert res.headers["x-should-retry"] == "false"  # so the client reports it at once
         assert "imagegate does not implement" in res.json()["detail"]
     assert (
         await client.get("/traces/v2/acme/traces/ops", headers=basic(users.alice))

@@ -134,6 +134,15 @@ def main(project: str) -> None:
     }
     say(f"image_create: {results['image_create']}")
 
+    started = time.perf_counter()
+    try:
+        client.server.project_stats({"project_id": project})
+        results["unserved"] = "no error"
+    except Exception as exc:  # what the client raises for the 501
+        results["unserved"] = str(exc)
+    results["unserved_s"] = round(time.perf_counter() - started, 3)
+    say(f"an endpoint imagegate lacks: {results['unserved']} ({results['unserved_s']} s)")
+
     raw_child = client.server.call_read({"project_id": project, "id": child.id}).call
     files = sorted(raw_child.output["files"].values())
     call.delete()
