@@ -218,15 +218,24 @@ class Traces:
     async def expand(
         self, caller: Principal, calls: Sequence[dict[str, Any]], columns: Sequence[str]
     ) -> None:
-        """Replace refs at these dotted paths (`output`, `inputs.model`...) by their values."""
+        """Replace refs at these dotted paths (`output`, `inputs.model`...) by their values.
+
+        Refs into projects the caller may not use, or malformed ones, stay as they are."""
         for call in calls:
             for column in columns:
                 parts = column.split(".")
                 parent: Any = call
                 for part in parts[:-1]:
                     parent = parent.get(part) if isinstance(parent, dict) else None
-                if isinstance(parent, dict) and _is_ref(parent.get(parts[-1])):
-                    [value] = await self.read_refs(caller, [parent[parts[-1]]])
+                ref = parent.get(parts[-1]) if isinstance(parent, dict) else None
+                if not _is_ref(ref):
+                    continue
+                try:
+                    target = _parse_ref(ref)
+                except BadRequest:
+                    continue
+                if target[0].split("/")[0] in caller.entities:
+                    value = await self._resolve(*target)
                     if value is not None:
                         parent[parts[-1]] = value
 
@@ -312,8 +321,11 @@ class Traces:
                 index = int(key)
                 value = value[index] if -len(value) <= index < len(value) else None
             elif edge == "id" and isinstance(value, str) and _is_ref(value):
+                # Only a table of the ref's own project: a stored value naming another
+                # project's table must not read through to it.
                 table = _parse_ref(value)
-                value = await self.tables.row(table[0], key) if table[1] == "table" else None
+                same = table[1] == "table" and table[0] == project_id
+                value = await self.tables.row(project_id, key) if same else None
             else:
                 return None
         return value
