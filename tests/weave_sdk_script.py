@@ -40,13 +40,15 @@ def contents(value: Any) -> list[Content]:
     return []
 
 
-def server_seconds(route_part: str) -> float:
-    """Seconds the server has spent answering routes containing `route_part`, from its
-    Prometheus metrics: what a timing owes to the server rather than to the client."""
+def server_seconds(route_part: str, figure: str = "sum") -> float:
+    """Seconds the server has spent answering routes containing `route_part` (or with
+    figure="count", how many it answered), from its Prometheus metrics: what a timing
+    owes to the server rather than to the client."""
     text = httpx.get(os.environ["WANDB_BASE_URL"] + "/metrics").text
     total = 0.0
+    prefix = f"imagegate_http_request_duration_seconds_{figure}"
     for line in text.splitlines():
-        if line.startswith("imagegate_http_request_duration_seconds_sum") and route_part in line:
+        if line.startswith(prefix) and route_part in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
 
@@ -150,6 +152,7 @@ def main(project: str) -> None:
     }
     say(f"image_create: {results['image_create']}")
 
+    asked = server_seconds('"/project/stats"', "count")
     started = time.perf_counter()
     try:
         client.server.project_stats({"project_id": project})
@@ -157,7 +160,11 @@ def main(project: str) -> None:
     except Exception as exc:  # what the client raises for the 501
         results["unserved"] = str(exc)
     results["unserved_s"] = round(time.perf_counter() - started, 3)
-    say(f"an endpoint imagegate lacks: {results['unserved']} ({results['unserved_s']} s)")
+    results["unserved_requests"] = server_seconds('"/project/stats"', "count") - asked
+    say(
+        f"an endpoint imagegate lacks: {results['unserved']} ({results['unserved_s']} s, "
+        f"{results['unserved_requests']:.0f} request)"
+    )
 
     raw_child = client.server.call_read({"project_id": project, "id": child.id}).call
     files = sorted(raw_child.output["files"].values())
