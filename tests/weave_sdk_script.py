@@ -80,10 +80,15 @@ def step(i: int) -> int:
 
 
 def main(project: str) -> None:
+    server_before = server_seconds("/graphql") + server_seconds("/server_info")
     started = time.perf_counter()
     client = weave.init(project)
     results["init_s"] = round(time.perf_counter() - started, 3)
-    say(f"weave.init({project!r}): {results['init_s']:.3f} s")
+    server_s = server_seconds("/graphql") + server_seconds("/server_info") - server_before
+    say(
+        f"weave.init({project!r}): {results['init_s']:.3f} s "
+        f"(of which the server spent {server_s * 1000:.0f} ms answering)"
+    )
 
     out, root = pipeline.call("a red square")
     step(-1)  # saves the op, so the timed flush below sends only calls
