@@ -246,3 +246,28 @@ async def test_traces_page_shows_trees_with_inline_images(
     assert (await alice.get(f"/{PROJECT}/weave")).headers["location"] == f"{BASE}/traces"
     gallery = (await alice.get(BASE)).text
     assert f'href="{BASE}/traces"' in gallery
+
+
+async def test_traces_page_pages_by_trace(
+    browser_for: Client, client: httpx.AsyncClient, users: Users
+) -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = []
+    for i in range(25):  # 25 one-call traces, a second apart; the page shows 20
+        call_id = str(uuid.uuid4())
+        at = start + timedelta(seconds=i)
+        batch.append({"id": call_id, "trace_id": call_id, "project_id": PROJECT,
+                      "op_name": f"weave:///{PROJECT}/op/step_{i:02d}:abc",
+                      "started_at": at.isoformat(), "ended_at": at.isoformat(),
+                      "attributes": {}, "inputs": {}, "summary": {}})  # fmt: skip
+    await api(client, users.alice, "/v2/acme/gallery/calls/complete", {"batch": batch})
+    alice = await browser_for(users.alice)
+    first = (await alice.get(f"{BASE}/traces")).text
+    ops = re.findall(r'<span class="op">(step_\d+)</span>', first)
+    assert ops == [f"step_{i:02d}" for i in range(24, 4, -1)]  # newest first
+    assert f'href="{BASE}/traces?offset=20"' in first
+    second = (await alice.get(f"{BASE}/traces", params={"offset": 20})).text
+    assert re.findall(r'<span class="op">(step_\d+)</span>', second) == [
+        f"step_{i:02d}" for i in range(4, -1, -1)
+    ]
+    assert "offset=40" not in second
