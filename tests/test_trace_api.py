@@ -457,6 +457,16 @@ async def test_graphql_answers_what_weave_init_asks(client, users: Users) -> Non
                              (UPSERT, {"name": "carolwas", "entity": "acme"})):  # fmt: skip
         refused = (await graphql(client, users.carol, query, **variables)).json()
         assert refused["errors"][0]["extensions"]["code"] == "PERMISSION_ERROR"
+    info = await graphql(client, users.alice, "query ServerInfo { serverInfo { frontendHost } }")
+    assert info.json() == {"data": {"serverInfo": {"frontendHost": "http://testserver"}}}
+    access = (
+        "query Entity($entityName: String!) "
+        "{ viewer { username } entity(name: $entityName) { readOnly } }"
+    )
+    member = (await graphql(client, users.bob, access, entityName="acme")).json()["data"]
+    assert member == {"viewer": {"username": "bob"}, "entity": {"readOnly": False}}
+    outsider = (await graphql(client, users.carol, access, entityName="acme")).json()["data"]
+    assert outsider["entity"] is None
     other = await graphql(client, users.alice, "query Other { whatever }")
     assert "Project" in other.json()["errors"][0]["message"]
     assert (
