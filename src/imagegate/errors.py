@@ -88,10 +88,6 @@ class Deleted(NotFound):
         return {"detail": self.message, "deleted_at": self.deleted_at}
 
 
-class NotImplementedByServer(ImagegateError):
-    status_code = 501
-
-
 class DatabaseUnavailable(ImagegateError):
     """The database cannot be reached (the log gets the reason; the caller, a 503)."""
 
