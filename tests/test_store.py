@@ -49,6 +49,10 @@ async def test_migrations_run_at_start_and_are_idempotent(tmp_path: Path) -> Non
         "budgets",
         "budget_windows",
         "rate_windows",
+        "objects",
+        "table_rows",
+        "weave_tables",
+        "feedback",
     } <= tables
 
 

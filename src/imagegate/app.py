@@ -13,15 +13,22 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from imagegate import __version__, docs, metrics, web
 from imagegate.api import (
     admin,
+    call_writes,
     calls,
+    feedback,
     files,
+    graphql,
     images,
     keys,
     models,
+    objects,
     openai_images,
     projects,
+    refs,
     server,
+    tables,
     teams,
+    unserved,
 )
 from imagegate.config import Settings
 from imagegate.core import Imagegate
@@ -31,6 +38,24 @@ from imagegate.recovery import Recovery
 from imagegate.store import FileStore
 
 UPLOAD_PATHS = frozenset({"/file/create", "/files/create", "/v1/images/edits"})
+TRACES_PREFIX = "/traces"
+
+
+class TracesAlias:
+    """Serve the whole trace API under /traces too, where `weave.init` puts it
+    (WANDB_BASE_URL + "/traces"): the path is rewritten before routing, so every route,
+    the request guard and the 501s behave the same on both paths."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(TRACES_PREFIX + "/"):
+            inner = path[len(TRACES_PREFIX) :]
+            if not inner.startswith("/ui"):  # the gallery lives at /ui only
+                scope = {**scope, "path": inner, "raw_path": inner.encode()}
+        await self.app(scope, receive, send)
 
 
 class RequestGuard:
@@ -141,12 +166,15 @@ def create_app(
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    routers = (images, openai_images, calls, files, models, projects, keys, teams, admin, server)
-    for module in routers:
+    for module in (images, openai_images, calls, call_writes, objects, tables, refs, feedback):
         app.include_router(module.router)
+    for module in (files, models, projects, keys, teams, admin, server, graphql):
+        app.include_router(module.router)
+    unserved.install(app)  # after the routers: only what none of them serves
     web.install(app)  # the browser gallery under /ui
     docs.install(app)
     app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(TracesAlias)  # outside the guard: it sees the real path
     # Outermost: counts the guard's 413s too.
     metrics.install(app, imagegate.metrics, settings.metrics_token)
     return app

@@ -20,6 +20,7 @@ from imagegate.store.db import advisory_lock, create_engine, migrate
 from imagegate.store.ratelimit import Limits, RateLimiter
 from imagegate.store.secrets import SecretStore
 from imagegate.store.teams import TeamStore
+from imagegate.traces import Traces
 
 
 def default_providers() -> dict[str, Provider]:
@@ -112,6 +113,7 @@ class Imagegate:
             wait=settings.idempotency_wait,
             lease=settings.idempotency_lease,
         )
+        self.traces = Traces(self.engine, self.accounts, self.files, self.idempotency)
 
     async def start(self) -> None:
         await migrate(self.engine, files=self.files)

@@ -22,7 +22,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -207,6 +207,18 @@ class IdempotencyStore:
         renew.cancel()
         await self._complete(pk, owner, result)
         return result
+
+    async def forget_calls(self, project_id: str, call_ids: Sequence[str]) -> None:
+        """Drop the stored answers of these (deleted) calls: a retry must not replay a
+        deleted generation. A later retry with the same key generates anew."""
+        async with self.engine.begin() as conn:
+            for call_id in call_ids:
+                await conn.execute(
+                    keys.delete().where(
+                        keys.c.project_id == project_id,
+                        sa.cast(keys.c.response, sa.Text).like(f"%{call_id}%"),
+                    )
+                )
 
     async def _claim(
         self, pk: _Key, request_hash: str, ttl: timedelta, wait: float | None

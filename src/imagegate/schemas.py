@@ -103,6 +103,7 @@ class ImageGenerationCreateRes(BaseModel):
 class CallReadReq(ProjectScoped):
     id: str
     include_costs: bool | None = False
+    include_feedback: bool | None = False
     include_storage_size: bool | None = False
     include_total_storage_size: bool | None = False
 
@@ -129,6 +130,11 @@ class CallsFilter(BaseModel):
     trace_ids: list[str] | None = None
     parent_ids: list[str] | None = None
     wb_user_ids: list[str] | None = None
+    thread_ids: list[str] | None = None
+    turn_ids: list[str] | None = None
+    wb_run_ids: list[str] | None = None
+    input_refs: list[str] | None = None
+    output_refs: list[str] | None = None
     trace_roots_only: bool | None = None
 
 
@@ -141,7 +147,10 @@ class CallsQueryReq(ProjectScoped):
     sort_by: list[SortBy] | None = None
     query: dict[str, Any] | None = None
     include_costs: bool | None = False
+    include_feedback: bool | None = False
     columns: list[str] | None = None
+    expand_columns: list[str] | None = Field(default=None, max_length=100)
+    return_expanded_column_values: bool | None = True
 
 
 class CallsQueryStatsReq(ProjectScoped):

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.errors import Forbidden
 from imagegate.ids import uuid7
 from imagegate.store.tables import api_keys, entities, memberships, projects, users
 
@@ -54,6 +55,17 @@ class Principal:
     def can_manage(self, entity: str) -> bool:
         """Team owners manage their team's members and budgets; admins manage all."""
         return self.is_admin or self.roles.get(entity) == "owner"
+
+
+def authorize(principal: Principal, project_id: str, *, generate: bool = False) -> None:
+    """Members of a project's entity may use it; everyone else gets the same 403,
+    whether or not the project exists, so existence never leaks. With `generate`, the
+    caller must also be allowed to write and spend: owners and members, not viewers."""
+    entity = project_id.split("/", 1)[0]
+    if entity not in principal.entities:
+        raise Forbidden(f"you do not have access to project {project_id!r}")
+    if generate and not principal.can_generate(entity):
+        raise Forbidden(f"you are a viewer in team {entity!r}: viewers can read but not generate")
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,11 @@ class AccountStore:
         async with self.engine.begin() as conn:
             result = await conn.execute(query.values(revoked_at=_now()))
         return bool(result.rowcount)
+
+    async def project_exists(self, project_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(sa.select(projects.c.id).where(projects.c.id == project_id))
+        return found is not None
 
     async def ensure_project(self, project_id: str) -> None:
         """Create `entity/project` if missing. The caller has checked membership."""

@@ -11,6 +11,7 @@ reads as NULL, so it simply fails to match instead of erroring mid-query on Post
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -33,14 +34,17 @@ MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter 
 FIELD_KINDS: dict[str, Kind] = {
     "id": "string", "project_id": "string", "op_name": "string", "display_name": "string",
     "trace_id": "string", "parent_id": "string", "exception": "string", "wb_user_id": "string",
+    "thread_id": "string", "turn_id": "string", "wb_run_id": "string",
     "started_at": "timestamp", "ended_at": "timestamp",
     "summary.weave.status": "string", "summary.weave.latency_ms": "number",  # derived
 }  # fmt: skip
 JSON_COLUMNS = frozenset(("inputs", "output", "attributes", "summary"))
 FILTER_COLUMNS = {
     "op_names": "op_name", "call_ids": "id", "trace_ids": "trace_id",
-    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id",
+    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id", "thread_ids": "thread_id",
+    "turn_ids": "turn_id", "wb_run_ids": "wb_run_id",
 }  # fmt: skip
+REF_FILTERS = {"input_refs": "inputs", "output_refs": "output"}  # calls naming any of these
 COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "$eq": lambda a, b: a == b, "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
     "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
@@ -70,61 +74,27 @@ def calls_where(
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise QueryError(f"filter.{key} must be a list of strings")
             terms.append(calls.c[column].in_(_capped(values, f"filter.{key}")))
+    for key, column in REF_FILTERS.items():
+        if refs := filter.get(key):
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise QueryError(f"filter.{key} must be a list of strings")
+            # A ref is a whole JSON string in the stored value: its quoted form, matched
+            # literally in the JSON text, finds exactly that string.
+            text = sa.cast(calls.c[column], sa.Text)
+            quoted = [json.dumps(r) for r in _capped(refs, key)]
+            terms.append(sa.or_(*(text.contains(q, autoescape=True) for q in quoted)))
     if filter.get("trace_roots_only") not in (None, True, False):
         raise QueryError("filter.trace_roots_only must be a boolean")
     if filter.get("trace_roots_only"):
         terms.append(calls.c.parent_id.is_(None))
     if query is not None:
-        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
-            raise QueryError('query must be an object with exactly one key, "$expr"')
-        terms.append(_operand(query["$expr"], "bool", 1))
+        terms.append(CALLS.expression(query))
     return sa.and_(*terms)
 
 
 def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.ColumnElement[Any]]:
     """ORDER BY terms; `id` always ends the list so limit/offset paging is stable."""
-    if not sort_by:
-        return [calls.c.started_at.asc(), calls.c.id.asc()]
-    if isinstance(sort_by, str | Mapping) or not isinstance(sort_by, Sequence):
-        raise QueryError("sort_by must be a list of {field, direction} objects")
-    order = []
-    for item in _capped(sort_by, "sort_by"):
-        field = item.get("field") if isinstance(item, Mapping) else None
-        if not isinstance(field, str):
-            raise QueryError("each sort_by entry needs a string 'field'")
-        direction = item.get("direction", "asc")
-        if direction not in ("asc", "desc"):
-            raise QueryError(f"invalid sort direction {direction!r}; use 'asc' or 'desc'")
-        # JSON paths sort by their text; NULLs go last both ways, on both backends.
-        expr = field_expr(field, "any" if _fixed_kind(field) else "string")
-        order.append((expr.asc() if direction == "asc" else expr.desc()).nulls_last())
-    if not any(item.get("field") == "id" for item in sort_by):
-        order.append(calls.c.id.asc())
-    return order
-
-
-def field_expr(path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
-    """The SQL for a field path: a column, a derived value, or a path into a JSON column.
-
-    JSON paths split on every ".", so a key that itself contains a dot (a model name like
-    "gpt-image-1.5" used as a key) cannot be addressed: an accepted limitation. All-digit
-    parts index arrays (`output.data.0.url`). `as_type` casts a typed field ($convert).
-    """
-    kind = _fixed_kind(path)
-    if kind is None:
-        return _json_field(path, as_type)
-    expr = _DERIVED[path]() if path in _DERIVED else calls.c[path]
-    if as_type in ("any", kind):
-        return expr
-    return sa.cast(expr, sa.BigInteger if as_type == "int" else SQL_TYPES[as_type])
-
-
-def _fixed_kind(path: str) -> Kind | None:
-    if path in FIELD_KINDS:
-        return FIELD_KINDS[path]
-    if path.partition(".")[0] in JSON_COLUMNS:
-        return None
-    raise QueryError(f"unknown field {path!r}")
+    return CALLS.order_by(sort_by, default="started_at", unique="id")
 
 
 def _status() -> sa.ColumnElement[str]:
@@ -148,152 +118,227 @@ def _latency_ms() -> sa.ColumnElement[float]:
 _DERIVED = {"summary.weave.status": _status, "summary.weave.latency_ms": _latency_ms}
 
 
-def _json_field(path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
-    name, _, rest = path.partition(".")
-    parts = rest.split(".")
-    if not rest or "" in parts or any('"' in p for p in parts):
-        raise QueryError(f"invalid field path {path!r}; expected e.g. '{name}.key'")
-    if as_type == "timestamp":
-        raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
-    column = calls.c[name]
-    key = tuple(int(p) if p.isdigit() else p for p in parts)
-    if as_type in ("any", "string"):  # as text, JSON null and a missing key are both NULL
-        return column[key] if as_type == "any" else column[key].as_string()
-    # Read only values of the wanted JSON type; anything else becomes NULL.
-    sqlite_path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in key)
-    sqlite_value = sa.func.json_extract(column, sqlite_path)
-    sqlite_type = sa.func.json_type(column, sqlite_path)
-    pg_text, pg_type = column[key].as_string(), sa.func.jsonb_typeof(column[key])
-    if as_type == "bool":
+class Schema:
+    """What a query can name in one table: typed columns, JSON columns (paths into them
+    take their type from the comparison) and derived fields. The calls query language
+    compiles against one; feedback queries against another."""
+
+    def __init__(
+        self,
+        table: sa.Table,
+        field_kinds: Mapping[str, Kind],
+        json_columns: frozenset[str],
+        derived: Mapping[str, Callable[[], sa.ColumnElement[Any]]] | None = None,
+    ) -> None:
+        self.table = table
+        self.field_kinds = field_kinds
+        self.json_columns = json_columns
+        self.derived = derived or {}
+
+    def order_by(
+        self, sort_by: Sequence[Mapping[str, Any]] | None, *, default: str, unique: str
+    ) -> list[sa.ColumnElement[Any]]:
+        """ORDER BY terms (`default` ascending when none are given); the `unique` column
+        always ends the list, so limit/offset paging is stable."""
+        tiebreak = self.table.c[unique].asc()
+        if not sort_by:
+            return [self.table.c[default].asc(), tiebreak]
+        if isinstance(sort_by, str | Mapping) or not isinstance(sort_by, Sequence):
+            raise QueryError("sort_by must be a list of {field, direction} objects")
+        order = []
+        for item in _capped(sort_by, "sort_by"):
+            field = item.get("field") if isinstance(item, Mapping) else None
+            if not isinstance(field, str):
+                raise QueryError("each sort_by entry needs a string 'field'")
+            direction = item.get("direction", "asc")
+            if direction not in ("asc", "desc"):
+                raise QueryError(f"invalid sort direction {direction!r}; use 'asc' or 'desc'")
+            # JSON paths sort by their text; NULLs go last both ways, on both backends.
+            expr = self.field_expr(field, "any" if self._fixed_kind(field) else "string")
+            order.append((expr.asc() if direction == "asc" else expr.desc()).nulls_last())
+        if not any(item.get("field") == unique for item in sort_by):
+            order.append(tiebreak)
+        return order
+
+    def expression(self, query: Mapping[str, Any]) -> sa.ColumnElement[bool]:
+        """A `{"$expr": ...}` query as a boolean SQL expression."""
+        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
+            raise QueryError('query must be an object with exactly one key, "$expr"')
+        return self._operand(query["$expr"], "bool", 1)
+
+    def field_expr(self, path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
+        """The SQL for a field path: a column, a derived value, or a path into a JSON column.
+
+        JSON paths split on every ".", so a key that itself contains a dot (a model name like
+        "gpt-image-1.5" used as a key) cannot be addressed: an accepted limitation. All-digit
+        parts index arrays (`output.data.0.url`). `as_type` casts a typed field ($convert).
+        """
+        kind = self._fixed_kind(path)
+        if kind is None:
+            return self._json_field(path, as_type)
+        expr = self.derived[path]() if path in self.derived else self.table.c[path]
+        if as_type in ("any", kind):
+            return expr
+        return sa.cast(expr, sa.BigInteger if as_type == "int" else SQL_TYPES[as_type])
+
+    def _fixed_kind(self, path: str) -> Kind | None:
+        if path in self.field_kinds:
+            return self.field_kinds[path]
+        if path.partition(".")[0] in self.json_columns:
+            return None
+        raise QueryError(f"unknown field {path!r}")
+
+    def _json_field(self, path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
+        name, _, rest = path.partition(".")
+        parts = rest.split(".")
+        if not rest or "" in parts or any('"' in p for p in parts):
+            raise QueryError(f"invalid field path {path!r}; expected e.g. '{name}.key'")
+        if as_type == "timestamp":
+            raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
+        column = self.table.c[name]
+        key = tuple(int(p) if p.isdigit() else p for p in parts)
+        if as_type in ("any", "string"):  # as text, JSON null and a missing key are both NULL
+            return column[key] if as_type == "any" else column[key].as_string()
+        # Read only values of the wanted JSON type; anything else becomes NULL.
+        sqlite_path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in key)
+        sqlite_value = sa.func.json_extract(column, sqlite_path)
+        sqlite_type = sa.func.json_type(column, sqlite_path)
+        pg_text, pg_type = column[key].as_string(), sa.func.jsonb_typeof(column[key])
+        if as_type == "bool":
+            return _PerDialect(
+                sa.case((sqlite_type.in_(["true", "false"]), sqlite_value)),
+                sa.case((pg_type == "boolean", sa.cast(pg_text, sa.Boolean))),
+                type_=sa.Boolean(),
+            )
+        pg_number = sa.cast(pg_text, sa.Float)
+        if as_type == "int":  # truncate toward zero on both (a bare PG cast would round)
+            sqlite_value, pg_number = sa.cast(sqlite_value, sa.Integer), sa.func.trunc(pg_number)
         return _PerDialect(
-            sa.case((sqlite_type.in_(["true", "false"]), sqlite_value)),
-            sa.case((pg_type == "boolean", sa.cast(pg_text, sa.Boolean))),
-            type_=sa.Boolean(),
+            sa.case((sqlite_type.in_(["integer", "real"]), sqlite_value)),
+            sa.case((pg_type == "number", pg_number)),
+            type_=sa.Float(),
         )
-    pg_number = sa.cast(pg_text, sa.Float)
-    if as_type == "int":  # truncate toward zero on both (a bare PG cast would round)
-        sqlite_value, pg_number = sa.cast(sqlite_value, sa.Integer), sa.func.trunc(pg_number)
-    return _PerDialect(
-        sa.case((sqlite_type.in_(["integer", "real"]), sqlite_value)),
-        sa.case((pg_type == "number", pg_number)),
-        type_=sa.Float(),
-    )
+
+    def _operand(self, node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
+        """An operand as SQL of `kind`; with kind "bool" this is also any whole expression."""
+        op, arg = _op(node, depth)
+        if op == "$literal":
+            return sa.literal(_value(arg, kind), SQL_TYPES[kind])
+        if op == "$getField":
+            path = _path(arg)
+            fixed = self._fixed_kind(path)
+            if fixed not in (None, kind):
+                raise QueryError(f"field {path!r} is a {fixed}; cannot use it as a {kind}")
+            return self.field_expr(path) if fixed else self._json_field(path, kind)
+        if op == "$convert":
+            to = _convert_to(arg)
+            if CONVERT_KINDS[to] != kind:
+                raise QueryError(f"$convert to {to!r} gives a {CONVERT_KINDS[to]}, not a {kind}")
+            if to == "exists":
+                return self._null_test(arg["input"], depth + 1, negate=True)
+            source, path = _op(arg["input"], depth + 1)
+            if source != "$getField":
+                raise QueryError("$convert input must be a $getField")
+            return self.field_expr(_path(path), "int" if to == "int" else kind)
+        if op not in BOOLEAN_OPS:
+            raise QueryError(f"unknown query operator {op!r}")
+        if kind != "bool":
+            raise QueryError(f"a {op} expression is a boolean; cannot use it as a {kind}")
+        if op in ("$and", "$or"):
+            if not isinstance(arg, list):
+                raise QueryError(f"{op} takes a list of expressions")
+            terms = [self._operand(term, "bool", depth + 1) for term in _capped(arg, op)]
+            if not terms:
+                return sa.true() if op == "$and" else sa.false()
+            return sa.and_(*terms) if op == "$and" else sa.or_(*terms)
+        if op == "$not":
+            if not isinstance(arg, list) or len(arg) != 1:
+                raise QueryError("$not takes a list of exactly one expression")
+            # Unknown (NULL, e.g. a missing key) negates to true, as a reader would expect.
+            return sa.not_(sa.func.coalesce(self._operand(arg[0], "bool", depth + 1), sa.false()))
+        if op == "$contains":
+            return self._contains(arg, depth)
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise QueryError(f"{op} takes a list of exactly two operands")
+        return self._in(*arg, depth) if op == "$in" else self._compare(op, *arg, depth)
+
+    def _compare(self, op: str, left: Any, right: Any, depth: int) -> sa.ColumnElement[bool]:
+        nulls = (_is_null(left, depth), _is_null(right, depth))
+        if any(nulls):
+            if op != "$eq":
+                raise QueryError(f"{op} cannot compare with null")
+            return sa.true() if all(nulls) else self._null_test(right if nulls[0] else left, depth)
+        kind = self._common_kind(left, right, depth)
+        return COMPARISONS[op](
+            self._operand(left, kind, depth + 1), self._operand(right, kind, depth + 1)
+        )
+
+    def _in(self, needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
+        if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
+            haystack = [{"$literal": value} for value in haystack["$literal"]]
+        if not isinstance(haystack, list):
+            raise QueryError("$in takes [operand, [operands...]]")
+        terms: list[sa.ColumnElement[bool]] = []
+        literals: list[Mapping[str, Any]] = []
+        for item in _capped(haystack, "$in"):
+            if _is_null(item, depth):
+                terms.append(self._null_test(needle, depth))
+            elif _op(item, depth + 1)[0] == "$literal":
+                literals.append(item)
+            else:
+                terms.append(self._compare("$eq", needle, item, depth))
+        if literals:  # one IN (...) list, typed by the needle or else the first value
+            kind = self._common_kind(needle, literals[0], depth)
+            values = [_value(item["$literal"], kind) for item in literals]
+            terms.append(self._operand(needle, kind, depth + 1).in_(values))
+        return sa.or_(*terms) if terms else sa.false()
+
+    def _contains(self, spec: Any, depth: int) -> sa.ColumnElement[bool]:
+        keys = set(spec) if isinstance(spec, Mapping) else set()
+        if not {"input", "substr"} <= keys <= {"input", "substr", "case_insensitive"}:
+            raise QueryError("$contains takes {input, substr, case_insensitive?}")
+        if spec.get("case_insensitive") not in (None, True, False):
+            raise QueryError("$contains case_insensitive must be a boolean")
+        text = self._operand(spec["input"], "string", depth + 1)
+        substr = self._operand(spec["substr"], "string", depth + 1)
+        if spec.get("case_insensitive"):
+            text, substr = sa.func.lower(text), sa.func.lower(substr)
+        # A position search takes every character literally, so there are no LIKE wildcards
+        # to escape, and it is case-sensitive on both backends (SQLite's LIKE never is).
+        return _PerDialect(
+            sa.func.instr(text, substr) > 0, sa.func.strpos(text, substr) > 0, type_=sa.Boolean()
+        )
+
+    def _common_kind(self, left: Any, right: Any, depth: int) -> Kind:
+        """What two operands compare as: a typed side wins over a literal; default text."""
+        kinds = [k for k in (self._intrinsic_kind(node, depth + 1) for node in (left, right)) if k]
+        if len(set(kinds)) > 1:
+            raise QueryError(f"cannot compare a {kinds[0]} with a {kinds[1]}")
+        if kinds:
+            return kinds[0]
+        literals = [node["$literal"] for node in (left, right) if "$literal" in node]
+        return _literal_kind(literals[0]) if literals else "string"
+
+    def _intrinsic_kind(self, node: Any, depth: int) -> Kind | None:
+        op, arg = _op(node, depth)
+        if op == "$getField":
+            return self._fixed_kind(_path(arg))
+        if op == "$convert":
+            return CONVERT_KINDS[_convert_to(arg)]
+        if op in BOOLEAN_OPS:
+            return "bool"
+        if op != "$literal":
+            raise QueryError(f"unknown query operator {op!r}")
+        return None
+
+    def _null_test(self, node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
+        kind = self._intrinsic_kind(node, depth) or "string"  # JSON paths: read as text
+        value = self._operand(node, kind, depth + 1)
+        return value.is_not(None) if negate else value.is_(None)
 
 
-def _operand(node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
-    """An operand as SQL of `kind`; with kind "bool" this is also any whole expression."""
-    op, arg = _op(node, depth)
-    if op == "$literal":
-        return sa.literal(_value(arg, kind), SQL_TYPES[kind])
-    if op == "$getField":
-        path = _path(arg)
-        fixed = _fixed_kind(path)
-        if fixed not in (None, kind):
-            raise QueryError(f"field {path!r} is a {fixed}; cannot use it as a {kind}")
-        return field_expr(path) if fixed else _json_field(path, kind)
-    if op == "$convert":
-        to = _convert_to(arg)
-        if CONVERT_KINDS[to] != kind:
-            raise QueryError(f"$convert to {to!r} gives a {CONVERT_KINDS[to]}, not a {kind}")
-        if to == "exists":
-            return _null_test(arg["input"], depth + 1, negate=True)
-        source, path = _op(arg["input"], depth + 1)
-        if source != "$getField":
-            raise QueryError("$convert input must be a $getField")
-        return field_expr(_path(path), "int" if to == "int" else kind)
-    if op not in BOOLEAN_OPS:
-        raise QueryError(f"unknown query operator {op!r}")
-    if kind != "bool":
-        raise QueryError(f"a {op} expression is a boolean; cannot use it as a {kind}")
-    if op in ("$and", "$or"):
-        if not isinstance(arg, list):
-            raise QueryError(f"{op} takes a list of expressions")
-        terms = [_operand(term, "bool", depth + 1) for term in _capped(arg, op)]
-        if not terms:
-            return sa.true() if op == "$and" else sa.false()
-        return sa.and_(*terms) if op == "$and" else sa.or_(*terms)
-    if op == "$not":
-        if not isinstance(arg, list) or len(arg) != 1:
-            raise QueryError("$not takes a list of exactly one expression")
-        # Unknown (NULL, e.g. a missing key) negates to true, as a reader would expect.
-        return sa.not_(sa.func.coalesce(_operand(arg[0], "bool", depth + 1), sa.false()))
-    if op == "$contains":
-        return _contains(arg, depth)
-    if not isinstance(arg, list) or len(arg) != 2:
-        raise QueryError(f"{op} takes a list of exactly two operands")
-    return _in(*arg, depth) if op == "$in" else _compare(op, *arg, depth)
-
-
-def _compare(op: str, left: Any, right: Any, depth: int) -> sa.ColumnElement[bool]:
-    nulls = (_is_null(left, depth), _is_null(right, depth))
-    if any(nulls):
-        if op != "$eq":
-            raise QueryError(f"{op} cannot compare with null")
-        return sa.true() if all(nulls) else _null_test(right if nulls[0] else left, depth)
-    kind = _common_kind(left, right, depth)
-    return COMPARISONS[op](_operand(left, kind, depth + 1), _operand(right, kind, depth + 1))
-
-
-def _in(needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
-    if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
-        haystack = [{"$literal": value} for value in haystack["$literal"]]
-    if not isinstance(haystack, list):
-        raise QueryError("$in takes [operand, [operands...]]")
-    terms: list[sa.ColumnElement[bool]] = []
-    literals: list[Mapping[str, Any]] = []
-    for item in _capped(haystack, "$in"):
-        if _is_null(item, depth):
-            terms.append(_null_test(needle, depth))
-        elif _op(item, depth + 1)[0] == "$literal":
-            literals.append(item)
-        else:
-            terms.append(_compare("$eq", needle, item, depth))
-    if literals:  # one IN (...) list, typed by the needle or else the first value
-        kind = _common_kind(needle, literals[0], depth)
-        values = [_value(item["$literal"], kind) for item in literals]
-        terms.append(_operand(needle, kind, depth + 1).in_(values))
-    return sa.or_(*terms) if terms else sa.false()
-
-
-def _contains(spec: Any, depth: int) -> sa.ColumnElement[bool]:
-    keys = set(spec) if isinstance(spec, Mapping) else set()
-    if not {"input", "substr"} <= keys <= {"input", "substr", "case_insensitive"}:
-        raise QueryError("$contains takes {input, substr, case_insensitive?}")
-    if spec.get("case_insensitive") not in (None, True, False):
-        raise QueryError("$contains case_insensitive must be a boolean")
-    text = _operand(spec["input"], "string", depth + 1)
-    substr = _operand(spec["substr"], "string", depth + 1)
-    if spec.get("case_insensitive"):
-        text, substr = sa.func.lower(text), sa.func.lower(substr)
-    # A position search takes every character literally, so there are no LIKE wildcards
-    # to escape, and it is case-sensitive on both backends (SQLite's LIKE never is).
-    return _PerDialect(
-        sa.func.instr(text, substr) > 0, sa.func.strpos(text, substr) > 0, type_=sa.Boolean()
-    )
-
-
-def _common_kind(left: Any, right: Any, depth: int) -> Kind:
-    """What two operands compare as: a typed side wins over a literal; default text."""
-    kinds = [k for k in (_intrinsic_kind(node, depth + 1) for node in (left, right)) if k]
-    if len(set(kinds)) > 1:
-        raise QueryError(f"cannot compare a {kinds[0]} with a {kinds[1]}")
-    if kinds:
-        return kinds[0]
-    literals = [node["$literal"] for node in (left, right) if "$literal" in node]
-    return _literal_kind(literals[0]) if literals else "string"
-
-
-def _intrinsic_kind(node: Any, depth: int) -> Kind | None:
-    op, arg = _op(node, depth)
-    if op == "$getField":
-        return _fixed_kind(_path(arg))
-    if op == "$convert":
-        return CONVERT_KINDS[_convert_to(arg)]
-    if op in BOOLEAN_OPS:
-        return "bool"
-    if op != "$literal":
-        raise QueryError(f"unknown query operator {op!r}")
-    return None
+CALLS = Schema(calls, FIELD_KINDS, JSON_COLUMNS, _DERIVED)
+field_expr = CALLS.field_expr
 
 
 def _literal_kind(value: Any) -> Kind:
@@ -323,12 +368,6 @@ def _parse_time(value: Any) -> datetime:
     except (TypeError, ValueError, OverflowError, OSError) as exc:
         raise QueryError(f"invalid timestamp {value!r}; expected ISO-8601") from exc
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _null_test(node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
-    kind = _intrinsic_kind(node, depth) or "string"  # JSON paths: read as text
-    value = _operand(node, kind, depth + 1)
-    return value.is_not(None) if negate else value.is_(None)
 
 
 def _op(node: Any, depth: int) -> tuple[str, Any]:

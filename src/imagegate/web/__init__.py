@@ -6,7 +6,17 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 
-from imagegate.web import account, auth, detail, edit, generate, images, pages
+from imagegate.web import (
+    account,
+    auth,
+    detail,
+    edit,
+    feedback,
+    generate,
+    images,
+    pages,
+    traces,
+)
 from imagegate.web.render import render
 from imagegate.web.session import (
     SESSION_COOKIE,
@@ -19,7 +29,7 @@ from imagegate.web.session import (
 from imagegate.web.thumbs import ThumbnailCache
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-for module in (auth, pages, detail, generate, edit, images, account):
+for module in (auth, pages, detail, feedback, traces, generate, edit, images, account):
     router.include_router(module.router)
 
 # Resources a page embeds or fetches: they answer with a status, never a redirect.
@@ -73,5 +83,12 @@ def install(app: FastAPI) -> None:
     app.state.web_thumbnails = ThumbnailCache(settings.data_dir / "cache" / "thumbs")
     app.include_router(router)
     app.add_api_route("/", _root, include_in_schema=False)
+    # The links the Weave SDK prints lead to the Traces page.
+    app.add_api_route(
+        "/{entity}/{project}/r/call/{call_id}", traces.weave_call_link, include_in_schema=False
+    )
+    app.add_api_route(
+        "/{entity}/{project}/weave", traces.weave_project_link, include_in_schema=False
+    )
     app.add_exception_handler(SignInRequired, _sign_in_required)
     app.add_exception_handler(WebError, _web_error)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.weave_shape import generation_from_call
+from imagegate.web.reactions import reactions_for
 from imagegate.web.render import PAGE_HEADERS, render
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
 from imagegate.web.view import call_view
@@ -54,4 +55,5 @@ async def detail_page(entity: str, project: str, call_id: str, ctx: User) -> Res
         project=project,
         project_id=f"{entity}/{project}",
         revised=[img.revised_prompt for img in view.images if img.revised_prompt],
+        reactions=(await reactions_for(ctx, call["project_id"], [call["id"]]))[call["id"]],
     )

@@ -11,6 +11,7 @@ from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
 from imagegate.weave_shape import generation_from_call
+from imagegate.web.reactions import reactions_for
 from imagegate.web.render import render, render_fragment
 from imagegate.web.session import (
     CSRF_FIELD,
@@ -164,6 +165,7 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
         next_offset=offset + PAGE_SIZE,
         offset=offset,
         filters=filters,
+        reactions=await reactions_for(ctx, project_id, [c.id for c in cards]),
         members=[name for _, name in members],
         models=models,
         total=total,
@@ -188,5 +190,6 @@ async def gallery_cards(entity: str, project: str, request: Request, ctx: User) 
         "next_offset": offset + PAGE_SIZE,
         "filters": filters,
         "project_id": project_id,
+        "reactions": await reactions_for(ctx, project_id, [c.id for c in cards]),
     }
     return render_fragment(ctx, "_cards.html", **values)

@@ -154,5 +154,7 @@ def render(ctx: WebContext, template: str, status_code: int = 200, **values: Any
 
 def render_fragment(ctx: WebContext, template: str, **values: Any) -> Response:
     """A piece of a page (more gallery cards) fetched by the page's script."""
-    html = env.get_template(template).render(user=ctx.principal, **values)
+    html = env.get_template(template).render(
+        user=ctx.principal, csrf_token=ctx.csrf_token, request_path=ctx.request.url.path, **values
+    )
     return HTMLResponse(html, headers=PAGE_HEADERS)

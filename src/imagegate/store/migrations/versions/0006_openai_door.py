@@ -1,14 +1,14 @@
 """API keys get an optional default project (where OpenAI-door requests go).
 
 Revision ID: 0006_openai_door
-Revises: 0004_weave_shape
+Revises: 0005_weave_objects
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_openai_door"
-down_revision = "0004_weave_shape"  # "0003" on its own; re-chained after merging gen
+down_revision = "0005_weave_objects"
 branch_labels = None
 depends_on = None
 
