@@ -52,6 +52,9 @@ def _with_imagegate(data_dir: Path, work: Callable[[Any], Awaitable[T]]) -> T:
 @click.version_option(package_name="imagegate")
 def main() -> None:
     """imagegate: self-hosted image generation with the Weave trace-server API."""
+    # The database, the secret and every image are the service user's alone: files this
+    # process creates are 0600 and directories 0700, whatever umask it was started with.
+    os.umask(0o077)
 
 
 @main.command()

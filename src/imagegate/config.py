@@ -83,10 +83,12 @@ class Settings:
             return env_key.encode()
         path = self.data_dir / "secret.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(secrets.token_urlsafe(32))
-            tmp.chmod(0o600)
+            # Created 0600 from the start: never readable by others, not even briefly.
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
             # Another process may have won the race: link-or-keep keeps one key for all.
             try:
                 os.link(tmp, path)

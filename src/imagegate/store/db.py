@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(Path(db_path))
         engine = create_async_engine(url, connect_args={"timeout": 30})
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -36,6 +37,14 @@ def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
     )
     sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (and its directory) private to this user, before SQLite
+    would create it world-readable; its -wal and -shm files take the same mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _connect_or_unavailable(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:

@@ -91,7 +91,7 @@ class LocalFileStore:
     def _write(path: Path, data: bytes) -> None:
         if path.exists():
             return  # same digest, same bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Write to a temp file in the same directory, fsync, then rename: readers see
         # either no file or the whole file, never a prefix.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)
