@@ -77,11 +77,25 @@ class DatabaseUnavailable(ImagegateError):
         return {"detail": "database unavailable"}
 
 
+def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
+    """The 401 challenge. Never Basic to a browser: it would offer to remember the
+    credentials and then send them on its own, to any site's requests (CSRF). API
+    clients (curl, SDKs, the Weave client) send credentials up front and are not browsers."""
+    browser = browser_fetch or "mozilla/" in user_agent.lower()
+    return 'Bearer realm="imagegate"' if browser else 'Basic realm="imagegate"'
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
-    async def _handle(_request: Request, exc: ImagegateError) -> JSONResponse:
+    async def _handle(request: Request, exc: ImagegateError) -> JSONResponse:
         headers = (
-            {"WWW-Authenticate": 'Basic realm="imagegate"'} if exc.status_code == 401 else None
+            {
+                "WWW-Authenticate": auth_challenge(
+                    request.headers.get("user-agent", ""), "sec-fetch-mode" in request.headers
+                )
+            }
+            if exc.status_code == 401
+            else None
         )
         return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers or exc.headers)
 

@@ -76,7 +76,8 @@ async def file_by_url(
         raise NotFound("no such file")
     if sig is not None:
         expected = file_signature(app.signing_key, project_id, digest)
-        if not hmac.compare_digest(sig, expected):
+        # As bytes: compare_digest refuses a non-ASCII str with TypeError (a 500).
+        if not hmac.compare_digest(sig.encode("utf-8", "replace"), expected.encode()):
             raise Unauthorized("invalid or missing URL signature")
     else:
         authorize(await current_principal(request), project_id)

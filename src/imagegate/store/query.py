@@ -156,7 +156,7 @@ def _json_field(path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
     if as_type == "timestamp":
         raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
     column = calls.c[name]
-    key = tuple(int(p) if p.isdigit() else p for p in parts)
+    key = tuple(_path_part(p) for p in parts)
     if as_type in ("any", "string"):  # as text, JSON null and a missing key are both NULL
         return column[key] if as_type == "any" else column[key].as_string()
     # Read only values of the wanted JSON type; anything else becomes NULL.
@@ -178,6 +178,15 @@ def _json_field(path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
         sa.case((pg_type == "number", pg_number)),
         type_=sa.Float(),
     )
+
+
+def _path_part(part: str) -> str | int:
+    """An array index (ASCII digits only: `isdigit` also takes "²") or an object key."""
+    if not (part.isascii() and part.isdigit()):
+        return part
+    if len(part) > 9:
+        raise QueryError(f"array index {part[:20]}... is too large")
+    return int(part)
 
 
 def _operand(node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
@@ -309,9 +318,15 @@ def _value(value: Any, kind: Kind) -> Any:
         return _parse_time(value)
     if _literal_kind(value) != kind:
         raise QueryError(f"cannot compare a {kind} with {value!r}")
-    if kind == "number" and not math.isfinite(value):
-        raise QueryError(f"invalid number {value!r}")
-    return float(value) if kind == "number" else value
+    if kind == "number":
+        try:
+            number = float(value)  # an int past a double's range raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise QueryError(f"invalid number {str(value)[:40]!r}: out of range")
+        return number
+    return value
 
 
 def _parse_time(value: Any) -> datetime:
@@ -320,9 +335,10 @@ def _parse_time(value: Any) -> datetime:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
         parsed = datetime.fromisoformat(value)  # accepts a trailing "Z" from 3.11
+        # In UTC, as stored: 0001-01-01T00:00:00+01:00 has no UTC form and is refused here.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise QueryError(f"invalid timestamp {value!r}; expected ISO-8601") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise QueryError(f"invalid timestamp {value!r:.64}; expected ISO-8601") from exc
 
 
 def _null_test(node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
