@@ -18,6 +18,7 @@ from imagegate.providers import Provider
 from imagegate.recovery import Recovery
 from imagegate.store import FileStore
 
+
 def create_app(
     settings: Settings | None = None,
     *,

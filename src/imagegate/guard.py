@@ -156,7 +156,7 @@ def _ambient_basic(headers: dict[bytes, bytes], scope: Scope) -> bool:
     """Basic credentials (which browsers cache and resend on their own); a signed image
     URL's GET is exempt: it is meant for <img> tags on any site and ignores them."""
     auth = headers.get(b"authorization", b"")
-    if not auth[:6].lower() == b"basic ":
+    if auth[:6].lower() != b"basic ":
         return False
     signed_get = scope["method"] in ("GET", "HEAD") and b"sig=" in scope.get("query_string", b"")
     return not signed_get
