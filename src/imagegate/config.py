@@ -30,8 +30,14 @@ class Settings:
     public_url: str | None = None
     # An operator's model catalog, layered over the packaged one.
     models_file: Path | None = None
-    # Seconds to wait for a database connection before answering 503.
+    # Seconds to wait for a new database connection before answering 503 (the database
+    # is down), and for a pooled one while all are in use (it is busy: wait in turn).
     database_timeout: float = 5.0
+    database_queue_timeout: float = 120.0
+    # Concurrent reads (/calls/stream_query, /calls/query_stats, /call/read) per API
+    # key; more wait up to `read_wait` seconds for a turn, then get 429.
+    reads_per_key: int = 8
+    read_wait: float = 30.0
     # Idempotency keys: kept this long (seconds) after first use; a repeat that arrives
     # while the first request runs waits up to `idempotency_wait` for it, then gets 409;
     # a replica that holds a key must renew its lease within `idempotency_lease`, so a
@@ -50,12 +56,14 @@ class Settings:
             "public_url": env.get("IMAGEGATE_PUBLIC_URL") or None,
             "models_file": Path(env["IMAGEGATE_MODELS"]) if env.get("IMAGEGATE_MODELS") else None,
         }
-        for name in ("max_request_bytes", "max_upload_bytes"):
+        for name in ("max_request_bytes", "max_upload_bytes", "reads_per_key"):
             raw = env.get(f"IMAGEGATE_{name.upper()}")
             if raw:
                 values[name] = int(raw)
         for name in (
             "database_timeout",
+            "database_queue_timeout",
+            "read_wait",
             "idempotency_ttl",
             "idempotency_wait",
             "idempotency_lease",

@@ -7,6 +7,7 @@ from urllib.parse import unquote, urlsplit
 
 from imagegate.config import Settings
 from imagegate.idempotency import IdempotencyStore
+from imagegate.limits import KeyedLimiter
 from imagegate.metrics import Metrics
 from imagegate.providers import Catalog, Provider, load_catalog
 from imagegate.providers import litellm as litellm_provider
@@ -62,7 +63,9 @@ class Imagegate:
     ) -> None:
         self.settings = settings
         self.engine = create_engine(
-            settings.resolved_database_url, timeout=settings.database_timeout
+            settings.resolved_database_url,
+            timeout=settings.database_timeout,
+            queue_timeout=settings.database_queue_timeout,
         )
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
@@ -83,6 +86,7 @@ class Imagegate:
             metrics=self.metrics,
         )
 
+        self.reads = KeyedLimiter(settings.reads_per_key, settings.read_wait)
         self.idempotency = IdempotencyStore(
             self.engine,
             self.files,

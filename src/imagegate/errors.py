@@ -67,6 +67,13 @@ class Conflict(ImagegateError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
+class TooManyRequests(ImagegateError):
+    """The caller already has as much work running as it may: retry later."""
+
+    status_code = 429
+    headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+
+
 class DatabaseUnavailable(ImagegateError):
     """The database cannot be reached (the log gets the reason; the caller, a 503)."""
 
@@ -83,6 +90,23 @@ def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
     clients (curl, SDKs, the Weave client) send credentials up front and are not browsers."""
     browser = browser_fetch or "mozilla/" in user_agent.lower()
     return 'Bearer realm="imagegate"' if browser else 'Basic realm="imagegate"'
+
+
+# What SQLite and PostgreSQL say about a statement too large or deep to run: the
+# request's fault, not the database's health.
+TOO_COMPLEX = (
+    "Expression tree is too large",
+    "too many SQL variables",
+    "too many terms in compound SELECT",
+    "stack depth limit exceeded",
+    "parser stack overflow",
+)
+
+
+def short_reason(exc: Exception) -> str:
+    """The driver's own message, without the SQL statement (which can be megabytes)."""
+    reason = str(getattr(exc, "orig", None) or exc)
+    return reason if len(reason) <= 300 else reason[:300] + "…"
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -105,8 +129,12 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
     async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
-        log.warning("database unavailable: %s", exc)
-        return await _handle(_request, DatabaseUnavailable(str(exc)))
+        reason = short_reason(exc)
+        if any(sign in reason for sign in TOO_COMPLEX):
+            log.info("query refused by the database: %s", reason)
+            return await _handle(_request, BadRequest("the query is too complex for the database"))
+        log.warning("database unavailable: %s", reason)
+        return await _handle(_request, DatabaseUnavailable(reason))
 
     # PostgreSQL refuses values SQLite takes (a NUL character, an unpaired surrogate, a
     # number out of range): a data exception, SQLSTATE class 22, is the request's fault.
@@ -114,6 +142,6 @@ def install_handlers(app: FastAPI) -> None:
     async def _bad_value(_request: Request, exc: Exception) -> JSONResponse:
         if not str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("22"):
             raise exc
-        log.info("value refused by the database: %s", exc)
+        log.info("value refused by the database: %s", short_reason(exc))
         message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
         return await _handle(_request, BadRequest(message))

@@ -17,14 +17,19 @@ from imagegate.errors import DatabaseUnavailable
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
-    """An engine for `url`; on a server database, `timeout` bounds connecting and waiting
-    for a pooled connection, so a database that is down gives a prompt 503, not a hang."""
+def create_engine(url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0) -> AsyncEngine:
+    """An engine for `url`. On a server database `timeout` bounds connecting, so a
+    database that is down gives a prompt 503, not a hang. A database that is up but
+    busy (every pooled connection in use) makes requests wait their turn, up to
+    `queue_timeout`: busy is not down. The number waiting is bounded by the HTTP
+    server's cap on concurrent requests."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             _create_private(Path(db_path))
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_timeout=queue_timeout, hide_parameters=True
+        )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
@@ -32,7 +37,8 @@ def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
-        pool_timeout=timeout,
+        pool_timeout=queue_timeout,
+        hide_parameters=True,
         connect_args={"timeout": timeout},
     )
     sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)

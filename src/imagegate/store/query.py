@@ -27,7 +27,11 @@ AsType = Literal["string", "number", "int", "bool", "any"]
 Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
 
 MAX_DEPTH = 32
-MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter ids
+MAX_ITEMS = 10_000  # longest list accepted: $in values, filter ids
+# Operator objects in one query. Building and compiling cost ~30 µs each, on the event
+# loop, and SQLite refuses an expression more than 1,000 deep (an $or of n terms is n
+# deep): 300 keeps the largest query to a few ms and well inside both.
+MAX_TERMS = 300
 
 # Fields with a type of their own; JSON paths take their type from the comparison.
 FIELD_KINDS: dict[str, Kind] = {
@@ -77,8 +81,28 @@ def calls_where(
     if query is not None:
         if not isinstance(query, Mapping) or set(query) != {"$expr"}:
             raise QueryError('query must be an object with exactly one key, "$expr"')
+        _check_size(query["$expr"])
         terms.append(_operand(query["$expr"], "bool", 1))
     return sa.and_(*terms)
+
+
+def _check_size(expr: Any) -> None:
+    """Refuse a query of more than MAX_TERMS operator objects before any work on it.
+    A `{"$literal": [...]}` list is one term: it becomes one flat IN (...)."""
+    count, stack = 0, [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            count += 1
+            if count > MAX_TERMS:
+                raise QueryError(
+                    f"query has more than {MAX_TERMS} terms; split it or use $in with a list"
+                )
+            stack.extend(v for k, v in node.items() if k != "$literal")
+        elif isinstance(node, list):
+            if len(node) > MAX_ITEMS:
+                raise QueryError(f"a list has {len(node)} items; at most {MAX_ITEMS} allowed")
+            stack.extend(node)
 
 
 def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.ColumnElement[Any]]:
