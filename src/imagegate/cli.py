@@ -85,9 +85,8 @@ def serve(
     models_file: Path | None,
 ) -> None:
     """Run the server (SQLite + files under --data-dir, `local/...` models, no keys)."""
-    import uvicorn
-
     from imagegate.app import create_app
+    from imagegate.httpserver import serve as serve_http
 
     if database_url:  # the environment carries them to every Settings this process makes
         os.environ["IMAGEGATE_DATABASE_URL"] = database_url
@@ -107,8 +106,8 @@ def serve(
             '{"model": "local/procedural", "prompt": "a red fox in a blue forest"}}\'\n'
         )
     sys.stdout.flush()
-    app = create_app(Settings.from_env(data_dir=data_dir))
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    settings = Settings.from_env(data_dir=data_dir)
+    serve_http(create_app(settings), host=host, port=port, limits=settings.http_limits())
 
 
 @main.group()

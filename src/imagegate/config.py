@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagegate.httpserver import HttpLimits
+
 MiB = 1024 * 1024
 
 
@@ -42,6 +44,15 @@ class Settings:
     # while the first request runs waits up to `idempotency_wait` for it, then gets 409;
     # a replica that holds a key must renew its lease within `idempotency_lease`, so a
     # crashed one blocks its key only that long.
+    # HTTP server limits (see httpserver.py): header size (431 past it), seconds for
+    # headers to arrive, longest pause in a body, longest a client may leave an answer
+    # unread, idle keep-alive, and open connections.
+    http_max_header_bytes: int = 64 * 1024
+    http_header_timeout: float = 10.0
+    http_body_timeout: float = 30.0
+    http_send_timeout: float = 60.0
+    http_keep_alive_timeout: float = 5.0
+    http_max_connections: int = 2048
     idempotency_ttl: float = 24 * 3600.0
     idempotency_wait: float = 30.0
     idempotency_lease: float = 30.0
@@ -56,7 +67,13 @@ class Settings:
             "public_url": env.get("IMAGEGATE_PUBLIC_URL") or None,
             "models_file": Path(env["IMAGEGATE_MODELS"]) if env.get("IMAGEGATE_MODELS") else None,
         }
-        for name in ("max_request_bytes", "max_upload_bytes", "reads_per_key"):
+        for name in (
+            "max_request_bytes",
+            "max_upload_bytes",
+            "reads_per_key",
+            "http_max_header_bytes",
+            "http_max_connections",
+        ):
             raw = env.get(f"IMAGEGATE_{name.upper()}")
             if raw:
                 values[name] = int(raw)
@@ -64,6 +81,10 @@ class Settings:
             "database_timeout",
             "database_queue_timeout",
             "read_wait",
+            "http_header_timeout",
+            "http_body_timeout",
+            "http_send_timeout",
+            "http_keep_alive_timeout",
             "idempotency_ttl",
             "idempotency_wait",
             "idempotency_lease",
@@ -74,6 +95,16 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["data_dir"] = Path(str(values["data_dir"]))
         return cls(**values)  # type: ignore[arg-type]
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_header_bytes=self.http_max_header_bytes,
+            header_timeout=self.http_header_timeout,
+            body_timeout=self.http_body_timeout,
+            send_timeout=self.http_send_timeout,
+            keep_alive_timeout=self.http_keep_alive_timeout,
+            max_connections=self.http_max_connections,
+        )
 
     @property
     def resolved_database_url(self) -> str:
