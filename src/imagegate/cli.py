@@ -195,6 +195,17 @@ def secrets_list(entity: str, data_dir: Path) -> None:
         click.echo(f"{name:32}  updated {updated:%Y-%m-%d %H:%M:%S}")
 
 
+@secrets.command("reencrypt")
+@data_dir_option
+def secrets_reencrypt(data_dir: Path) -> None:
+    """Encrypt every stored secret with the first key of IMAGEGATE_ENCRYPTION_KEYS.
+
+    To rotate: put the new key first (`IMAGEGATE_ENCRYPTION_KEYS=new,old`), restart the
+    servers, run this, then drop the old key from the list."""
+    count = _with_imagegate(data_dir, lambda ig: ig.secrets.reencrypt())
+    click.echo(f"re-encrypted {count} secret(s) with the first key of the ring")
+
+
 @secrets.command("delete")
 @click.option("--entity", required=True)
 @click.argument("name")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -27,9 +29,16 @@ class Settings:
     # is refused before it is read.
     max_request_bytes: int = 4 * MiB
     max_upload_bytes: int = 64 * MiB
-    # Base of the image URLs handed out for `response_format: "url"`; by default the
-    # URL the request came in on.
+    # Images with more pixels are never decoded (thumbnails are refused with a 422).
+    max_image_pixels: int = 4096 * 4096
+    # Base of the image URLs handed out for `response_format: "url"`. Without it, a
+    # request's own origin is used only if its Host is in `allowed_hosts`; otherwise
+    # URLs are relative ("/files/..."): a Host header alone never decides a URL.
     public_url: str | None = None
+    allowed_hosts: frozenset[str] = frozenset()
+    # Signed image URLs stay the same for windows of this many seconds, and work for
+    # at least this long (at most twice).
+    url_ttl: int = 7 * 24 * 3600
     # An operator's model catalog, layered over the packaged one.
     models_file: Path | None = None
     # Seconds to wait for a new database connection before answering 503 (the database
@@ -65,12 +74,19 @@ class Settings:
             "database_url": env.get("IMAGEGATE_DATABASE_URL") or None,
             "files_url": env.get("IMAGEGATE_FILES_URL") or None,
             "public_url": env.get("IMAGEGATE_PUBLIC_URL") or None,
+            "allowed_hosts": frozenset(
+                h.strip().lower()
+                for h in env.get("IMAGEGATE_ALLOWED_HOSTS", "").split(",")
+                if h.strip()
+            ),
             "models_file": Path(env["IMAGEGATE_MODELS"]) if env.get("IMAGEGATE_MODELS") else None,
         }
         for name in (
             "max_request_bytes",
             "max_upload_bytes",
             "reads_per_key",
+            "max_image_pixels",
+            "url_ttl",
             "http_max_header_bytes",
             "http_max_connections",
         ):
@@ -116,8 +132,8 @@ class Settings:
     def files_dir(self) -> Path:
         return self.data_dir / "files"
 
-    def signing_key(self) -> bytes:
-        """The secret that signs image URLs: `IMAGEGATE_SECRET_KEY`, else one kept in data_dir."""
+    def root_secret(self) -> bytes:
+        """`IMAGEGATE_SECRET_KEY`, else a secret kept in data_dir (made on first use)."""
         if env_key := os.environ.get("IMAGEGATE_SECRET_KEY"):
             return env_key.encode()
         path = self.data_dir / "secret.key"
@@ -136,3 +152,17 @@ class Settings:
             finally:
                 tmp.unlink()
         return path.read_text().strip().encode()
+
+    def signing_key(self) -> bytes:
+        """The key that signs image URLs, sessions and CSRF tokens:
+        `IMAGEGATE_SIGNING_KEY`, else one derived from the root secret. Rotating it
+        revokes every signed URL and session, and touches no encrypted secret."""
+        if env_key := os.environ.get("IMAGEGATE_SIGNING_KEY"):
+            return env_key.encode()
+        return hmac.new(self.root_secret(), b"imagegate signing", hashlib.sha256).digest()
+
+    def encryption_keys(self) -> list[bytes]:
+        """The key ring for stored secrets: `IMAGEGATE_ENCRYPTION_KEYS` (comma-separated;
+        the first encrypts, every one decrypts), else the root secret alone."""
+        ring = [k.strip() for k in os.environ.get("IMAGEGATE_ENCRYPTION_KEYS", "").split(",")]
+        return [k.encode() for k in ring if k] or [self.root_secret()]

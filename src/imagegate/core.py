@@ -17,6 +17,8 @@ from imagegate.service import GenerationService
 from imagegate.store import AccountStore, CallStore, FileStore, LocalFileStore
 from imagegate.store.db import advisory_lock, create_engine, migrate
 from imagegate.store.secrets import SecretStore
+from imagegate.store.sessions import SessionStore
+from imagegate.urls import image_url
 
 
 def default_providers() -> dict[str, Provider]:
@@ -69,10 +71,11 @@ class Imagegate:
         )
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
+        self.sessions = SessionStore(self.engine)
         self.files = files or open_file_store(settings)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
-        self.secrets = SecretStore(self.engine, self.signing_key)
+        self.secrets = SecretStore(self.engine, settings.encryption_keys())
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
         self.generation = GenerationService(
@@ -83,6 +86,7 @@ class Imagegate:
             accounts=self.accounts,
             secrets=self.secrets,
             signing_key=self.signing_key,
+            url_ttl=settings.url_ttl,
             metrics=self.metrics,
         )
 
@@ -93,6 +97,9 @@ class Imagegate:
             ttl=settings.idempotency_ttl,
             wait=settings.idempotency_wait,
             lease=settings.idempotency_lease,
+            url_for=lambda base, project_id, digest, mimetype: image_url(
+                base, self.signing_key, project_id, digest, mimetype, ttl=settings.url_ttl
+            ),
         )
 
     async def start(self) -> None:

@@ -92,9 +92,13 @@ class IdempotencyStore:
         ttl: float,
         wait: float,
         lease: float,
+        url_for: Callable[[str, str, str, str], str] | None = None,
     ) -> None:
         self.engine = engine
         self.files = files
+        # (base_url, project_id, digest, mimetype) -> a signed image URL: a replayed
+        # answer's URLs are made anew, for the replay's own base and expiry window.
+        self.url_for = url_for
         self.ttl = timedelta(seconds=ttl)
         self.wait = wait
         self.lease = timedelta(seconds=lease)
@@ -108,13 +112,14 @@ class IdempotencyStore:
         key: str,
         request_hash: str,
         work: Callable[[], Awaitable[dict[str, Any]]],
+        base_url: str = "",
     ) -> dict[str, Any]:
         """`work()`'s answer, computed at most once per key while the key lives."""
         await self._maybe_sweep()
         pk = _Key(project_id, user_id, key)
         owner, stored = await self._claim(pk, request_hash)
         if owner is None:
-            return await self._rehydrate(project_id, stored)
+            return await self._rehydrate(project_id, stored, base_url)
         renew = asyncio.create_task(self._renew(pk, owner))
         try:
             result = await work()
@@ -253,7 +258,7 @@ class IdempotencyStore:
                 )
             )
 
-    async def _rehydrate(self, project_id: str, stored: Any) -> dict[str, Any]:
+    async def _rehydrate(self, project_id: str, stored: Any, base_url: str) -> dict[str, Any]:
         """A stored answer as first sent: base64 images are read back from the file store."""
         result: dict[str, Any] = dict(stored)
         data = (result.get("response") or {}).get("data")
@@ -267,6 +272,9 @@ class IdempotencyStore:
                 if image is None:
                     raise ImagegateError(f"stored image {digest} of a replayed answer is missing")
                 item = {**item, "b64_json": base64.b64encode(image).decode()}
+            if "url" in item and digest and self.url_for is not None:
+                mimetype = (item.get("content") or {}).get("mimetype") or "image/png"
+                item = {**item, "url": self.url_for(base_url, project_id, digest, mimetype)}
             items.append(item)
         result["response"] = {**result["response"], "data": items}
         return result
@@ -285,5 +293,10 @@ def _compact(result: dict[str, Any]) -> dict[str, Any]:
     for item in data:
         if item.get("b64_json") and (item.get("content") or {}).get("digest"):
             item = {**item, "b64_json": None}
+        if item.get("url") and (item.get("content") or {}).get("digest"):
+            item = {
+                **item,
+                "url": None,
+            }  # made anew on replay: its host and expiry were the first request's
         compacted.append(item)
     return {**result, "response": {**response, "data": compacted}}

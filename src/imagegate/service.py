@@ -24,7 +24,7 @@ from imagegate.providers.base import ItemError, ProviderResult, Secret
 from imagegate.schemas import ImageGenerationCreateReq
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.secrets import SecretStore
-from imagegate.urls import image_url
+from imagegate.urls import DEFAULT_URL_TTL, image_url
 from imagegate.validation import effective_request, resolve_model
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class GenerationService:
         accounts: AccountStore,
         secrets: SecretStore,
         signing_key: bytes,
+        url_ttl: int = DEFAULT_URL_TTL,
         metrics: Metrics | None = None,
     ) -> None:
         self.catalog = catalog
@@ -76,6 +77,7 @@ class GenerationService:
         self.accounts = accounts
         self.secrets = secrets
         self.signing_key = signing_key
+        self.url_ttl = url_ttl
         self.metrics = metrics
 
     def prepare(self, req: ImageGenerationCreateReq) -> ImageRequest:
@@ -236,7 +238,10 @@ class GenerationService:
     ) -> dict[str, Any]:
         item: dict[str, Any]
         if response_format == "url" and image.digest:
-            url = image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
+            url = image_url(
+                base_url, self.signing_key, project_id, image.digest, image.mimetype,
+                ttl=self.url_ttl,
+            )  # fmt: skip
             item = {"url": url}
         else:
             item = {"b64_json": base64.b64encode(image.data).decode()}

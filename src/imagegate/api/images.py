@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from imagegate.api.deps import App, Caller, authorize
 from imagegate.idempotency import idempotency_key, request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
+from imagegate.urls import public_base
 
 router = APIRouter(tags=["Images"])
 
@@ -23,7 +24,7 @@ async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
 ) -> dict[str, Any]:
     authorize(caller, req.project_id)
-    base_url = app.settings.public_url or str(request.base_url)
+    base_url = public_base(request, app.settings.public_url, app.settings.allowed_hosts)
     # Read from the headers, not declared as parameters: the OpenAPI document stays the
     # Weave spec's. With a key, a retry replays the first answer instead of generating.
     key = idempotency_key(request.headers)
@@ -35,4 +36,5 @@ async def image_create(
         key=key,
         request_hash=request_hash(req),
         work=lambda: app.generation.create(caller, req, base_url),
+        base_url=base_url,  # a replay's URLs are signed anew for this request's base
     )

@@ -15,7 +15,7 @@ from imagegate.store.tables import calls
 # Columns every returned call carries even when the caller asks for fewer: the Weave
 # client's Call model requires them.
 REQUIRED_COLUMNS = ("id", "project_id", "op_name", "trace_id", "started_at")
-PAGE_ROWS = 200  # rows per page of a stream; one page is held in memory at a time
+PAGE_ROWS = 500  # rows per page of a stream; one page is held in memory at a time
 
 
 def _keyset_fields(sort_by: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]] | None:
@@ -32,14 +32,23 @@ def _keyset_fields(sort_by: Sequence[Mapping[str, Any]] | None) -> list[tuple[st
 
 
 def _after(fields: list[tuple[str, str]], row: Any) -> sa.ColumnElement[bool]:
-    """Rows that come after `row` in the order `fields` gives."""
+    """Rows that come after `row` in the order `fields` gives. The first column's bound
+    stands alone too, so an index on it gives the range."""
     terms = []
     for i, (name, direction) in enumerate(fields):
         column = calls.c[name]
         beyond = column > row._mapping[name] if direction == "asc" else column < row._mapping[name]
         ties = [calls.c[n] == row._mapping[n] for n, _ in fields[:i]]
         terms.append(sa.and_(*ties, beyond))
-    return sa.or_(*terms)
+    name, direction = fields[0]
+    first = calls.c[name]
+    bound = first >= row._mapping[name] if direction == "asc" else first <= row._mapping[name]
+    return sa.and_(bound, sa.or_(*terms))
+
+
+def _wire(row: Any, keep: set[str] | None, include_costs: bool) -> dict[str, Any]:
+    call = to_wire(row._mapping, include_costs=include_costs)
+    return {k: v for k, v in call.items() if k in keep} if keep else call
 
 
 class CallStore:
@@ -135,27 +144,41 @@ class CallStore:
     ) -> AsyncIterator[dict[str, Any]]:
         # Page by page, each page fetched whole on a connection held only for that: a
         # client that reads slowly (or stops reading) holds no database connection.
+        # Pages follow the order's key where it allows (started_at, id); otherwise the
+        # ordered ids are taken in one query and the rows fetched by id, page by page.
         # The compiled statement is cached for this stream's pages only: query shapes
         # are the caller's, and unbounded, so they never enter the engine-wide cache.
         compiled_cache: dict[Any, Any] = {}
+        order = calls_order_by(sort_by)
         keyset = _keyset_fields(sort_by)
-        ordered = stmt.order_by(*calls_order_by(sort_by))
+        if keyset is None:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(compiled_cache=compiled_cache)
+                ids = stmt.with_only_columns(calls.c.id).order_by(*order)
+                ids = ids.limit(limit).offset(offset or None)
+                ordered = list((await conn.scalars(ids)).all())
+            for start in range(0, len(ordered), PAGE_ROWS):
+                chunk = ordered[start : start + PAGE_ROWS]
+                async with self.engine.connect() as conn:
+                    await conn.execution_options(compiled_cache=compiled_cache)
+                    rows = await conn.execute(sa.select(calls).where(calls.c.id.in_(chunk)))
+                    by_id = {row.id: row for row in rows}
+                for call_id in chunk:
+                    if (row := by_id.get(call_id)) is not None:  # else deleted meanwhile
+                        yield _wire(row, keep, include_costs)
+            return
         last: Any = None
         sent = 0
         while limit is None or sent < limit:
             size = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - sent)
-            page = ordered.limit(size)
-            if keyset is not None and last is not None:
-                # After the last row sent: no rescan of the pages before (OFFSET would).
-                page = page.where(_after(keyset, last))
-            else:
-                page = page.offset(offset + sent or None)
+            page = stmt.order_by(*order).limit(size)
+            # After the last row sent: no rescan of the pages before (as OFFSET would).
+            page = page.offset(offset or None) if last is None else page.where(_after(keyset, last))
             async with self.engine.connect() as conn:
                 await conn.execution_options(compiled_cache=compiled_cache)
                 rows = (await conn.execute(page)).all()
             for row in rows:
-                call = to_wire(row._mapping, include_costs=include_costs)
-                yield {k: v for k, v in call.items() if k in keep} if keep else call
+                yield _wire(row, keep, include_costs)
             sent += len(rows)
             if len(rows) < size:
                 return

@@ -70,7 +70,9 @@ async def _root() -> Response:
 def install(app: FastAPI) -> None:
     """Add the /ui pages to an app whose `state.imagegate` is set."""
     settings = app.state.imagegate.settings
-    app.state.web_thumbnails = ThumbnailCache(settings.data_dir / "cache" / "thumbs")
+    app.state.web_thumbnails = ThumbnailCache(
+        settings.data_dir / "cache" / "thumbs", max_pixels=settings.max_image_pixels
+    )
     app.include_router(router)
     app.add_api_route("/", _root, include_in_schema=False)
     app.add_exception_handler(SignInRequired, _sign_in_required)

@@ -11,6 +11,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from imagegate.errors import InvalidInput
 from imagegate.names import split_project_id
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.urls import public_base
 from imagegate.web.detail import read_call
 from imagegate.web.render import render
 from imagegate.web.session import (
@@ -175,7 +176,8 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
     try:
         inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, model_choices(ctx)))
         req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-        base_url = ctx.app.settings.public_url or str(request.base_url)
+        settings = ctx.app.settings
+        base_url = public_base(request, settings.public_url, settings.allowed_hosts)
         result = await ctx.app.generation.create(ctx.user(), req, base_url)
     except InvalidInput as exc:
         error = exc.message
