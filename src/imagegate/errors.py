@@ -1,4 +1,11 @@
-"""Errors the service raises on purpose, and how each becomes an HTTP answer."""
+"""Errors the service raises on purpose, and how each becomes an HTTP answer.
+
+One tree: every error a request can end with is an ImagegateError, whose status code
+and body the API renders as JSON and the web gallery (under /ui) as a page. Foreign
+errors are mapped where they enter: a failed disk or object-store request becomes a
+StorageError (store/files.py, store/objectstore.py), a database that cannot be reached
+DatabaseUnavailable (store/db.py and the SQLAlchemy handlers below).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 log = logging.getLogger("imagegate.errors")
 
@@ -74,14 +81,26 @@ class TooManyRequests(ImagegateError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
-class DatabaseUnavailable(ImagegateError):
-    """The database cannot be reached (the log gets the reason; the caller, a 503)."""
+class Unavailable(ImagegateError):
+    """A backing service cannot be used right now (the log gets the reason; the caller,
+    a 503 to retry)."""
 
     status_code = 503
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    public_message = "service unavailable"
 
     def body(self) -> dict[str, Any]:
-        return {"detail": "database unavailable"}
+        return {"detail": self.public_message}
+
+
+class DatabaseUnavailable(Unavailable):
+    public_message = "database unavailable"
+
+
+class StorageError(Unavailable):
+    """The file store failed a read or write (a disk error, an object-store request)."""
+
+    public_message = "file storage unavailable"
 
 
 def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
@@ -111,7 +130,13 @@ def short_reason(exc: Exception) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
-    async def _handle(request: Request, exc: ImagegateError) -> JSONResponse:
+    async def _handle(request: Request, exc: ImagegateError) -> Response:
+        if isinstance(exc, Unavailable):
+            log.warning("%s: %s", exc.public_message, short_reason(exc))
+        web_renderer = getattr(request.app.state, "render_web_error", None)
+        if web_renderer is not None and request.url.path.startswith("/ui"):
+            response: Response = await web_renderer(request, exc)
+            return response
         headers = (
             {
                 "WWW-Authenticate": auth_challenge(
@@ -128,18 +153,17 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(sqlalchemy.exc.OperationalError)
     @app.exception_handler(sqlalchemy.exc.InterfaceError)
     @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    async def _database_down(_request: Request, exc: Exception) -> JSONResponse:
+    async def _database_down(_request: Request, exc: Exception) -> Response:
         reason = short_reason(exc)
         if any(sign in reason for sign in TOO_COMPLEX):
             log.info("query refused by the database: %s", reason)
             return await _handle(_request, BadRequest("the query is too complex for the database"))
-        log.warning("database unavailable: %s", reason)
         return await _handle(_request, DatabaseUnavailable(reason))
 
     # PostgreSQL refuses values SQLite takes (a NUL character, an unpaired surrogate, a
     # number out of range): a data exception, SQLSTATE class 22, is the request's fault.
     @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _bad_value(_request: Request, exc: Exception) -> JSONResponse:
+    async def _bad_value(_request: Request, exc: Exception) -> Response:
         if not str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("22"):
             raise exc
         log.info("value refused by the database: %s", short_reason(exc))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from imagegate import __version__
-from imagegate.errors import InvalidInput
+from imagegate.errors import InvalidInput, StorageError
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
@@ -225,7 +225,7 @@ class GenerationService:
                 digest = await self.files.put(project_id, data)
                 metadata = _content_metadata(digest, data, mimetype, index, width, height)
                 metadata_digest = await self.files.put(project_id, metadata)
-            except OSError as exc:
+            except (StorageError, OSError) as exc:
                 log.error("storing an image for %s failed: %s", project_id, exc)
                 raise ProviderError(
                     "the images could not be stored; the server log has details",

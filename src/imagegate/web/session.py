@@ -20,6 +20,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from imagegate.core import Imagegate
+from imagegate.errors import ImagegateError
 from imagegate.store import Principal
 
 SESSION_COOKIE = "ig_session"
@@ -39,13 +40,13 @@ class SignInRequired(Exception):
         self.clear = clear  # the browser holds a stale session cookie worth removing
 
 
-class WebError(Exception):
-    """An error shown as a page (or plain text for non-page resources)."""
+class WebError(ImagegateError):
+    """An error of the web gallery, with its status: shown as a page (or plain text for
+    non-page resources), like every other ImagegateError under /ui."""
 
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.message = message
 
 
 def _subkey(app: Imagegate, purpose: str) -> bytes:
