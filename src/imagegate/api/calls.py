@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -43,7 +44,10 @@ async def calls_stream_query(req: CallsQueryReq, app: App, caller: Caller) -> St
     # Held until the stream ends: one key's slow readers queue behind each other only.
     slot = await app.reads.acquire(caller.user_id)
     try:
-        calls = app.calls.stream(
+        # Translating the query runs in a worker thread: even a query at the size cap
+        # then costs the event loop nothing.
+        calls = await asyncio.to_thread(
+            app.calls.stream,
             req.project_id,
             filter=req.filter.model_dump(exclude_none=True) if req.filter else None,
             query=req.query,

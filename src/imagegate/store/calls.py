@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -193,7 +194,9 @@ class CallStore:
         limit: int | None = None,
     ) -> tuple[int, bool]:
         """How many calls match, capped at `limit`, and whether more exist past it."""
-        matching = sa.select(calls.c.id).where(calls_where(project_id, filter, query))
+        # Translated in a worker thread, off the event loop (see api/calls.py).
+        where = await asyncio.to_thread(calls_where, project_id, filter, query)
+        matching = sa.select(calls.c.id).where(where)
         if limit is not None:
             matching = matching.limit(limit + 1)
         counted = sa.select(sa.func.count()).select_from(matching.subquery())
