@@ -292,7 +292,7 @@ async def test_url_images_are_downloaded_and_kept(
     for item, index in zip(body["response"]["data"], (3, 4), strict=True):
         assert item["content"]["digest"] == weave_digest(small_png(index))
         if response_format == "url":
-            assert item["url"].startswith("http://testserver/files/alice/openai/")
+            assert item["url"].startswith("/files/alice/openai/")  # relative: no Host decides it
             assert str(fake.port) not in item["url"]  # never the provider's URL
             got = await client.get(item["url"])
             assert got.content == small_png(index)

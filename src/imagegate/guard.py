@@ -6,8 +6,8 @@ request costs much (issue 11).
 - API endpoints read the body as JSON when Content-Type is missing (some Weave client
   paths send it that way) or is curl's `-d` default, form-urlencoded. The web pages
   under /ui post real HTML forms and are left alone, but get a small body limit.
-- A JSON body with an unpaired UTF-16 surrogate (`"\\ud800"`) is a 400: such text
-  cannot be stored, logged or compared, wherever it appears.
+- A JSON body with an unpaired UTF-16 surrogate (`"\\ud800"`) is a 422 naming the
+  field: such text cannot be stored, logged or compared, wherever it appears.
 - Browsers never send API credentials cross-site: a browser that once visited
   `http://api:KEY@host/` replays the cached Basic credentials on any request to the
   host, so a request a browser marks as cross-site (Sec-Fetch-Site, else Origin) that
@@ -135,9 +135,7 @@ class RequestGuard:
             if body is None:
                 return  # too large (answered) or the client went away
             if has_lone_surrogate(body):
-                await _answer(
-                    send, 400, "the request holds an unpaired UTF-16 surrogate (e.g. \\ud800)"
-                )
+                await _surrogate_answer(send, body)
                 return
             app_receive = _replay(body, receive)
 
@@ -150,6 +148,52 @@ class RequestGuard:
         except Exception:
             if not rejected:
                 raise
+
+
+def surrogate_path(value: Any, path: list[str | int]) -> list[str | int] | None:
+    """Where in parsed JSON the first text with an unpaired surrogate is, else None."""
+    if isinstance(value, str):
+        return path if not value.isascii() and _unencodable(value) else None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(
+        value, list) else ()  # fmt: skip
+    for key, item in items:
+        if isinstance(key, str) and _unencodable(key):
+            return [*path, key.encode("utf-8", "backslashreplace").decode()]
+        if (found := surrogate_path(item, [*path, key])) is not None:
+            return found
+    return None
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+async def _surrogate_answer(send: Send, body: bytes) -> None:
+    """422 in the shape of a validation error, naming the field (as pydantic would)."""
+    try:
+        loc = surrogate_path(json.loads(body), ["body"]) or ["body"]
+    except ValueError:
+        loc = ["body"]  # not JSON after all: the app would have said 422 too
+    detail = [
+        {
+            "loc": loc,
+            "msg": "text holds an unpaired UTF-16 surrogate (e.g. \\ud800), which no "
+            "database can store",
+            "type": "value_error",
+        }
+    ]
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 422,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": json.dumps({"detail": detail}).encode()})
 
 
 def _ambient_basic(headers: dict[bytes, bytes], scope: Scope) -> bool:
