@@ -291,6 +291,15 @@ async def test_models_list_and_auth(client, users: Users) -> None:
     assert "dall-e-3" not in names and "gpt-image-1" not in names  # shut down
     error = error_of(await client.get("/v1/models"), 401)
     assert error["code"] == "invalid_api_key"
+    # An edit is refused by the request guard, before its body is read: still OpenAI's
+    # envelope, so the SDK raises AuthenticationError.
+    refused = await client.post(
+        "/v1/images/edits",
+        data={"model": "local/procedural", "prompt": "x"},
+        files=[("image", ("a.png", b"\x89PNG", "image/png"))],
+        headers={"Authorization": "Bearer ig_wrong"},
+    )
+    assert error_of(refused, 401)["code"] == "invalid_api_key"
     error = error_of(
         await client.post("/v1/images/generations", content=b"{", headers=bearer(users.alice))
     )

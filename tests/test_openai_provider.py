@@ -314,7 +314,7 @@ async def test_url_images_are_downloaded_and_kept(
         assert item[response_format]["files"]["content"] == weave_digest(small_png(index))
         if response_format == "url":
             link = item["content"]["url"]
-            assert link.startswith("http://testserver/files/alice/openai/")
+            assert link.startswith("/files/alice/openai/")  # relative: no Host decides it
             assert str(fake.port) not in json.dumps(body)  # never the provider's URL
             got = await client.get(link)
             assert got.content == small_png(index)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imagegate import __version__, docs, metrics, web
 from imagegate.api import (
@@ -32,12 +31,12 @@ from imagegate.api import (
 )
 from imagegate.config import Settings
 from imagegate.core import Imagegate
-from imagegate.errors import OPENAI_PREFIX, install_handlers
+from imagegate.errors import install_handlers
+from imagegate.guard import RequestGuard
 from imagegate.providers import Provider
 from imagegate.recovery import Recovery
 from imagegate.store import FileStore
 
-UPLOAD_PATHS = frozenset({"/file/create", "/files/create", "/v1/images/edits"})
 TRACES_PREFIX = "/traces"
 
 
@@ -56,83 +55,6 @@ class TracesAlias:
             if not inner.startswith("/ui"):  # the gallery lives at /ui only
                 scope = {**scope, "path": inner, "raw_path": inner.encode()}
         await self.app(scope, receive, send)
-
-
-class RequestGuard:
-    """Request fix-ups that must happen before routing.
-
-    - Bodies over the limit get 413 as soon as that is known (from Content-Length, or
-      while streaming a chunked body), and are never buffered whole.
-    - API endpoints read the body as JSON when Content-Type is missing (some Weave
-      client paths send it that way) or is curl's `-d` default, form-urlencoded. The
-      web pages under /ui post real HTML forms and are left alone.
-    """
-
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
-            await self.app(scope, receive, send)
-            return
-        upload = scope["path"] in UPLOAD_PATHS
-        limit = self.settings.max_upload_bytes if upload else self.settings.max_request_bytes
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        openai = scope["path"].startswith(OPENAI_PREFIX)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _too_large(send, limit, openai)
-            return
-        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
-        api_json = not upload and not scope["path"].startswith("/ui")  # /ui posts real forms
-        if api_json and content_type in (b"", b"application/x-www-form-urlencoded"):
-            scope = {
-                **scope,
-                "headers": [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-                + [(b"content-type", b"application/json")],
-            }
-
-        received = 0
-        rejected = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, rejected
-            if rejected:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    # Answer now and tell the app the client is gone, so it stops reading.
-                    rejected = True
-                    await _too_large(send, limit, openai)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if not rejected:  # after a 413 the app's own answer has nowhere to go
-                await send(message)
-
-        try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not rejected:
-                raise
-
-
-async def _too_large(send: Send, limit: int, openai: bool = False) -> None:
-    message = f"request body is larger than the limit of {limit} bytes"
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
-    body = json.dumps({"error": error} if openai else {"detail": message})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"connection", b"close")],
-        }
-    )
-    await send({"type": "http.response.body", "body": body.encode()})
 
 
 def create_app(

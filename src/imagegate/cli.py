@@ -91,6 +91,9 @@ def _with_imagegate(
 @click.version_option(package_name="imagegate")
 def main() -> None:
     """imagegate: self-hosted image generation with the Weave trace-server API."""
+    # The database, the secret and every image are the service user's alone: files this
+    # process creates are 0600 and directories 0700, whatever umask it was started with.
+    os.umask(0o077)
 
 
 @main.command()
@@ -100,9 +103,8 @@ def main() -> None:
 def serve(host: str, port: int, **options: Any) -> None:
     """Run the server (by default SQLite + files in the user data dir, `local/...` models,
     no keys). Every setting is a flag here and an IMAGEGATE_* variable (see the README)."""
-    import uvicorn
-
     from imagegate.app import create_app
+    from imagegate.httpserver import serve as serve_http
 
     settings = _settings(options)
     key = _with_imagegate(options, lambda ig: ig.bootstrap_admin(), announce=False)
@@ -118,8 +120,7 @@ def serve(host: str, port: int, **options: Any) -> None:
             '{"model": "local/procedural", "prompt": "a red fox in a blue forest"}}\'\n'
         )
     sys.stdout.flush()
-    app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    serve_http(create_app(settings), host=host, port=port, limits=settings.http_limits())
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -335,6 +336,17 @@ def secrets_list(entity: str, url: str | None, api_key: str | None, **options: A
         click.echo(f"entity {entity!r} has no secrets (the server's environment applies)")
     for name, updated in names:
         click.echo(f"{name:32}  updated {updated:%Y-%m-%d %H:%M:%S}")
+
+
+@secrets.command("reencrypt")
+@settings_options("store")
+def secrets_reencrypt(**options: Any) -> None:
+    """Encrypt every stored secret with the first key of IMAGEGATE_ENCRYPTION_KEYS.
+
+    To rotate: put the new key first (`IMAGEGATE_ENCRYPTION_KEYS=new,old`), restart the
+    servers, run this, then drop the old key from the list."""
+    count = _with_imagegate(options, lambda ig: ig.secrets.reencrypt())
+    click.echo(f"re-encrypted {count} secret(s) with the first key of the ring")
 
 
 @secrets.command("delete")

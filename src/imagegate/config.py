@@ -10,6 +10,8 @@ reads the process environment: everything else gets what it needs from a `Settin
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import os
 import secrets
 import sys
@@ -18,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from imagegate.httpserver import HttpLimits
 
 MiB = 1024 * 1024
 
@@ -99,7 +103,8 @@ class Settings:
         group="store",
         secret=True,
         shown_default="one generated into the data dir",
-        help="Signs image URLs and encrypts entity provider keys; the same on every replica.",
+        help="The root secret: the signing and encryption keys derive from it unless set; the "
+        "same on every replica.",
     )
     s3_endpoint: str | None = setting(
         group="store",
@@ -115,7 +120,9 @@ class Settings:
         5.0, group="store", help="Seconds to get a database connection before answering 503."
     )
     public_url: str | None = setting(
-        shown_default="the URL the request came in on", help="Base of image URLs handed out."
+        shown_default="unset: the request's origin if its Host is an allowed host, else "
+        "relative URLs (`/files/…`)",
+        help="Base of image URLs handed out; a Host header alone never decides a URL.",
     )
     # JSON bodies are small (a prompt is at most 32,000 characters): anything far larger
     # is refused before it is read.
@@ -123,6 +130,63 @@ class Settings:
         4 * MiB, help="Larger JSON bodies get 413 before they are read."
     )
     max_upload_bytes: int = setting(64 * MiB, help="Largest `/file/create` upload.")
+    max_image_pixels: int = setting(
+        4096 * 4096, help="Images with more pixels are never decoded (thumbnails get 422)."
+    )
+    # Without public_url, a request's own origin is used only if its Host is listed;
+    # otherwise URLs are relative ("/files/..."): a Host header alone never decides a URL.
+    allowed_hosts: frozenset[str] = setting(
+        default_factory=frozenset,
+        shown_default="none: image URLs are relative without `--public-url`",
+        help="Comma-separated hosts whose own origin may be the base of image URLs.",
+    )
+    url_ttl: int = setting(
+        7 * 24 * 3600,
+        help="Seconds a signed image URL works for at least (at most twice); it stays the "
+        "same within such a window.",
+    )
+    signing_secret: str | None = setting(
+        env="IMAGEGATE_SIGNING_KEY",
+        group="store",
+        secret=True,
+        shown_default="derived from the secret key",
+        help="Signs image URLs, sessions and CSRF tokens; rotating it revokes them all and "
+        "touches no encrypted secret.",
+    )
+    encryption_key_ring: str | None = setting(
+        env="IMAGEGATE_ENCRYPTION_KEYS",
+        group="store",
+        secret=True,
+        shown_default="the secret key alone",
+        help="Comma-separated keys for stored provider keys: the first encrypts, every one "
+        "decrypts (`imagegate secrets reencrypt` moves all to the first).",
+    )
+    database_queue_timeout: float = setting(
+        120.0,
+        group="store",
+        help="Seconds to wait for a pooled database connection while all are in use.",
+    )
+    reads_per_key: int = setting(
+        8,
+        help="Concurrent reads (/calls/stream_query, /calls/query_stats, /call/read) per API "
+        "key; more wait their turn.",
+    )
+    read_wait: float = setting(
+        30.0, help="Seconds a read waits for a turn (see reads per key), then 429."
+    )
+    # HTTP server limits (see httpserver.py).
+    http_max_header_bytes: int = setting(
+        64 * 1024, help="Largest request head in bytes (431 past it)."
+    )
+    http_header_timeout: float = setting(10.0, help="Seconds for a request's headers to arrive.")
+    http_body_timeout: float = setting(30.0, help="Longest pause in a request body, in seconds.")
+    http_send_timeout: float = setting(
+        60.0, help="Longest a client may leave an answer unread, in seconds."
+    )
+    http_keep_alive_timeout: float = setting(
+        5.0, help="Seconds an idle keep-alive connection stays open."
+    )
+    http_max_connections: int = setting(2048, help="Open connections at most.")
     idempotency_ttl: float = setting(
         24 * 3600.0, help="Seconds an Idempotency-Key is kept after first use."
     )
@@ -187,6 +251,16 @@ class Settings:
             values["data_dir"] = user_data_dir(env)
         return cls(**values)
 
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_header_bytes=self.http_max_header_bytes,
+            header_timeout=self.http_header_timeout,
+            body_timeout=self.http_body_timeout,
+            send_timeout=self.http_send_timeout,
+            keep_alive_timeout=self.http_keep_alive_timeout,
+            max_connections=self.http_max_connections,
+        )
+
     @property
     def resolved_database_url(self) -> str:
         return (
@@ -205,16 +279,18 @@ class Settings:
         files = self.files_url or str(self.files_dir.resolve())
         return f"data dir {self.data_dir.resolve()} (database {database}, files {files})"
 
-    def signing_key(self) -> bytes:
-        """The secret that signs image URLs: `secret_key`, else one kept in data_dir."""
+    def root_secret(self) -> bytes:
+        """`secret_key`, else a secret kept in data_dir (made on first use)."""
         if self.secret_key:
             return self.secret_key.encode()
         path = self.data_dir / "secret.key"
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = path.with_suffix(f".tmp{os.getpid()}")
-            tmp.write_text(secrets.token_urlsafe(32))
-            tmp.chmod(0o600)
+            # Created 0600 from the start: never readable by others, not even briefly.
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32))
             # Another process may have won the race: link-or-keep keeps one key for all.
             try:
                 os.link(tmp, path)
@@ -223,6 +299,20 @@ class Settings:
             finally:
                 tmp.unlink()
         return path.read_text().strip().encode()
+
+    def signing_key(self) -> bytes:
+        """The key that signs image URLs, sessions and CSRF tokens: `signing_secret`
+        (IMAGEGATE_SIGNING_KEY), else one derived from the root secret. Rotating it
+        revokes every signed URL and session, and touches no encrypted secret."""
+        if self.signing_secret:
+            return self.signing_secret.encode()
+        return hmac.new(self.root_secret(), b"imagegate signing", hashlib.sha256).digest()
+
+    def encryption_keys(self) -> list[bytes]:
+        """The key ring for stored secrets: `encryption_key_ring` (IMAGEGATE_ENCRYPTION_KEYS,
+        comma-separated; the first encrypts, every one decrypts), else the root secret."""
+        ring = [k.strip() for k in (self.encryption_key_ring or "").split(",")]
+        return [k.encode() for k in ring if k] or [self.root_secret()]
 
 
 @dataclass(frozen=True)
@@ -244,6 +334,8 @@ class SettingInfo:
         """A value of this setting's type from text (an environment variable, a flag)."""
         if not isinstance(raw, str):
             return raw
+        if self.type is frozenset:  # a comma-separated list, compared in lower case
+            return frozenset(part.strip().lower() for part in raw.split(",") if part.strip())
         if self.type is bool:
             lowered = raw.strip().lower()
             if lowered in ("1", "true", "yes", "on"):
@@ -274,9 +366,12 @@ def _registry() -> tuple[SettingInfo, ...]:
         if "help" not in f.metadata:
             continue
         hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = bool(args)
-        kind = args[0] if args else hint
+        if typing.get_origin(hint) is frozenset:
+            optional, kind = False, frozenset
+        else:
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            optional = bool(args)
+            kind = args[0] if args else hint
         default = None if f.default is dataclasses.MISSING else f.default
         items.append(
             SettingInfo(

@@ -8,6 +8,7 @@ from urllib.parse import unquote, urlsplit
 from imagegate.admin import Admin
 from imagegate.config import Settings
 from imagegate.idempotency import IdempotencyStore
+from imagegate.limits import KeyedLimiter
 from imagegate.metrics import Metrics
 from imagegate.providers import Catalog, Provider, load_catalog
 from imagegate.providers import litellm as litellm_provider
@@ -19,6 +20,7 @@ from imagegate.store.budgets import BudgetStore
 from imagegate.store.db import advisory_lock, create_engine, migrate
 from imagegate.store.ratelimit import Limits, RateLimiter
 from imagegate.store.secrets import SecretStore
+from imagegate.store.sessions import SessionStore
 from imagegate.store.teams import TeamStore
 from imagegate.traces import Traces
 
@@ -69,14 +71,17 @@ class Imagegate:
     ) -> None:
         self.settings = settings
         self.engine = create_engine(
-            settings.resolved_database_url, timeout=settings.database_timeout
+            settings.resolved_database_url,
+            timeout=settings.database_timeout,
+            queue_timeout=settings.database_queue_timeout,
         )
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
+        self.sessions = SessionStore(self.engine)
         self.files = files or open_file_store(settings)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
-        self.secrets = SecretStore(self.engine, self.signing_key)
+        self.secrets = SecretStore(self.engine, settings.encryption_keys())
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
         self.teams = TeamStore(self.engine)
@@ -99,6 +104,7 @@ class Imagegate:
             accounts=self.accounts,
             secrets=self.secrets,
             signing_key=self.signing_key,
+            url_ttl=settings.url_ttl,
             metrics=self.metrics,
             environ=settings.environ,
             budgets=self.budgets,
@@ -107,6 +113,7 @@ class Imagegate:
         )
 
         self.admin = Admin(self.accounts, self.teams, self.budgets, self.secrets)
+        self.reads = KeyedLimiter(settings.reads_per_key, settings.read_wait)
         self.idempotency = IdempotencyStore(
             self.engine,
             ttl=settings.idempotency_ttl,

@@ -27,6 +27,7 @@ from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage
 from imagegate.store import Principal
 from imagegate.streaming import stream_generation
+from imagegate.urls import public_base
 
 log = logging.getLogger("imagegate.openai")
 
@@ -53,7 +54,7 @@ async def answer(
     app: Imagegate, caller: Principal, door: DoorRequest, request: Request
 ) -> Response:
     """Run the request through the service, as JSON or as server-sent events."""
-    base_url = app.settings.public_url or str(request.base_url)
+    base_url = public_base(request, app.settings.public_url, app.settings.allowed_hosts)
     if door.stream:
         # Checked here, so a bad request gets its 400 before the stream starts.
         await app.generation.check(

@@ -22,6 +22,7 @@ from imagegate.errors import (
     ImagegateError,
     InvalidInput,
     RateLimited,
+    StorageError,
     StorageUnavailable,
 )
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
@@ -41,7 +42,7 @@ from imagegate.store.budgets import BudgetStore, Reservation
 from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore
 from imagegate.uploads import Upload, check_edit_inputs
-from imagegate.urls import SVG_MIMETYPE, image_url, sniff_image_type
+from imagegate.urls import DEFAULT_URL_TTL, SVG_MIMETYPE, image_url, sniff_image_type
 from imagegate.validation import effective_request, resolve_model
 from imagegate.weave_shape import (
     ANSWER_OPTIONS,
@@ -95,6 +96,7 @@ class GenerationService:
         accounts: AccountStore,
         secrets: SecretStore,
         signing_key: bytes,
+        url_ttl: int = DEFAULT_URL_TTL,
         metrics: Metrics | None = None,
         environ: Mapping[str, str] | None = None,
         budgets: BudgetStore | None = None,
@@ -108,6 +110,7 @@ class GenerationService:
         self.accounts = accounts
         self.secrets = secrets
         self.signing_key = signing_key
+        self.url_ttl = url_ttl
         self.metrics = metrics
         # Where server-wide provider keys come from (Settings.environ).
         self.environ: Mapping[str, str] = environ if environ is not None else {}
@@ -472,7 +475,7 @@ class GenerationService:
                 await self.files.put(project_id, data)
                 metadata = content_metadata(data, mimetype, index, response_format)
                 metadata_digest = await self.files.put(project_id, metadata)
-            except OSError as exc:
+            except (StorageError, OSError) as exc:
                 log.error("storing an image for %s failed: %s", project_id, exc)
                 raise ProviderError(
                     "the images could not be stored; the server log has details",
@@ -494,7 +497,14 @@ class GenerationService:
         """The signed, stable URL of a stored image of `project_id`."""
 
         def link(image: GeneratedImage) -> str:
-            return image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
+            return image_url(
+                base_url,
+                self.signing_key,
+                project_id,
+                image.digest,
+                image.mimetype,
+                ttl=self.url_ttl,
+            )
 
         return link
 

@@ -12,6 +12,7 @@ from imagegate.api.deps import App, Caller, authorize
 from imagegate.generation import Generation
 from imagegate.idempotency import request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
+from imagegate.urls import public_base
 from imagegate.weave_shape import weave_answer, weave_failure
 
 router = APIRouter(tags=["Images"])
@@ -46,7 +47,7 @@ async def image_create(
         request_hash=request_hash(req),
         work=work,
     )
-    base_url = app.settings.public_url or str(request.base_url)
+    base_url = public_base(request, app.settings.public_url, app.settings.allowed_hosts)
     link = app.generation.image_link(req.project_id, base_url)
 
     async def render(generation: Generation) -> Response:

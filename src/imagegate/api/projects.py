@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 
 from imagegate.api.deps import App, Caller, authorize
 from imagegate.api.teams import BudgetSpec, budgets_body
-from imagegate.errors import NotFound
+from imagegate.errors import InvalidInput, NotFound
 from imagegate.names import split_project_id
 from imagegate.store.spend import project_spend
 
@@ -32,6 +32,7 @@ async def spend(
     except ValueError as exc:
         raise NotFound(str(exc)) from exc
     authorize(caller, project_id)
+    since, until = _utc(since, "since"), _utc(until, "until")
     async with app.engine.connect() as conn:
         return await project_spend(conn, project_id, since=since, until=until)
 
@@ -61,3 +62,13 @@ async def delete_project_budget(
 ) -> dict[str, Any]:
     await app.admin.delete_budget(caller, "project", f"{entity}/{project}")
     return {"deleted": True}
+
+
+def _utc(value: datetime | None, name: str) -> datetime | None:
+    """A bound in UTC, as stored; one with no UTC form (0001-01-01T00:00+01:00) is a 422."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError as exc:
+        raise InvalidInput(["query", name], "timestamp out of range", value.isoformat()) from exc

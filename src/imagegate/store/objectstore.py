@@ -19,12 +19,12 @@ from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
 from imagegate.digest import is_digest, weave_digest
+from imagegate.errors import StorageError
 from imagegate.names import split_project_id
 
 
-class ObjectStoreError(OSError):
-    """A failed object-store request. An OSError, like a failed disk write, so the
-    generation service reports it as a storage error."""
+class ObjectStoreError(StorageError):
+    """A failed object-store request (obstore's errors, mapped where they enter)."""
 
 
 def _endpoint(env: Mapping[str, str]) -> str | None:

@@ -28,7 +28,11 @@ AsType = Literal["string", "number", "int", "bool", "any"]
 Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
 
 MAX_DEPTH = 32
-MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter ids
+MAX_ITEMS = 10_000  # longest list accepted: $in values, filter ids
+# Operator objects in one query. Building and compiling cost ~30 µs each, on the event
+# loop, and SQLite refuses an expression more than 1,000 deep (an $or of n terms is n
+# deep): 300 keeps the largest query to a few ms and well inside both.
+MAX_TERMS = 300
 
 # Fields with a type of their own; JSON paths take their type from the comparison.
 FIELD_KINDS: dict[str, Kind] = {
@@ -90,6 +94,34 @@ def calls_where(
     if query is not None:
         terms.append(CALLS.expression(query))
     return sa.and_(*terms)
+
+
+def _check_size(expr: Any) -> None:
+    """Refuse a query of more than MAX_TERMS operator objects before any work on it.
+    A `{"$literal": [...]}` list is one term: it becomes one flat IN (...)."""
+    count, stack = 0, [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            count += 1
+            if count > MAX_TERMS:
+                raise QueryError(
+                    f"query has more than {MAX_TERMS} terms; split it or use $in with a list"
+                )
+            stack.extend(v for k, v in node.items() if k != "$literal")
+        elif isinstance(node, list):
+            if len(node) > MAX_ITEMS:
+                raise QueryError(f"a list has {len(node)} items; at most {MAX_ITEMS} allowed")
+            stack.extend(node)
+
+
+def _path_part(part: str) -> str | int:
+    """An array index (ASCII digits only: `isdigit` also takes "²") or an object key."""
+    if not (part.isascii() and part.isdigit()):
+        return part
+    if len(part) > 9:
+        raise QueryError(f"array index {part[:20]}... is too large")
+    return int(part)
 
 
 def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.ColumnElement[Any]]:
@@ -164,6 +196,7 @@ class Schema:
         """A `{"$expr": ...}` query as a boolean SQL expression."""
         if not isinstance(query, Mapping) or set(query) != {"$expr"}:
             raise QueryError('query must be an object with exactly one key, "$expr"')
+        _check_size(query["$expr"])
         return self._operand(query["$expr"], "bool", 1)
 
     def field_expr(self, path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
@@ -196,7 +229,7 @@ class Schema:
         if as_type == "timestamp":
             raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
         column = self.table.c[name]
-        key = tuple(int(p) if p.isdigit() else p for p in parts)
+        key = tuple(_path_part(p) for p in parts)
         if as_type in ("any", "string"):  # as text, JSON null and a missing key are both NULL
             return column[key] if as_type == "any" else column[key].as_string()
         # Read only values of the wanted JSON type; anything else becomes NULL.
@@ -354,9 +387,15 @@ def _value(value: Any, kind: Kind) -> Any:
         return _parse_time(value)
     if _literal_kind(value) != kind:
         raise QueryError(f"cannot compare a {kind} with {value!r}")
-    if kind == "number" and not math.isfinite(value):
-        raise QueryError(f"invalid number {value!r}")
-    return float(value) if kind == "number" else value
+    if kind == "number":
+        try:
+            number = float(value)  # an int past a double's range raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise QueryError(f"invalid number {str(value)[:40]!r}: out of range")
+        return number
+    return value
 
 
 def _parse_time(value: Any) -> datetime:
@@ -365,9 +404,10 @@ def _parse_time(value: Any) -> datetime:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
         parsed = datetime.fromisoformat(value)  # accepts a trailing "Z" from 3.11
+        # In UTC, as stored: 0001-01-01T00:00:00+01:00 has no UTC form and is refused here.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise QueryError(f"invalid timestamp {value!r}; expected ISO-8601") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        raise QueryError(f"invalid timestamp {value!r:.64}; expected ISO-8601") from exc
 
 
 def _op(node: Any, depth: int) -> tuple[str, Any]:

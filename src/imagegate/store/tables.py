@@ -318,3 +318,14 @@ feedback = sa.Table(
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index("ix_feedback_project_ref", "project_id", "weave_ref"),
 )
+
+# A browser session: the cookie holds a random token, this table its hash and the hash of
+# the API key it was opened with (revoking the key ends it too). Signing out deletes it.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False, index=True),
+)

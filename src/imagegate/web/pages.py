@@ -100,7 +100,10 @@ async def _query(
         # A former member's generations stay findable by their name.
         by_name = {name: uid for uid, name in members}
         user_id = by_name.get(filters.user) or await store.user_id(filters.user)
-    flt, query = filters.to_query(user_id)
+    try:
+        flt, query = filters.to_query(user_id)
+    except ValueError as exc:
+        raise WebError(400, str(exc)) from exc
     return flt, query, members
 
 

@@ -204,7 +204,11 @@ class Filters:
         except ValueError:
             return None
         # Midnight in the browser's zone, as UTC: the range matches what the user sees.
-        start = day.replace(tzinfo=UTC) - timedelta(minutes=self.tz) + timedelta(days=plus_days)
+        try:
+            start = day.replace(tzinfo=UTC) - timedelta(minutes=self.tz)
+            start += timedelta(days=plus_days)
+        except OverflowError as exc:  # to=9999-12-31, or from=0001-01-01 east of UTC
+            raise ValueError(f"date {value} is out of range") from exc
         return start.isoformat()
 
     def to_query(self, user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:

@@ -1,7 +1,7 @@
 """Teams: roles, server admins, the audit log, budgets and rate-limit windows.
 
 Revision ID: 0008_teams
-Revises: 0006_openai_door (re-chained on merging; given as 0003)
+Revises: 0007_sessions (re-chained on merging; given as 0003)
 """
 
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
 revision = "0008_teams"
-down_revision = "0006_openai_door"
+down_revision = "0007_sessions"
 branch_labels = None
 depends_on = None
 
