@@ -23,7 +23,7 @@ from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
 from imagegate.providers.base import ItemError, ProviderResult, Secret
 from imagegate.schemas import ImageGenerationCreateReq
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
-from imagegate.store.secrets import SecretStore
+from imagegate.store.secrets import SecretStore, SecretUnreadable
 from imagegate.urls import image_url
 from imagegate.validation import effective_request, resolve_model
 
@@ -94,7 +94,11 @@ class GenerationService:
         name = request.spec.key_env
         if not name:
             return None
-        value = await self.secrets.get(entity, name) or os.environ.get(name)
+        try:
+            stored = await self.secrets.get(entity, name)
+        except SecretUnreadable as exc:  # an operator's mistake: say which, not "internal"
+            raise ProviderError(str(exc), error_type="auth") from exc
+        value = stored or os.environ.get(name)
         return Secret(value) if value else None
 
     async def create(

@@ -25,6 +25,10 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+class SecretUnreadable(RuntimeError):
+    """A stored secret that this server's key cannot decrypt (the key changed)."""
+
+
 class SecretStore:
     def __init__(self, engine: AsyncEngine, server_secret: bytes) -> None:
         self.engine = engine
@@ -66,7 +70,7 @@ class SecretStore:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise RuntimeError(
+            raise SecretUnreadable(
                 f"secret {name} of entity {entity!r} cannot be decrypted: "
                 "IMAGEGATE_SECRET_KEY differs from the one it was stored with"
             ) from exc

@@ -1,0 +1,480 @@
+"""The deployment surface, through real `imagegate serve` processes configured as an
+operator would: settings from the environment only, S3 endpoints, replicas sharing a
+secret, provider keys set with the CLI, and who may read spend over which period."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from imagegate.config import Settings
+from imagegate.digest import weave_digest
+from imagegate.urls import file_signature
+from tests.backends import S3Server, stored_files
+from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer, start_server, stop_server
+from tests.fake_openai import FakeOpenAI, Gate, Reply, refused_url
+
+KEY = "sk-deploy-0123456789abcdef"
+PROJECT = "admin/deploy"
+PNG = b"\x89PNG"
+
+
+def models_toml(fake: FakeOpenAI) -> str:
+    return f"""
+[models."test/priced"]
+provider = "openai"
+upstream_model = "priced"
+base_url = "{fake.url}/v1"
+params = ["size", "response_format"]
+sizes = ["1024x1024"]
+max_attempts = 1
+prices = {{ per_image = {{ "-:1024x1024" = 0.04 }} }}
+
+# No base_url of its own: OPENAI_BASE_URL decides where it goes.
+[models."test/env-base-url"]
+provider = "openai"
+upstream_model = "from-env"
+params = ["size"]
+sizes = ["1024x1024"]
+max_attempts = 1
+"""
+
+
+def cli(*args: str, env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(IMAGEGATE_BIN), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **env},
+    )
+
+
+def new_key(user: str, entity: str, env: dict[str, str]) -> str:
+    made = cli("keys", "create", "--user", user, "--entity", entity, env=env)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip().splitlines()[-1]
+
+
+async def create(
+    client: httpx.AsyncClient, model: str = "test/priced", project: str = PROJECT, **more: Any
+) -> httpx.Response:
+    headers = more.pop("headers", {})
+    inputs = {"model": model, "prompt": "a red fox", **more}
+    return await client.post(
+        "/image/create", json={"project_id": project, "inputs": inputs}, headers=headers
+    )
+
+
+# --- every setting from the environment --------------------------------------------
+
+
+@dataclass
+class Configured:
+    server: LiveServer
+    env: dict[str, str]
+    backend: Backend
+    files: Settings  # where the server's files are, to look at them
+
+
+@pytest.fixture(scope="module")
+def configured(
+    tmp_path_factory: pytest.TempPathFactory, module_backend: Backend, fake: FakeOpenAI
+) -> Iterator[Configured]:
+    """One server configured through its environment alone (no flag but --port)."""
+    root = tmp_path_factory.mktemp("configured")
+    models = root / "models.toml"
+    models.write_text(models_toml(fake))
+    files_url = module_backend.files_url or f"file://{root / 'elsewhere'}"
+    env = {
+        **module_backend.env,
+        "IMAGEGATE_DATA_DIR": str(root / "env-data"),
+        "IMAGEGATE_FILES_URL": files_url,
+        "IMAGEGATE_PUBLIC_URL": "https://images.example.test/gate",
+        "IMAGEGATE_MODELS": str(models),
+        "IMAGEGATE_MAX_REQUEST_BYTES": "20000",
+        "IMAGEGATE_MAX_UPLOAD_BYTES": "3000",
+        "IMAGEGATE_IDEMPOTENCY_TTL": "600",
+        "IMAGEGATE_IDEMPOTENCY_WAIT": "0.5",
+        "IMAGEGATE_IDEMPOTENCY_LEASE": "120",
+        "IMAGEGATE_SECRET_KEY": "deploy-secret",
+        "IMAGEGATE_METRICS_TOKEN": "scrape-token",
+        "OPENAI_API_KEY": KEY,
+        "OPENAI_BASE_URL": f"{fake.url}/v1",
+    }
+    server = start_server(None, env)
+    yield Configured(server, env, module_backend, Settings(data_dir=root, files_url=files_url))
+    stop_server(server)
+
+
+@pytest.fixture
+async def admin(configured: Configured) -> Any:
+    server = configured.server
+    async with httpx.AsyncClient(
+        base_url=server.url, auth=("api", server.admin_key), timeout=60
+    ) as client:
+        yield client
+
+
+def db_rows(configured: Configured, sql: str) -> list[list[str]]:
+    """Rows of `sql` straight from the server's database (SQLite file or PostgreSQL)."""
+    backend = configured.backend
+    if backend.pg is not None and backend.database is not None:
+        out = backend.pg.psql(sql, backend.database)
+        return [line.split("|") for line in out.splitlines() if line]
+    path = Path(configured.env["IMAGEGATE_DATA_DIR"]) / "imagegate.db"
+    with sqlite3.connect(path) as conn:
+        return [[str(v) for v in row] for row in conn.execute(sql)]
+
+
+async def test_data_dir_and_database_from_the_environment(
+    configured: Configured, admin: httpx.AsyncClient
+) -> None:
+    assert configured.server.admin_key.startswith("ig_")
+    res = await create(admin)
+    assert res.status_code == 200 and "data" in res.json()["response"], res.text
+    call_id = res.json()["weave_call_id"]
+    # The call is in the database the environment named.
+    assert db_rows(configured, f"SELECT id FROM calls WHERE id = '{call_id}'") == [[call_id]]
+    sqlite_file = Path(configured.env["IMAGEGATE_DATA_DIR"]) / "imagegate.db"
+    assert sqlite_file.exists() == (configured.backend.pg is None)
+    # A CLI command finds the same data through the same environment.
+    key = new_key("erin", "studio", configured.env)
+    res = httpx.post(
+        f"{configured.server.url}/calls/query_stats",
+        json={"project_id": "studio/p"},
+        auth=("api", key),
+    )
+    assert res.status_code == 200, res.text
+
+
+async def test_files_public_url_and_secret_from_the_environment(
+    configured: Configured, admin: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    res = await create(admin, response_format="url")
+    assert res.status_code == 200, res.text
+    (item,) = res.json()["response"]["data"]
+    url = urlsplit(item["url"])
+    # IMAGEGATE_PUBLIC_URL is the base of every image URL handed out.
+    assert item["url"].startswith(f"https://images.example.test/gate/files/{PROJECT}/")
+    digest = item["content"]["digest"]
+    # IMAGEGATE_SECRET_KEY signed it.
+    (sig,) = parse_qs(url.query)["sig"]
+    assert sig == file_signature(b"deploy-secret", PROJECT, digest)
+    # Behind the public URL is this server: the same path and query fetch the image.
+    path = url.path.removeprefix("/gate") + "?" + url.query
+    image = httpx.get(configured.server.url + path)
+    assert image.status_code == 200 and image.content.startswith(PNG)
+    assert weave_digest(image.content) == digest
+    # IMAGEGATE_FILES_URL: the bytes are where it points.
+    stored = await stored_files(configured.files, PROJECT)
+    assert f"{PROJECT}/{digest[:2]}/{digest}" in stored
+
+
+async def test_models_and_openai_settings_from_the_environment(
+    configured: Configured, admin: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    fake.reset()
+    models = {m["name"] for m in (await admin.get("/models")).json()["models"]}
+    assert {"test/priced", "test/env-base-url"} <= models  # IMAGEGATE_MODELS
+    res = await create(admin, model="test/env-base-url")
+    assert "data" in res.json()["response"], res.text
+    (sent,) = fake.requests
+    assert sent.body["model"] == "from-env"  # OPENAI_BASE_URL
+    assert sent.headers["authorization"] == f"Bearer {KEY}"  # OPENAI_API_KEY
+
+
+def declared_too_large(server: LiveServer, path: str, size: int) -> bytes:
+    """The answer to headers declaring a `size`-byte body (none of it is sent: over
+    httpx, a body the server refuses unread can reset the connection before the
+    answer is read)."""
+    host, port = server.url.removeprefix("http://").split(":")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {server.admin_key}\r\nContent-Length: {size}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+async def test_body_limits_from_the_environment(
+    configured: Configured, admin: httpx.AsyncClient
+) -> None:
+    server = configured.server
+    under = await create(admin, prompt="x" * 15_000)
+    assert under.status_code == 200
+    over = declared_too_large(server, "/image/create", 25_000)
+    assert over.startswith(b"HTTP/1.1 413") and b"limit of 20000 bytes" in over, over
+
+    upload = await admin.post(
+        "/file/create", data={"project_id": PROJECT}, files={"file": ("a.bin", b"x" * 1000)}
+    )
+    assert upload.status_code == 200, upload.text
+    over = declared_too_large(server, "/file/create", 5000)
+    assert over.startswith(b"HTTP/1.1 413") and b"limit of 3000 bytes" in over, over
+
+
+async def test_metrics_token_from_the_environment(configured: Configured) -> None:
+    url = f"{configured.server.url}/metrics"
+    assert httpx.get(url).status_code == 401
+    res = httpx.get(url, headers={"Authorization": "Bearer scrape-token"})
+    assert res.status_code == 200 and "imagegate_http_requests_total" in res.text
+
+
+async def test_idempotency_settings_from_the_environment(
+    configured: Configured, admin: httpx.AsyncClient, fake: FakeOpenAI
+) -> None:
+    fake.reset()
+    gate = Gate()
+    fake.push(Reply(gate=gate))
+    key = "deploy-idem-1"
+    headers = {"Idempotency-Key": key}
+    first = asyncio.create_task(create(admin, headers=headers))
+    try:
+        await gate.until_held()
+        # IMAGEGATE_IDEMPOTENCY_WAIT=0.5: the repeat gives up with 409 after half a
+        # second (the default would hold it for 30).
+        started = time.monotonic()
+        busy = await create(admin, headers=headers)
+        waited = time.monotonic() - started
+        assert busy.status_code == 409, busy.text
+        assert 0.4 < waited < 20, waited
+        # TTL and lease, as the server wrote them into the key's row.
+        ((created, lease_until, expires),) = db_rows(
+            configured,
+            f"SELECT created_at, lease_until, expires_at FROM idempotency_keys WHERE key = '{key}'",
+        )
+        created_at = datetime.fromisoformat(created)
+        lease = datetime.fromisoformat(lease_until) - created_at
+        ttl = datetime.fromisoformat(expires) - created_at
+        assert timedelta(seconds=119) < lease < timedelta(seconds=121), lease
+        assert ttl == timedelta(seconds=600), ttl
+    finally:
+        gate.open()
+    assert (await first).status_code == 200
+
+
+# --- S3 endpoints ------------------------------------------------------------------
+
+
+def s3_cases(s3: S3Server) -> dict[str, tuple[dict[str, str], bool]]:
+    moto, nowhere = s3.endpoint, refused_url()
+    # 0.0.0.0 reaches this machine, but is not a loopback address by the rule.
+    not_loopback = s3.endpoint.replace("127.0.0.1", "0.0.0.0")
+    return {
+        "imagegate_endpoint_wins": (
+            {"IMAGEGATE_S3_ENDPOINT": moto, "AWS_ENDPOINT_URL_S3": nowhere,
+             "AWS_ENDPOINT_URL": nowhere}, True),
+        "aws_s3_endpoint_over_aws_endpoint": (
+            {"AWS_ENDPOINT_URL_S3": moto, "AWS_ENDPOINT_URL": nowhere}, True),
+        "plain_http_off_loopback_refused": (
+            {"IMAGEGATE_S3_ENDPOINT": not_loopback, "AWS_ENDPOINT_URL": nowhere}, False),
+        "plain_http_off_loopback_when_allowed": (
+            {"IMAGEGATE_S3_ENDPOINT": not_loopback, "AWS_ENDPOINT_URL": nowhere,
+             "IMAGEGATE_S3_ALLOW_HTTP": "1"}, True),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    "case",
+    [
+        "imagegate_endpoint_wins",
+        "aws_s3_endpoint_over_aws_endpoint",
+        "plain_http_off_loopback_refused",
+        "plain_http_off_loopback_when_allowed",
+    ],
+)
+async def test_s3_endpoint_precedence_and_plain_http(
+    tmp_path: Path, backend: Backend, s3_server: S3Server, case: str
+) -> None:
+    env, works = s3_cases(s3_server)[case]
+    server = start_server(tmp_path / "data", {**backend.env, **env})
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, auth=("api", server.admin_key), timeout=60
+        ) as client:
+            ready = await client.get("/ready")
+            res = await create(client, model="local/procedural", size="256x256")
+    finally:
+        stop_server(server)
+    response = res.json()["response"]
+    if works:
+        assert ready.status_code == 200, ready.text
+        digest = response["data"][0]["content"]["digest"]
+        stored = await stored_files(Settings(data_dir=tmp_path, files_url=backend.files_url))
+        assert f"{PROJECT}/{digest[:2]}/{digest}" in stored
+    else:
+        assert ready.status_code == 503 and ready.json()["files"] == "unavailable", ready.text
+        assert response["error_type"] == "storage_error", response
+        assert await stored_files(Settings(data_dir=tmp_path, files_url=backend.files_url)) == {}
+
+
+# --- replicas sharing a secret ---------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_signed_url_from_one_replica_is_served_by_another(
+    tmp_path: Path, backend: Backend
+) -> None:
+    shared = {**backend.env, "IMAGEGATE_SECRET_KEY": "shared-by-replicas"}
+    one = start_server(tmp_path / "one", shared)
+    other = start_server(tmp_path / "other", shared)
+    stranger = start_server(tmp_path / "stranger", {**shared, "IMAGEGATE_SECRET_KEY": "other"})
+    try:
+        key = one.admin_key
+        async with httpx.AsyncClient(base_url=one.url, auth=("api", key), timeout=60) as client:
+            res = await create(client, model="local/procedural", response_format="url")
+        (item,) = res.json()["response"]["data"]
+        url = urlsplit(item["url"])
+        assert f"{url.scheme}://{url.netloc}" == one.url  # made by the first replica
+        path = f"{url.path}?{url.query}"
+        served = httpx.get(other.url + path)  # no key: the signature is the credential
+        assert served.status_code == 200, served.text
+        assert weave_digest(served.content) == item["content"]["digest"]
+        # A server with another secret does not honour it.
+        assert httpx.get(stranger.url + path).status_code == 401
+    finally:
+        for server in (one, other, stranger):
+            stop_server(server)
+
+
+# --- provider keys set with the CLI ------------------------------------------------
+
+
+async def test_provider_key_set_with_the_cli_is_used_by_a_server_sharing_the_secret(
+    tmp_path: Path, backend: Backend, fake: FakeOpenAI
+) -> None:
+    fake.reset()
+    models = tmp_path / "models.toml"
+    models.write_text(models_toml(fake))
+    env = {
+        **backend.env,
+        "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
+        "IMAGEGATE_MODELS": str(models),
+        "IMAGEGATE_SECRET_KEY": "the-operators-secret",
+        "OPENAI_API_KEY": "",  # no server-wide key: only the entity's
+    }
+    erin = new_key("erin", "studio", env)
+    studio_key = "sk-studio-0123456789abcdef"
+    made = cli("secrets", "set", "--entity", "studio", "OPENAI_API_KEY", env=env, stdin=studio_key)
+    assert made.returncode == 0, made.stderr
+    assert studio_key not in made.stdout + made.stderr
+
+    server = start_server(None, env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, auth=("api", erin), timeout=60) as c:
+            res = await create(c, project="studio/posters")
+    finally:
+        stop_server(server)
+    assert "data" in res.json()["response"], res.text
+    (sent,) = fake.requests
+    assert sent.headers["authorization"] == f"Bearer {studio_key}"
+
+    # The same database under another secret cannot decrypt it, and says so.
+    server = start_server(None, {**env, "IMAGEGATE_SECRET_KEY": "a-different-secret"})
+    try:
+        async with httpx.AsyncClient(base_url=server.url, auth=("api", erin), timeout=60) as c:
+            res = await create(c, project="studio/posters")
+    finally:
+        stop_server(server)
+    response = res.json()["response"]
+    assert response.get("error_type") == "auth", res.text
+    assert "IMAGEGATE_SECRET_KEY differs" in response["error"], res.text
+    assert len(fake.requests) == 1  # nothing was sent with a wrong key
+
+
+# --- spend ---------------------------------------------------------------------------
+
+
+async def test_spend_since_until_and_who_may_read_it(
+    tmp_path: Path, backend: Backend, fake: FakeOpenAI
+) -> None:
+    fake.reset()
+    models = tmp_path / "models.toml"
+    models.write_text(models_toml(fake))
+    env = {**backend.env, "IMAGEGATE_DATA_DIR": str(tmp_path / "data"),
+           "IMAGEGATE_MODELS": str(models), "OPENAI_API_KEY": KEY}  # fmt: skip
+    server = start_server(None, env)
+    try:
+        erin = new_key("erin", "studio", env)
+        frank = new_key("frank", "elsewhere", env)
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as client:
+            auth = ("api", erin)
+
+            async def generated() -> dict[str, Any]:
+                res = await client.post(
+                    "/image/create",
+                    json={"project_id": "studio/p", "inputs": {"model": "test/priced",
+                                                               "prompt": "x"}},
+                    auth=auth,
+                )  # fmt: skip
+                call_id = res.json()["weave_call_id"]
+                read = await client.post(
+                    "/call/read", json={"project_id": "studio/p", "id": call_id}, auth=auth
+                )
+                call: dict[str, Any] = read.json()["call"]
+                return call
+
+            early = await generated()
+            await asyncio.sleep(0.3)
+            late = await generated()
+            between = (
+                datetime.fromisoformat(early["ended_at"])
+                + (
+                    datetime.fromisoformat(late["started_at"])
+                    - datetime.fromisoformat(early["ended_at"])
+                )
+                / 2
+            )
+
+            async def spend(who: str | None, **period: datetime) -> httpx.Response:
+                params = {k: v.isoformat() for k, v in period.items()}
+                return await client.get(
+                    "/projects/studio/p/spend",
+                    params=params,
+                    auth=("api", who) if who else None,
+                )
+
+            whole = (await spend(erin)).json()
+            assert whole["total_cost"] == pytest.approx(0.08), whole
+            since = (await spend(erin, since=between)).json()
+            until = (await spend(erin, until=between)).json()
+            assert since["total_cost"] == until["total_cost"] == pytest.approx(0.04)
+            assert since["by_model"]["test/priced"]["calls"] == 1
+            assert until["by_model"]["test/priced"]["calls"] == 1
+            start = datetime.fromisoformat(early["started_at"]) - timedelta(seconds=1)
+            window = (await spend(erin, since=start, until=between)).json()
+            assert window["total_cost"] == pytest.approx(0.04)
+            after = (await spend(erin, since=datetime.fromisoformat(late["ended_at"])
+                                 + timedelta(seconds=1))).json()  # fmt: skip
+            assert after["total_cost"] == 0
+
+            # Who may read it: the entity's members only.
+            assert (await spend(None)).status_code == 401
+            assert (await spend(frank)).status_code == 403
+            assert (await spend(server.admin_key)).status_code == 403  # not in `studio`
+            bad = await client.get(
+                "/projects/studio/p/spend", params={"since": "yesterday"}, auth=auth
+            )
+            assert bad.status_code == 422
+    finally:
+        stop_server(server)
