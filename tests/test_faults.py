@@ -287,10 +287,17 @@ async def test_provider_failing_a_fifth_of_requests_under_load(
         return failure_reply(kind, dealt)
 
     fake.responder = respond
-    server = serve(tmp_path, backend, fake)
+    # 84 generations at once share PostgreSQL's pool of 30 connections; on a loaded
+    # machine a request can wait for one longer than the 5 s default before it answers
+    # 503. Waiting for a connection is not what this test is about: give it a minute.
+    server = serve(tmp_path, backend, fake, IMAGEGATE_DATABASE_TIMEOUT="60")
     try:
         async with httpx.AsyncClient(
-            base_url=server.url, auth=("api", server.admin_key), timeout=60
+            # A bound, not a timing: 84 generations at once on a loaded 2-core machine can
+            # take minutes, and a client that gave up would be a false failure.
+            base_url=server.url,
+            auth=("api", server.admin_key),
+            timeout=600,
         ) as client:
             prompts = [f"prompt {i}" for i in range(80)]
             hung = [f"hung {i}" for i in range(4)]
@@ -302,13 +309,18 @@ async def test_provider_failing_a_fifth_of_requests_under_load(
             assert (await client.get("/health")).status_code == 200
             calls = {c["id"]: c for c in await all_calls(client)}
             await check_images_exist(client, list(calls.values()))
-        assert {kind for seq in served.values() for kind in seq} == {*FAILURES, "hang"}
+        unanswered = [a for a in [*answers, *hung_answers] if a.status != 200]
+        assert not unanswered, unanswered
+        assert {kind for seq in served.values() for kind in seq} == {*FAILURES, "hang"}, served
         assert len(calls) == len(answers) + len(hung_answers) == 84
         for answer in hung_answers:
             assert answer.status == 200 and answer.body is not None, answer
             call = calls[answer.body["weave_call_id"]]
             attempts = call["summary"]["attempts"]
-            assert served[answer.prompt] == ["hang"] * 3, (served[answer.prompt], attempts)
+            # Three attempts, each timed out; on a loaded machine one can time out before
+            # its request even reaches the fake, so the fake saw at most three.
+            seen = served[answer.prompt]
+            assert 1 <= len(seen) <= 3 and set(seen) == {"hang"}, (seen, attempts)
             assert [a["error_type"] for a in attempts] == ["timeout"] * 3, attempts
             assert answer.body["response"]["error_type"] == "timeout", answer
             assert call["exception"].startswith("timeout: ")
