@@ -5,10 +5,12 @@ secret, provider keys set with the CLI, and who may read spend over which period
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ import pytest
 
 from imagegate.config import Settings
 from imagegate.digest import weave_digest
+from imagegate.recovery import INTERRUPTED
 from imagegate.urls import file_signature
 from tests.backends import S3Server, stored_files
 from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer, start_server, stop_server
@@ -478,3 +481,101 @@ async def test_spend_since_until_and_who_may_read_it(
             assert bad.status_code == 422
     finally:
         stop_server(server)
+
+
+# --- database timeout and recovery from the environment ------------------------------
+
+
+class Blackhole:
+    """A TCP listener that accepts and never answers, noting how long each client
+    waited before it gave up and closed."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.waits: list[float] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn: socket.socket) -> None:
+        accepted = time.monotonic()
+        with conn:
+            while conn.recv(65536):  # the client's startup message, unanswered
+                pass
+        self.waits.append(time.monotonic() - accepted)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_database_timeout_from_the_environment(tmp_path: Path) -> None:
+    """IMAGEGATE_DATABASE_TIMEOUT=1: a database that never answers is given up on after
+    a second (the default is 5), and the server says why it cannot start."""
+    hole = Blackhole()
+    env = {
+        "IMAGEGATE_DATABASE_URL": f"postgresql+asyncpg://u@127.0.0.1:{hole.port}/db",
+        "IMAGEGATE_DATABASE_TIMEOUT": "1",
+    }
+    try:
+        with pytest.raises(RuntimeError, match="server exited") as failed:
+            start_server(tmp_path / "data", env)
+    finally:
+        hole.close()
+    assert "cannot connect to the database" in str(failed.value)
+    assert hole.waits, "the server never tried the database"
+    assert 0.8 < hole.waits[0] < 3.5, hole.waits
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_stale_call_settings_from_the_environment(
+    tmp_path: Path, backend: Backend, fake: FakeOpenAI
+) -> None:
+    """A replica killed mid-generation: a sibling started with IMAGEGATE_STALE_CALL_AFTER=2
+    and IMAGEGATE_RECOVERY_INTERVAL=0.5 ends its call as interrupted once the call is two
+    seconds old, while running (the defaults: 15 minutes, every minute)."""
+    fake.reset()
+    models = tmp_path / "models.toml"
+    models.write_text(models_toml(fake))
+    env = {**backend.env, "IMAGEGATE_MODELS": str(models), "OPENAI_API_KEY": KEY,
+           "IMAGEGATE_SECRET_KEY": "shared"}  # fmt: skip
+    sibling = start_server(
+        tmp_path / "sibling",
+        {**env, "IMAGEGATE_STALE_CALL_AFTER": "2", "IMAGEGATE_RECOVERY_INTERVAL": "0.5"},
+    )
+    doomed = start_server(tmp_path / "doomed", env)
+    key = sibling.admin_key or doomed.admin_key
+    gate = Gate()
+    fake.push(Reply(gate=gate))
+    try:
+        async with httpx.AsyncClient(auth=("api", key), timeout=60) as client:
+            held = asyncio.create_task(client.post(
+                f"{doomed.url}/image/create",
+                json={"project_id": PROJECT, "inputs": {"model": "test/priced", "prompt": "x"}},
+            ))  # fmt: skip
+            await gate.until_held()
+            doomed.process.kill()
+            with pytest.raises(httpx.TransportError):
+                await held
+            deadline = time.monotonic() + 30
+            while True:
+                res = await client.post(
+                    f"{sibling.url}/calls/stream_query", json={"project_id": PROJECT}
+                )
+                (call,) = [json.loads(line) for line in res.text.splitlines()]
+                if call["exception"] is not None or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.2)
+    finally:
+        gate.open()
+        stop_server(sibling)
+        doomed.process.kill()
+    assert call["exception"] == INTERRUPTED, call
+    lived = datetime.fromisoformat(call["ended_at"]) - datetime.fromisoformat(call["started_at"])
+    assert lived >= timedelta(seconds=2), lived  # not before it was stale
