@@ -183,6 +183,7 @@ async def test_kill_9_mid_run_keeps_every_answered_generation(
             # Every slow call is recorded as started once the provider has its request.
             slow_seen = lambda: sum(r.body["prompt"].startswith("slow") for r in fake.requests)  # noqa: E731
             await until(lambda: slow_seen() == 8 and len(answers) >= 30, "calls in flight")
+            in_flight = (slow_seen(), len(answers))
             server.process.kill()  # SIGKILL: no shutdown, no cleanup
             killed_at = time.monotonic()  # every unfinished call started before this
             server.process.wait(timeout=30)
@@ -226,6 +227,12 @@ async def test_kill_9_mid_run_keeps_every_answered_generation(
             await check_images_exist(client, list(calls.values()))
             metrics = (await client.get("/metrics")).text
             assert f"imagegate_interrupted_calls_total {float(len(interrupted))}" in metrics
+            print(
+                f"RACE test_kill_9_mid_run[{backend.name}]: killed with {in_flight[0]} slow "
+                f"generations held at the provider and {in_flight[1]} answered; "
+                f"{len(answered)} answered in all, each intact after restart; "
+                f"{len(interrupted)} calls ended as interrupted"
+            )
         await check_store_complete(settings)
     finally:
         stop_server(server)

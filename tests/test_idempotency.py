@@ -213,13 +213,20 @@ async def test_repeat_past_the_wait_gets_409_then_the_answer(
     assert "still in progress" in busy.json()["detail"]
     # A different body is refused even while the first still runs.
     assert (await create(client, users.alice, body("other", model="test/gated"))).status_code == 422
-    assert (await stored_row(imagegate)).state == "running"
+    state = (await stored_row(imagegate)).state
+    assert state == "running" and not first.done()
     gate.open()
     done = await first
     assert done.status_code == 200
     later = await create(client, users.alice, body(model="test/gated"))
     assert later.json() == done.json()
     assert len(fake.requests) == 1
+    print(
+        f"RACE test_repeat_past_the_wait_gets_409_then_the_answer: first held at the "
+        f"provider (key {state!r}); the repeat got 409 Retry-After "
+        f"{busy.headers['retry-after']} while it was held; after the gate opened the "
+        f"first answered 200 and a later repeat replayed it; provider requests: 1"
+    )
 
 
 async def test_refused_request_frees_the_key_for_a_corrected_retry(client, users: Users) -> None:
