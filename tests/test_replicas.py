@@ -84,6 +84,9 @@ async def test_concurrent_generations_over_three_replicas(
     share = [sum(a.replica == i for a in load.answers) for i in range(3)]
     assert share == [GENERATIONS // 3] * 3
     await until(lambda: replicas.served(marks) == share, "every replica's access log")
+    with capsys.disabled():
+        served = replicas.served(marks)
+        print(f"  200s for POST /image/create in each replica's access log: {served}")
     ids = [a.body["weave_call_id"] for a in load.answers]
     assert len(set(ids)) == GENERATIONS  # no duplicate
 
