@@ -51,8 +51,9 @@ def settings(
 
 
 @pytest.fixture
-def gate(fake: FakeOpenAI) -> Gate:
-    """Holds the next provider request (and only that one) until opened."""
+def gate(fake: FakeOpenAI, settings: Settings) -> Gate:
+    """Holds the next provider request (and only that one) until opened. (After
+    `settings`, which resets the fake.)"""
     gate = Gate()
     fake.push(Reply(gate=gate))
     return gate
