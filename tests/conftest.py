@@ -193,12 +193,14 @@ class LiveServer:
 
 
 def start_server(
-    data_dir: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    data_dir: Path | None, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> LiveServer:
-    """`imagegate serve` in a real process; returns once /health answers."""
+    """`imagegate serve` in a real process; returns once /health answers. Without
+    `data_dir`, no --data-dir flag: the environment (IMAGEGATE_DATA_DIR) decides."""
     port = free_port()
+    where = ["--data-dir", str(data_dir)] if data_dir is not None else []
     proc = subprocess.Popen(
-        [str(IMAGEGATE_BIN), "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
+        [str(IMAGEGATE_BIN), "serve", "--port", str(port), *where, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -224,6 +226,7 @@ def start_server(
     output.extend(proc.stdout.readlines())
     text = "".join(output)
     match = re.search(r"^\s+(ig_\S+)\s*$", text, re.MULTILINE)
+    data_dir = data_dir or Path((env or {}).get("IMAGEGATE_DATA_DIR", "imagegate-data"))
     server = LiveServer(url, match[1] if match else "", data_dir, proc, output)
     _drain_output(server)
     return server

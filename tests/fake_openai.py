@@ -4,7 +4,11 @@ It is a real server on loopback (uvicorn in a thread), so imagegate's provider, 
 official SDK and the URL downloader are exercised exactly as against the real API:
 JSON generations, multipart edits (`image`, `image[]`, `mask`), and server-sent events
 for `stream: true` (partial images, then the completed one).
-Tests script its answers (`push`) and read what it received (`requests`).
+Tests script its answers (`push`) and read what it received (`requests`). A reply can
+be any status, headers (Retry-After) and body (HTML, broken JSON), come late, never come
+(`hang`), or wait at a `Gate` until the test opens it. For image URLs it also serves a
+redirect, a download that hangs, and one that declares a size past any limit.
+`refused_url()` is an address where nothing listens.
 """
 
 from __future__ import annotations
@@ -48,6 +52,42 @@ class Reply:
     partial_delay_s: float = 0.0  # streaming: the wait before each partial and the final
     partial_image: bytes | None = None  # streaming: every partial's bytes (else small PNGs)
     stream_error: dict[str, Any] | None = None  # streaming: an `error` event after partials
+    content_type: str = "application/json"  # of `body`
+    hang: bool = False  # never answer: hold the request until the client gives up
+    gate: Gate | None = None  # hold the request until the test opens the gate
+
+
+class Gate:
+    """Holds the requests that reach it until the test calls `open()`.
+
+    Used from the test's thread while the fake serves in its own, so its state is
+    plain thread-safe counters; `until_held` polls them without blocking an event loop.
+    """
+
+    def __init__(self) -> None:
+        self._open = threading.Event()
+        self._lock = threading.Lock()
+        self.held = 0  # requests that reached the gate, ever
+        self.waiting = 0  # requests held right now
+
+    @property
+    def is_open(self) -> bool:
+        return self._open.is_set()
+
+    def open(self) -> None:
+        self._open.set()
+
+    def _arrive(self, delta: int) -> None:
+        with self._lock:
+            self.waiting += delta
+            self.held += max(0, delta)
+
+    async def until_held(self, count: int = 1, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.held < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.held} of {count} requests reached the gate")
+            await asyncio.sleep(0.01)
 
 
 @dataclass
@@ -79,16 +119,26 @@ class FakeOpenAI:
         # Chooses the answer for each request the script does not cover (from its body).
         self.responder: Callable[[dict[str, Any]], Reply] | None = None
         self.downloads = 0
+        self.download_bytes_sent = 0  # of the responses below that declare a huge size
+        self._gates: list[Gate] = []
         self.app = self._build()
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: uvicorn.Server | None = None
 
     def reset(self) -> None:
+        self.open_gates()
         self.requests.clear()
         self.script.clear()
         self.responder = None
         self.downloads = 0
+        self.download_bytes_sent = 0
+
+    def open_gates(self) -> None:
+        """Let every held request go (also the hung ones), so none outlives its test."""
+        for gate in self._gates:
+            gate.open()
+        self._gates.clear()
 
     def push(self, *replies: Reply) -> None:
         self.script.extend(replies)
@@ -119,11 +169,16 @@ class FakeOpenAI:
                 reply = self.responder(body) if self.responder else Reply()
             if reply.delay_s:
                 await asyncio.sleep(reply.delay_s)
+            gate = reply.gate or (Gate() if reply.hang else None)
+            if gate is not None:
+                self._gates.append(gate)
+                if not await self._hold(request, gate):
+                    return Response(status_code=499)  # the client went away
             if str(body.get("stream")).lower() == "true" and reply.status == 200:
                 edit = request.url.path.endswith("/edits")
                 return StreamingResponse(_events(body, reply, edit), media_type="text/event-stream")
             if reply.body is not None:
-                return Response(reply.body, reply.status, reply.headers, "application/json")
+                return Response(reply.body, reply.status, reply.headers, reply.content_type)
             if reply.json is not None:
                 return JSONResponse(reply.json, reply.status, reply.headers)
             n = int(body.get("n") or 1)
@@ -159,7 +214,47 @@ class FakeOpenAI:
 
             return StreamingResponse(body(), media_type="image/png")
 
+        @app.get("/redirect/{index}.png")
+        async def redirect(index: int) -> Response:
+            self.downloads += 1
+            return Response(status_code=302, headers={"Location": f"{self.url}/img/{index}.png"})
+
+        @app.get("/hanging.png")
+        async def hanging(request: Request) -> Response:
+            self.downloads += 1
+            gate = Gate()
+            self._gates.append(gate)
+            await self._hold(request, gate)
+            return Response(small_png(0), media_type="image/png")
+
+        @app.get("/declared/{size}.png")
+        async def declared(size: int) -> StreamingResponse:
+            """Declares `size` bytes, then sends one small chunk and stalls: only a client
+            that trusts Content-Length refuses it at once."""
+            self.downloads += 1
+
+            async def body() -> AsyncIterator[bytes]:
+                chunk = small_png(0)
+                self.download_bytes_sent += len(chunk)
+                yield chunk
+                await asyncio.sleep(60)
+
+            headers = {"Content-Length": str(size)}
+            return StreamingResponse(body(), media_type="image/png", headers=headers)
+
         return app
+
+    async def _hold(self, request: Request, gate: Gate) -> bool:
+        """Wait at `gate`; False when the client disconnected first."""
+        gate._arrive(1)
+        try:
+            while not gate.is_open:
+                if await request.is_disconnected():
+                    return False
+                await asyncio.sleep(0.02)
+            return True
+        finally:
+            gate._arrive(-1)
 
     def start(self) -> None:
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
@@ -173,6 +268,7 @@ class FakeOpenAI:
             time.sleep(0.02)
 
     def stop(self) -> None:
+        self.open_gates()
         if self._server is not None:
             self._server.should_exit = True
 
@@ -226,6 +322,11 @@ async def _events(body: dict[str, Any], reply: Reply, edit: bool) -> AsyncIterat
         },
         f"{kind}.completed",
     )
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    return f"http://127.0.0.1:{_free_port()}"
 
 
 def _free_port() -> int:

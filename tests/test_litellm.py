@@ -12,11 +12,17 @@ from PIL import Image
 
 from imagegate.config import Settings
 from imagegate.digest import weave_digest
+from imagegate.providers import litellm as litellm_provider
 from imagegate.providers import load_catalog
 from tests.conftest import Users, basic
 from tests.fake_openai import FakeOpenAI, small_png
 
-pytest.importorskip("litellm")
+
+def test_litellm_is_installed_and_imports() -> None:
+    """The test extra installs LiteLLM: a missing or broken install fails here (the
+    route's tests below would fail too), never skips."""
+    assert litellm_provider.available()
+    assert callable(litellm_provider._litellm().aimage_generation)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# A plain import: a broken Weave install fails this module instead of skipping it.
 from weave.trace_server_bindings import remote_http_trace_server as remote
 
 from imagegate.digest import weave_digest

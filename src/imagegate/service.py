@@ -40,7 +40,7 @@ from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
 from imagegate.store.ratelimit import RateLimiter
-from imagegate.store.secrets import SecretStore
+from imagegate.store.secrets import SecretStore, SecretUnreadable
 from imagegate.uploads import Upload, check_edit_inputs
 from imagegate.urls import DEFAULT_URL_TTL, SVG_MIMETYPE, image_url, sniff_image_type
 from imagegate.validation import effective_request, resolve_model
@@ -190,7 +190,11 @@ class GenerationService:
         name = request.spec.key_env
         if not name:
             return None
-        value = await self.secrets.get(entity, name) or self.environ.get(name)
+        try:
+            stored = await self.secrets.get(entity, name)
+        except SecretUnreadable as exc:  # an operator's mistake: say which, not "internal"
+            raise ProviderError(str(exc), error_type="auth") from exc
+        value = stored or self.environ.get(name)
         return Secret(value) if value else None
 
     async def generate(

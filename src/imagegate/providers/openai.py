@@ -250,6 +250,14 @@ async def generate_with_retries(
         except (openai.APIError, TimeoutError, ValueError) as exc:
             failure = classify_failure(exc, spec, timeout_s, api_key)
         else:
+            if isinstance(response, str):
+                # A 200 whose body is not JSON (an HTML page from a proxy): the SDK hands
+                # it back as text instead of raising.
+                record.update(latency_ms=_ms(started), error_type="provider_error")
+                attempts.append(record)
+                raise ProviderError(
+                    "malformed response from the provider (not JSON)", attempts=attempts
+                )
             record.update(latency_ms=_ms(started), status_code=200)
             attempts.append(record)
             try:

@@ -61,7 +61,10 @@ def s3_store(
     config: dict[str, Any] = {}
     endpoint = endpoint or _endpoint(env)
     if endpoint:
+        # The store also reads AWS_ENDPOINT_URL_S3 from the process environment, and that
+        # key wins over `endpoint`: set both, so the endpoint chosen above is the one used.
         config["endpoint"] = endpoint
+        config["aws_endpoint_url_s3"] = endpoint
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         config["region"] = region

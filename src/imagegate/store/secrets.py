@@ -30,6 +30,10 @@ def _fernet(secret: bytes) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
+class SecretUnreadable(RuntimeError):
+    """A stored secret that this server's key cannot decrypt (the key changed)."""
+
+
 class SecretStore:
     def __init__(self, engine: AsyncEngine, keys: list[bytes]) -> None:
         """`keys` is the key ring: the first encrypts, each decrypts (so a new key can
@@ -71,10 +75,10 @@ class SecretStore:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise RuntimeError(
-                f"secret {name} of entity {entity!r} cannot be decrypted: none of the "
-                "encryption keys (IMAGEGATE_ENCRYPTION_KEYS, else IMAGEGATE_SECRET_KEY) "
-                "is the one it was stored with"
+            raise SecretUnreadable(
+                f"secret {name} of entity {entity!r} cannot be decrypted: "
+                "IMAGEGATE_SECRET_KEY differs from the one it was stored with, and no key "
+                "of IMAGEGATE_ENCRYPTION_KEYS is it"
             ) from exc
 
     async def names(self, entity: str) -> list[tuple[str, datetime]]:
