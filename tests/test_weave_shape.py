@@ -165,8 +165,10 @@ def test_url_metadata_is_what_weave_writes_from_the_url(live_server: LiveServer)
                 "/file/content",
                 json={"project_id": project, "digest": ref["files"]["metadata.json"]},
             ).content
+            # The link is relative (no Host header decides a URL): Weave needs it whole.
+            link = live_server.url + item["content"]["url"]
             content = Content.from_url(
-                item["content"]["url"], metadata={"source_index": index, "_original_schema": "url"}
+                link, metadata={"source_index": index, "_original_schema": "url"}
             )
             assert_same_metadata(ours, weave_metadata(content))
 
