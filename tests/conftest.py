@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -270,3 +271,20 @@ def _drain_output(server: LiveServer) -> None:
             server.output.append(line)
 
     threading.Thread(target=read, daemon=True).start()
+
+
+@pytest.fixture
+async def replicas(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two apps on the same database and files, as two replicas would be."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            application = create_app(settings)
+            await stack.enter_async_context(application.router.lifespan_context(application))
+            transport = httpx.ASGITransport(app=application)
+            clients.append(
+                await stack.enter_async_context(
+                    httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60)
+                )
+            )
+        yield clients

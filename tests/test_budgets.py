@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -163,23 +161,6 @@ async def test_only_owners_and_admins_set_budgets(client: httpx.AsyncClient, use
         client, users.alice, "/teams/acme/budget", period="daily", limit_usd=-1
     )
     assert negative.status_code == 422
-
-
-@pytest.fixture
-async def replicas(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Two apps on the same database and files, as two replicas would be."""
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            application = create_app(settings)
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            transport = httpx.ASGITransport(app=application)
-            clients.append(
-                await stack.enter_async_context(
-                    httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60)
-                )
-            )
-        yield clients
 
 
 @pytest.mark.parametrize("billed", [PRICE, 0.15], ids=["billed-as-estimated", "billed-more"])

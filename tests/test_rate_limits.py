@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from dataclasses import replace
 
 import httpx
 import pytest
 
-from imagegate.app import create_app
 from imagegate.config import Settings
 from tests.conftest import Users, basic
 
@@ -68,22 +65,6 @@ async def test_key_and_project_limits_answer_429_with_retry_after(
     assert 'imagegate_rate_limit_per_minute{kind="images",scope="project"} 5.0' in metrics
     assert 'imagegate_rate_limited_total{kind="requests",scope="key"} 1.0' in metrics
     assert 'imagegate_rate_limited_total{kind="images",scope="project"} 1.0' in metrics
-
-
-@pytest.fixture
-async def replicas(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
-    async with AsyncExitStack() as stack:
-        clients = []
-        for _ in range(2):
-            application = create_app(settings)
-            await stack.enter_async_context(application.router.lifespan_context(application))
-            transport = httpx.ASGITransport(app=application)
-            clients.append(
-                await stack.enter_async_context(
-                    httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60)
-                )
-            )
-        yield clients
 
 
 async def test_replicas_share_one_count(replicas: list[httpx.AsyncClient]) -> None:
