@@ -1,10 +1,17 @@
 """Errors the service raises on purpose, and how each becomes an HTTP answer.
 
 One tree: every error a request can end with is an ImagegateError, whose status code
-and body the API renders as JSON and the web gallery (under /ui) as a page. Foreign
-errors are mapped where they enter: a failed disk or object-store request becomes a
-StorageError (store/files.py, store/objectstore.py), a database that cannot be reached
-DatabaseUnavailable (store/db.py and the SQLAlchemy handlers below).
+and body the API renders as JSON, the OpenAI door in OpenAI's envelope and the web
+gallery (under /ui) as a page. Foreign errors are mapped where they enter: a failed disk
+or object-store request becomes a StorageError (store/files.py, store/objectstore.py), a
+database that cannot be reached DatabaseUnavailable (store/db.py and the SQLAlchemy
+handlers below), the openai SDK's and httpx's errors a ProviderError
+(providers/openai.py `classify_failure`, providers/download.py), bytes Pillow cannot read
+an InvalidProviderOutput (service.py `inspect_image`).
+
+A generation that fails is recorded, not raised: its error's `error_type` (a wire name,
+in the call's `exception` and both doors' answers) says which kind of the tree ended it,
+and `failure_kind` turns the name back into the kind when an answer is rendered.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ class ImagegateError(Exception):
     headers: ClassVar[dict[str, str] | None] = None
     # A machine-readable name for errors a client acts on (the OpenAI door's `code`).
     code: str | None = None
+    # What a failed generation records for this error (see `failure_kind`).
+    error_type: ClassVar[str] = "internal_error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -139,6 +148,23 @@ class StorageError(Unavailable):
 
     public_message = "file storage unavailable"
     code = "storage_unavailable"
+    error_type = "storage_error"
+
+
+class ImagesNotStored(StorageError):
+    """A generation's images could not be stored: the generation is recorded as failed
+    (`storage_error`) and answered as a storage outage, to retry."""
+
+    public_message = "the images could not be stored; the server log has details"
+
+
+class InternalError(ImagegateError):
+    """A bug in imagegate: the caller gets a clear answer, the details go to the log."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str = "internal error; the server log has details") -> None:
+        super().__init__(message)
 
 
 def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
@@ -192,6 +218,111 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
     # An outage's reason goes to the log, never to the client.
     message = exc.public_message if isinstance(exc, Unavailable) else exc.message
     return openai_error(status, message, code=exc.code, headers=exc.response_headers())
+
+
+class ProviderError(ImagegateError):
+    """A generation the provider could not do. Its kind is its subclass, named on the
+    wire by `error_type`; `upstream_status` is the provider's HTTP status when it
+    answered with one, `attempts` every HTTP attempt made."""
+
+    status_code = 502
+    code = "upstream_error"
+    error_type = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        details: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.details = details or {}
+        self.attempts = attempts or []
+
+    @staticmethod
+    def of_type(error_type: str, message: str, **kwargs: Any) -> ProviderError:
+        """The kind a recorded `error_type` names (one image's failure, re-raised)."""
+        kind = _PROVIDER_KINDS.get(error_type, ProviderError)
+        return kind(message, **kwargs)
+
+
+class ProviderServerError(ProviderError):
+    """The provider failed: a 5xx, or a connection that could not be made."""
+
+
+class InvalidProviderOutput(ProviderError):
+    """The provider answered, but not with images (malformed JSON, bytes that are not
+    an image, an image URL that cannot be fetched)."""
+
+
+class ProviderAuthError(ProviderError):
+    """The server's provider key is missing, refused or unreadable: the operator's
+    problem, not the caller's (so 502, never 401)."""
+
+    code = "upstream_auth_failed"
+    error_type = "auth"
+
+
+class ProviderRateLimited(ProviderError):
+    status_code = 429
+    code = "rate_limit_exceeded"
+    error_type = "rate_limit"
+
+
+class ProviderTimeout(ProviderError):
+    status_code = 504
+    code = "upstream_timeout"
+    error_type = "timeout"
+
+
+class ProviderBadRequest(ProviderError):
+    """The provider refused the request as invalid (a 4xx other than those below)."""
+
+    status_code = 400
+    code = "invalid_request"
+    error_type = "invalid_request"
+
+
+class ContentPolicyViolation(ProviderBadRequest):
+    """Moderation blocked the prompt or the image (`details`: categories, stage)."""
+
+    code = "moderation_blocked"
+    error_type = "content_policy"
+
+
+class ProviderModelNotFound(ProviderBadRequest):
+    status_code = 404
+    code = "model_not_found"
+    error_type = "model_not_found"
+
+
+_PROVIDER_KINDS: dict[str, type[ProviderError]] = {
+    kind.error_type: kind
+    for kind in (
+        ProviderError,
+        ProviderAuthError,
+        ProviderRateLimited,
+        ProviderTimeout,
+        ProviderBadRequest,
+        ContentPolicyViolation,
+        ProviderModelNotFound,
+    )
+}
+# Every kind of error a generation is recorded with, by its `error_type`.
+_FAILURE_KINDS: dict[str, type[ImagegateError]] = {
+    **_PROVIDER_KINDS,
+    StorageError.error_type: StorageError,
+    InternalError.error_type: InternalError,
+}
+
+
+def failure_kind(error_type: str) -> type[ImagegateError]:
+    """The error kind a failed generation's `error_type` names, for rendering its
+    status, code and headers (a name this version does not know: a provider error)."""
+    return _FAILURE_KINDS.get(error_type, ProviderError)
 
 
 class StorageUnavailable(StorageError):

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 
 from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.errors import ImagegateError, openai_error
+from imagegate.errors import ImagegateError, failure_kind, openai_error
 from imagegate.generation import GeneratedImage, Generation
 from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage
@@ -32,18 +32,6 @@ from imagegate.urls import public_base
 log = logging.getLogger("imagegate.openai")
 
 CALL_ID_HEADER = "Imagegate-Call-Id"
-# The provider's failure (`error_type`) as OpenAI's status and code.
-STATUS_BY_ERROR_TYPE = {
-    "content_policy": (400, "moderation_blocked"),
-    "invalid_request": (400, "invalid_request"),
-    "rate_limit": (429, "rate_limit_exceeded"),
-    "model_not_found": (404, "model_not_found"),
-    "auth": (502, "upstream_auth_failed"),  # the server's provider key, not the caller's
-    "timeout": (504, "upstream_timeout"),
-    "provider_error": (502, "upstream_error"),
-    "storage_error": (500, "storage_error"),
-    "internal_error": (500, "internal_error"),
-}
 # Stream-event field values OpenAI's types allow.
 STREAM_FORMATS = ("png", "webp", "jpeg")
 STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
@@ -134,18 +122,21 @@ async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
 
 
 def error_answer(generation: Generation) -> JSONResponse | None:
-    """A failed generation (recorded, with its error) as OpenAI's error answer."""
+    """A failed generation (recorded, with its error) as OpenAI's error answer: the
+    status, code and headers of the error kind its `error_type` names (errors.py)."""
     error = generation.error
     if error is None:
         return None
-    status, code = STATUS_BY_ERROR_TYPE.get(error.error_type, (502, None))
+    kind = failure_kind(error.error_type)
     extra: dict[str, Any] = {}
     if error.details.get("categories") is not None or error.details.get("stage") is not None:
         extra["moderation_details"] = {
             "moderation_stage": error.details.get("stage"),
             "categories": error.details.get("categories"),
         }
-    return openai_error(status, error.message, code=code, **extra)
+    return openai_error(
+        kind.status_code, error.message, code=kind.code, headers=kind.headers, **extra
+    )
 
 
 def images_response(

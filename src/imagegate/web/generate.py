@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
+from imagegate.errors import BudgetExceeded, Forbidden, InvalidInput, NotFound, RateLimited
 from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
 from imagegate.providers.base import PartialImage
@@ -23,7 +23,6 @@ from imagegate.web.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebContext,
-    WebError,
     read_form,
     require_entity,
     require_user,
@@ -98,7 +97,7 @@ def project_of(ctx: WebContext, entity: str, project: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such project.") from exc
+        raise NotFound("No such project.") from exc
     require_entity(ctx, entity)
     return f"{entity}/{project}"
 
@@ -185,7 +184,7 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
     ctx.check_csrf(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))
     project_id = project_of(ctx, entity, project)
     if not ctx.user().can_generate(entity):
-        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot generate.")
+        raise Forbidden(f"You are a viewer in team {entity}: viewers cannot generate.")
     wants_json = "application/json" in request.headers.get("accept", "")
     wants_stream = "text/event-stream" in request.headers.get("accept", "")
     error = None
