@@ -47,8 +47,13 @@ class ImagegateError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def client_message(self) -> str:
+        """What the client is told (an outage's reason is for the log only)."""
+        return self.message
+
     def body(self) -> dict[str, Any]:
-        return {"detail": self.message}
+        return {"detail": self.client_message}
 
     def response_headers(self) -> dict[str, str] | None:
         return self.headers
@@ -135,8 +140,9 @@ class Unavailable(ImagegateError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     public_message = "service unavailable"
 
-    def body(self) -> dict[str, Any]:
-        return {"detail": self.public_message}
+    @property
+    def client_message(self) -> str:
+        return self.public_message
 
 
 class DatabaseUnavailable(Unavailable):
@@ -215,9 +221,7 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
         code = exc.code or "invalid_value"
         return openai_error(status, exc.message, param=param, code=code)
     status = 400 if exc.status_code == 422 else exc.status_code
-    # An outage's reason goes to the log, never to the client.
-    message = exc.public_message if isinstance(exc, Unavailable) else exc.message
-    return openai_error(status, message, code=exc.code, headers=exc.response_headers())
+    return openai_error(status, exc.client_message, code=exc.code, headers=exc.response_headers())
 
 
 class ProviderError(ImagegateError):
@@ -415,27 +419,47 @@ def install_handlers(app: FastAPI) -> None:
         message = f"{where}{first.get('msg', 'invalid request')}"
         return openai_error(400, message, param=loc[0] if loc else None, code="invalid_value")
 
+    @app.exception_handler(sqlalchemy.exc.DBAPIError)
+    @app.exception_handler(sqlalchemy.exc.TimeoutError)
+    async def _database(request: Request, exc: Exception) -> Response:
+        mapped = database_error(exc)
+        if mapped is None:
+            raise exc  # a bug: a 500, with its traceback in the log
+        return await _handle(request, mapped)
+
+
+def database_error(exc: BaseException) -> ImagegateError | None:
+    """A SQLAlchemy error as the tree's, or None for one that is a bug in imagegate."""
+    reason = short_reason(exc) if isinstance(exc, Exception) else ""
     # A lost connection, a pool that cannot hand one out, SQLite "database is locked":
     # a prompt 503 the client can retry, not a 500 or a hang.
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
-    @app.exception_handler(sqlalchemy.exc.InterfaceError)
-    @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    async def _database_down(_request: Request, exc: Exception) -> Response:
-        reason = short_reason(exc)
+    if isinstance(
+        exc,
+        sqlalchemy.exc.OperationalError
+        | sqlalchemy.exc.InterfaceError
+        | sqlalchemy.exc.TimeoutError,
+    ):
         if any(sign in reason for sign in TOO_COMPLEX):
             log.info("query refused by the database: %s", reason)
-            return await _handle(_request, BadRequest("the query is too complex for the database"))
-        return await _handle(_request, DatabaseUnavailable(reason))
-
+            return BadRequest("the query is too complex for the database")
+        return DatabaseUnavailable(reason)
     # PostgreSQL refuses values SQLite takes (a NUL character, an unpaired surrogate, a
     # number out of range): a data exception, SQLSTATE class 22, is the request's fault.
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _bad_value(_request: Request, exc: Exception) -> Response:
-        if not str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("22"):
-            raise exc
-        log.info("value refused by the database: %s", short_reason(exc))
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and sqlstate.startswith("22"):
+        log.info("value refused by the database: %s", reason)
         message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
-        return await _handle(_request, BadRequest(message))
+        return BadRequest(message)
+    return None
+
+
+def as_tree_error(exc: BaseException) -> ImagegateError:
+    """Any exception as an error of the tree, for answers that cannot go through the
+    handlers (a body already under way): itself, a database error's mapping, else an
+    InternalError (a bug, whose details are for the log)."""
+    if isinstance(exc, ImagegateError):
+        return exc
+    return database_error(exc) or InternalError()
 
 
 def readable_errors(errors: Any) -> list[dict[str, Any]]:

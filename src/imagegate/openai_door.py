@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 
 from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.errors import ImagegateError, failure_kind, openai_error
+from imagegate.errors import as_tree_error, failure_kind, openai_error
 from imagegate.generation import GeneratedImage, Generation
 from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage
@@ -69,8 +69,7 @@ async def answer(
 def _early_failure(exc: Exception) -> bytes:
     """OpenAI's error envelope, once an early 200 has gone out, for a request that then
     failed other than by its generation."""
-    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
-    return bytes(openai_error(500, message, code="server_error").body)
+    return bytes(openai_error(500, as_tree_error(exc).client_message, code="server_error").body)
 
 
 def _run(

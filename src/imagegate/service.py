@@ -29,7 +29,6 @@ from imagegate.errors import (
     RateLimited,
     StorageError,
     StorageUnavailable,
-    Unavailable,
 )
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
@@ -87,7 +86,7 @@ class _Outcome:
         provider = exc if isinstance(exc, ProviderError) else None
         self.error = GenerationError(
             # An outage's reason (paths, hosts) is for the log, not the call record.
-            message=exc.public_message if isinstance(exc, Unavailable) else exc.message,
+            message=exc.client_message,
             error_type=exc.error_type,
             status_code=provider.upstream_status if provider else None,
             details=provider.details if provider else {},

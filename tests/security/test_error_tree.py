@@ -5,7 +5,11 @@ doors, and the web gallery renders the same tree as the API."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +19,8 @@ from fastapi import FastAPI
 from imagegate.app import create_app
 from imagegate.config import Settings
 from tests.backends import failing_file_store
-from tests.conftest import Users, basic
+from tests.conftest import Backend, Users, basic
+from tests.fake_openai import FakeOpenAI, Reply
 from tests.web.conftest import sign_in
 
 NOT_STORED = "the images could not be stored; the server log has details"
@@ -152,3 +157,51 @@ async def test_web_renders_api_errors_as_pages(app: FastAPI, users: Users) -> No
         res = await web.get("/ui/p/alice/x", params={"to": "9999-12-31"})
     assert res.status_code == 400
     assert res.headers["content-type"].startswith("text/html")
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_an_answer_under_way_tells_a_database_outage_as_the_tree_does(
+    settings: Settings,
+    backend: Backend,
+    fake: FakeOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An early 200 (keep-alive) cannot change its status any more: its body still says
+    what the handlers would, a 503 "database unavailable", never the outage's reason
+    (which names the database's host and port) nor an "internal error"."""
+    assert backend.pg is not None
+    fake.reset()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-error-tree-0123456789")
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models."test/remote"]\nprovider = "openai"\nupstream_model = "remote"\n'
+        f'base_url = "{fake.url}/v1"\nparams = ["size"]\nsizes = ["1024x1024"]\n'
+    )
+    app = create_app(replace(settings, models_file=models, keepalive_interval=0.2))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        alice = await app.state.imagegate.accounts.create_key("alice")
+        fake.push(Reply(delay_s=4))
+        answer = asyncio.create_task(
+            client.post(
+                "/image/create",
+                json={"project_id": "alice/db", "inputs": {"model": "test/remote", "prompt": "x"}},
+                headers={**basic(alice), "x-stainless-read-timeout": "30"},
+            )
+        )
+        await asyncio.sleep(1)  # the 200 is under way; the provider is still working
+        await asyncio.to_thread(backend.pg.stop)
+        try:
+            res = await asyncio.wait_for(answer, 60)
+        finally:
+            await asyncio.to_thread(backend.pg.start)
+    assert res.status_code == 200
+    response = json.loads(res.text)["response"]  # whitespace first: json skips it
+    assert response == {
+        "error": "database unavailable",
+        "error_type": "server_error",
+        "status_code": 503,
+    }

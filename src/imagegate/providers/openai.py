@@ -437,7 +437,8 @@ async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ItemError:
         try:
             return base64.b64decode(item.b64_json, validate=True)
         except (binascii.Error, ValueError):
-            return ItemError("provider returned invalid base64 image data", "provider_error")
+            message = "provider returned invalid base64 image data"
+            return ItemError(message, InvalidProviderOutput.error_type)
     if item.url:
         try:
             return await fetch_image(
@@ -448,4 +449,5 @@ async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ItemError:
             )
         except ProviderError as exc:
             return ItemError(exc.message, exc.error_type)
-    return ItemError("provider returned an image with neither data nor URL", "provider_error")
+    message = "provider returned an image with neither data nor URL"
+    return ItemError(message, InvalidProviderOutput.error_type)

@@ -20,7 +20,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from imagegate.core import Imagegate
-from imagegate.errors import BadRequest, Forbidden, NotFound
+from imagegate.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from imagegate.store import Principal
 
 SESSION_COOKIE = "ig_session"
@@ -31,11 +31,12 @@ CSRF_MESSAGE = "The form has expired or did not come from this site. Reload and 
 SESSION_MAX_AGE = 14 * 24 * 3600  # seconds; signing in again is cheap, a stolen cookie is not
 
 
-class SignInRequired(Exception):
-    """No valid session: pages redirect to the sign-in form, other resources get 401."""
+class SignInRequired(Unauthorized):
+    """No valid session: pages redirect to the sign-in form, other resources get 401
+    (its own handler, web/__init__.py, comes before the tree's)."""
 
     def __init__(self, next_path: str, *, clear: bool = False) -> None:
-        super().__init__(next_path)
+        super().__init__("sign in first")
         self.next_path = next_path
         self.clear = clear  # the browser holds a stale session cookie worth removing
 
