@@ -154,3 +154,28 @@ async def test_a_large_query_is_compiled_off_the_event_loop(
     elif path == "/calls/query_stats":
         assert res.json()["count"] == 1
     assert all(binds < LARGE for binds in compiled_on_loop), compiled_on_loop
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/calls/stream_query", "inputs.model"),
+        ("/feedback/query", "feedback_type"),
+        ("/objs/query", "object_id"),
+    ],
+)
+async def test_a_long_sort_by_is_refused_like_a_large_query(
+    client: httpx.AsyncClient, users: Users, path: str, field: str
+) -> None:
+    """Each sort field costs what a query term does: 10,000 took 1.6 s to build and
+    compile, and each length was a new statement shape. 32 are plenty."""
+    sort_by = [{"field": field, "direction": "asc"}] * 1000
+    res = await client.post(
+        path, json={"project_id": "alice/s", "sort_by": sort_by}, headers=basic(users.alice)
+    )
+    assert res.status_code == 400, res.text[:300]
+    assert res.json()["detail"] == "sort_by has 1000 items; at most 32 allowed"
+    res = await client.post(
+        path, json={"project_id": "alice/s", "sort_by": sort_by[:32]}, headers=basic(users.alice)
+    )
+    assert res.status_code == 200, res.text[:300]
