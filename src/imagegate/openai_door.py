@@ -224,8 +224,9 @@ async def _stream(
                 item = await anext(items)
         except Exception as exc:
             log.error("streamed generation failed: %r", exc)
-            error = {"message": "the generation failed", "type": "server_error"}
-            yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
+            tree = as_tree_error(exc)  # the status is gone: the event says what it would
+            error = {"message": tree.client_message, "type": "server_error", "code": tree.code}
+            yield _sse({"type": "error", "error": {**error, "param": None}})
             return
         finally:
             await items.aclose()

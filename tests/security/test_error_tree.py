@@ -205,3 +205,64 @@ async def test_an_answer_under_way_tells_a_database_outage_as_the_tree_does(
         "error_type": "server_error",
         "status_code": 503,
     }
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_stream_under_way_tells_a_database_outage_as_the_tree_does(
+    settings: Settings,
+    backend: Backend,
+    fake: FakeOpenAI,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The OpenAI door's stream has sent its 200 and a partial image when recording the
+    generation fails: the `error` event names the outage as the tree does."""
+    assert backend.pg is not None
+    fake.reset()
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-error-tree-0123456789")
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models."gpt-image-2.5-sunburst"]\nbase_url = "{fake.url}/v1"\nmax_attempts = 1\n'
+    )
+    app = create_app(replace(settings, models_file=models))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,
+    ):
+        alice = await app.state.imagegate.accounts.create_key("alice")
+        fake.push(Reply(partial_delay_s=1.5))  # a partial at 1.5 s, the image at 3 s
+        body = {
+            "model": "gpt-image-2.5-sunburst",
+            "prompt": "x",
+            "stream": True,
+            "partial_images": 1,
+        }
+        answer = asyncio.create_task(
+            client.post(
+                "/v1/images/generations",
+                json=body,
+                headers={"Authorization": f"Bearer {alice}", "OpenAI-Project": "alice/db"},
+            )
+        )
+        await asyncio.sleep(0.8)  # the stream is under way; the provider is still working
+        await asyncio.to_thread(backend.pg.stop)
+        try:
+            res = await asyncio.wait_for(answer, 60)
+        finally:
+            await asyncio.to_thread(backend.pg.start)
+    assert res.status_code == 200
+    events = [
+        json.loads(line.removeprefix("data: "))
+        for line in res.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert events[0]["type"] == "image_generation.partial_image"
+    assert events[-1] == {
+        "type": "error",
+        "error": {
+            "message": "database unavailable",
+            "type": "server_error",
+            "code": None,
+            "param": None,
+        },
+    }

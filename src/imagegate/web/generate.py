@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
@@ -10,7 +11,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.errors import BudgetExceeded, Forbidden, InvalidInput, NotFound, RateLimited
+from imagegate.errors import (
+    BudgetExceeded,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    as_tree_error,
+)
 from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
 from imagegate.providers.base import PartialImage
@@ -27,6 +35,8 @@ from imagegate.web.session import (
     require_entity,
     require_user,
 )
+
+log = logging.getLogger("imagegate.web")
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -243,8 +253,9 @@ async def _stream(
                         {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
                     )
                 item = await anext(items)
-        except Exception:
-            yield _event("error", {"error": "the generation failed; the server log has details"})
+        except Exception as exc:
+            log.error("streamed generation failed: %r", exc)
+            yield _event("error", {"error": as_tree_error(exc).client_message})
             return
         # Failed generations are recorded too: their page says what went wrong.
         yield _event("done", {"url": f"/ui/p/{project_id}/calls/{item.call_id}"})
