@@ -1,13 +1,14 @@
-"""Errors the service raises on purpose, and how each becomes an HTTP answer.
+"""The one error tree: every error a request can end with is an ImagegateError, with its
+status code, body and headers (error_answers.py renders it: JSON for the API, OpenAI's
+envelope at the OpenAI door, a page in the web gallery).
 
-One tree: every error a request can end with is an ImagegateError, whose status code
-and body the API renders as JSON, the OpenAI door in OpenAI's envelope and the web
-gallery (under /ui) as a page. Foreign errors are mapped where they enter: a failed disk
-or object-store request becomes a StorageError (store/files.py, store/objectstore.py), a
-database that cannot be reached DatabaseUnavailable (store/db.py and the SQLAlchemy
-handlers below), the openai SDK's and httpx's errors a ProviderError
-(providers/openai.py `classify_failure`, providers/download.py), bytes Pillow cannot read
-an InvalidProviderOutput (service.py `inspect_image`).
+Foreign errors are mapped where they enter: a failed disk or object-store request becomes
+a StorageError (store/files.py, store/objectstore.py); the openai SDK's and httpx's errors
+a ProviderError of the right kind (providers/openai.py `classify_failure`,
+providers/download.py); bytes Pillow cannot read an InvalidProviderOutput (service.py
+`inspect_image`) or an upload's InvalidInput (uploads.py); a database that cannot be
+reached DatabaseUnavailable (store/db.py), and SQLAlchemy's errors the kind
+`database_error` says.
 
 A generation that fails is recorded, not raised: its error's `error_type` (a wire name,
 in the call's `exception` and both doors' answers) says which kind of the tree ended it,
@@ -20,19 +21,11 @@ import logging
 from typing import Any, ClassVar
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("imagegate.errors")
 
 # How long a client should wait before retrying a 409 or 503.
 RETRY_AFTER_SECONDS = 2
-# Requests under this path speak OpenAI's API, errors included (the OpenAI door).
-OPENAI_PREFIX = "/v1/"
 
 
 class ImagegateError(Exception):
@@ -173,14 +166,6 @@ class InternalError(ImagegateError):
         super().__init__(message)
 
 
-def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
-    """The 401 challenge. Never Basic to a browser: it would offer to remember the
-    credentials and then send them on its own, to any site's requests (CSRF). API
-    clients (curl, SDKs, the Weave client) send credentials up front and are not browsers."""
-    browser = browser_fetch or "mozilla/" in user_agent.lower()
-    return 'Bearer realm="imagegate"' if browser else 'Basic realm="imagegate"'
-
-
 # What SQLite and PostgreSQL say about a statement too large or deep to run: the
 # request's fault, not the database's health.
 TOO_COMPLEX = (
@@ -196,32 +181,6 @@ def short_reason(exc: Exception) -> str:
     """The driver's own message, without the SQL statement (which can be megabytes)."""
     reason = str(getattr(exc, "orig", None) or exc)
     return reason if len(reason) <= 300 else reason[:300] + "…"
-
-
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    """An answer in OpenAI's error envelope, so OpenAI's SDKs raise their own types."""
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    error = {"message": message, "type": kind, "param": param, "code": code, **extra}
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
-
-
-def _as_openai(exc: ImagegateError) -> JSONResponse:
-    if isinstance(exc, InvalidInput):
-        # The OpenAI door's inputs are top-level fields: the param is the last loc part.
-        param = str(exc.loc[-1]) if len(exc.loc) > 1 else None
-        status = 404 if exc.code == "model_not_found" else 400
-        code = exc.code or "invalid_value"
-        return openai_error(status, exc.message, param=param, code=code)
-    status = 400 if exc.status_code == 422 else exc.status_code
-    return openai_error(status, exc.client_message, code=exc.code, headers=exc.response_headers())
 
 
 class ProviderError(ImagegateError):
@@ -373,61 +332,6 @@ class RateLimited(ImagegateError):
         return {"Retry-After": str(self.retry_after)}
 
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImagegateError)
-    async def _handle(request: Request, exc: ImagegateError) -> Response:
-        if isinstance(exc, Unavailable):
-            log.warning("%s: %s", exc.public_message, short_reason(exc))
-        if request.url.path.startswith(OPENAI_PREFIX):
-            return _as_openai(exc)
-        web_renderer = getattr(request.app.state, "render_web_error", None)
-        if web_renderer is not None and request.url.path.startswith("/ui"):
-            response: Response = await web_renderer(request, exc)
-            return response
-        headers = (
-            {
-                "WWW-Authenticate": auth_challenge(
-                    request.headers.get("user-agent", ""), "sec-fetch-mode" in request.headers
-                )
-            }
-            if exc.status_code == 401
-            else None
-        )
-        return JSONResponse(
-            exc.body(), status_code=exc.status_code, headers=headers or exc.response_headers()
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}"
-            if allowed:
-                message += f": use {allowed}"
-            if allowed == "POST":
-                message += " with a JSON body"
-            return JSONResponse({"detail": message}, status_code=405, headers=exc.headers)
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        if not request.url.path.startswith(OPENAI_PREFIX):
-            return JSONResponse({"detail": readable_errors(exc.errors())}, status_code=422)
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-        where = f"{'.'.join(loc)}: " if loc else ""
-        message = f"{where}{first.get('msg', 'invalid request')}"
-        return openai_error(400, message, param=loc[0] if loc else None, code="invalid_value")
-
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    async def _database(request: Request, exc: Exception) -> Response:
-        mapped = database_error(exc)
-        if mapped is None:
-            raise exc  # a bug: a 500, with its traceback in the log
-        return await _handle(request, mapped)
-
-
 def database_error(exc: BaseException) -> ImagegateError | None:
     """A SQLAlchemy error as the tree's, or None for one that is a bug in imagegate."""
     reason = short_reason(exc) if isinstance(exc, Exception) else ""
@@ -460,22 +364,3 @@ def as_tree_error(exc: BaseException) -> ImagegateError:
     if isinstance(exc, ImagegateError):
         return exc
     return database_error(exc) or InternalError()
-
-
-def readable_errors(errors: Any) -> list[dict[str, Any]]:
-    """pydantic's errors, said plainly: a body that is not JSON says so (without the
-    empty `input` pydantic reports for it), and our own validators' messages lose
-    pydantic's "Value error, " prefix."""
-    result = []
-    for error in errors:
-        item = dict(error)
-        if item.get("type") == "json_invalid":
-            reason = (item.get("ctx") or {}).get("error", "")
-            item["msg"] = "the body must be JSON" + (f" ({reason})" if reason else "")
-            item.pop("input", None)
-            item.pop("ctx", None)
-        elif item.get("type") == "value_error":
-            item["msg"] = str(item.get("msg", "")).removeprefix("Value error, ")
-            item.pop("ctx", None)
-        result.append(item)
-    return jsonable_encoder(result)

@@ -21,7 +21,8 @@ from starlette.datastructures import Headers
 
 from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.errors import as_tree_error, failure_kind, openai_error
+from imagegate.error_answers import openai_error
+from imagegate.errors import as_tree_error, failure_kind
 from imagegate.generation import GeneratedImage, Generation
 from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage

@@ -95,4 +95,4 @@ def install(app: FastAPI) -> None:
         "/{entity}/{project}/weave", traces.weave_project_link, include_in_schema=False
     )
     app.add_exception_handler(SignInRequired, _sign_in_required)
-    app.state.render_web_error = render_error  # used by errors.py's one handler
+    app.state.render_web_error = render_error  # used by error_answers.py's one handler
