@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -194,3 +194,15 @@ async def stored_files(settings: Settings, project_id: str | None = None) -> dic
             result = await obstore.get_async(store.store, meta["path"])
             found[meta["path"]] = bytes(await result.bytes_async())
     return found
+
+
+def failing_file_store(settings: Settings, project_id: str) -> Settings:
+    """Settings whose file store really refuses `project_id`'s writes: on disk a plain file
+    stands where the project's directory must go (which fails even as root); an object
+    store's endpoint is one where no server listens (a stopped S3 server)."""
+    if not settings.files_url:
+        entity, project = project_id.split("/")
+        (settings.files_dir / entity).mkdir(parents=True, exist_ok=True)
+        (settings.files_dir / entity / project).write_text("in the way")
+        return settings
+    return replace(settings, s3_endpoint=f"http://127.0.0.1:{free_port()}")

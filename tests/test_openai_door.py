@@ -5,10 +5,8 @@ and /image/create taking the same new parameters."""
 from __future__ import annotations
 
 import base64
-import errno
 import io
 import json
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,7 @@ from PIL import Image
 from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.core import Imagegate
-from imagegate.store import LocalFileStore
+from tests.backends import failing_file_store
 from tests.conftest import Users, basic
 
 PNG_LIMIT = 4000  # local/procedural's per-image limit in this module's catalog
@@ -369,15 +367,12 @@ async def test_a_replayed_stream_gets_the_same_image_without_paying_again(
     assert await calls_in(client, users.alice) == 1
 
 
-class _FailingStore(LocalFileStore):
-    async def put(self, project_id: str, data: bytes) -> str:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-
 async def test_an_edit_whose_files_cannot_be_stored_is_a_clean_503(
     settings: Settings, users: Users, imagegate: Imagegate
 ) -> None:
-    app = create_app(settings, file_store=_FailingStore(settings.data_dir / "full"))
+    # A file store that really fails: a plain file where alice/default's directory goes,
+    # or an S3 endpoint where no server listens.
+    app = create_app(failing_file_store(settings, "alice/default"))
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client,

@@ -31,7 +31,7 @@ from imagegate.api import (
 )
 from imagegate.config import Settings
 from imagegate.core import Imagegate
-from imagegate.errors import install_handlers
+from imagegate.error_answers import install_handlers
 from imagegate.guard import RequestGuard
 from imagegate.providers import Provider
 from imagegate.recovery import Recovery

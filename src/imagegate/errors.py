@@ -1,10 +1,18 @@
-"""Errors the service raises on purpose, and how each becomes an HTTP answer.
+"""The one error tree: every error a request can end with is an ImagegateError, with its
+status code, body and headers (error_answers.py renders it: JSON for the API, OpenAI's
+envelope at the OpenAI door, a page in the web gallery).
 
-One tree: every error a request can end with is an ImagegateError, whose status code
-and body the API renders as JSON and the web gallery (under /ui) as a page. Foreign
-errors are mapped where they enter: a failed disk or object-store request becomes a
-StorageError (store/files.py, store/objectstore.py), a database that cannot be reached
-DatabaseUnavailable (store/db.py and the SQLAlchemy handlers below).
+Foreign errors are mapped where they enter: a failed disk or object-store request becomes
+a StorageError (store/files.py, store/objectstore.py); the openai SDK's and httpx's errors
+a ProviderError of the right kind (providers/openai.py `classify_failure`,
+providers/download.py); bytes Pillow cannot read an InvalidProviderOutput (service.py
+`inspect_image`) or an upload's InvalidInput (uploads.py); a database that cannot be
+reached DatabaseUnavailable (store/db.py), and SQLAlchemy's errors the kind
+`database_error` says.
+
+A generation that fails is recorded, not raised: its error's `error_type` (a wire name,
+in the call's `exception` and both doors' answers) says which kind of the tree ended it,
+and `failure_kind` turns the name back into the kind when an answer is rendered.
 """
 
 from __future__ import annotations
@@ -13,19 +21,11 @@ import logging
 from typing import Any, ClassVar
 
 import sqlalchemy.exc
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("imagegate.errors")
 
 # How long a client should wait before retrying a 409 or 503.
 RETRY_AFTER_SECONDS = 2
-# Requests under this path speak OpenAI's API, errors included (the OpenAI door).
-OPENAI_PREFIX = "/v1/"
 
 
 class ImagegateError(Exception):
@@ -33,13 +33,20 @@ class ImagegateError(Exception):
     headers: ClassVar[dict[str, str] | None] = None
     # A machine-readable name for errors a client acts on (the OpenAI door's `code`).
     code: str | None = None
+    # What a failed generation records for this error (see `failure_kind`).
+    error_type: ClassVar[str] = "internal_error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
 
+    @property
+    def client_message(self) -> str:
+        """What the client is told (an outage's reason is for the log only)."""
+        return self.message
+
     def body(self) -> dict[str, Any]:
-        return {"detail": self.message}
+        return {"detail": self.client_message}
 
     def response_headers(self) -> dict[str, str] | None:
         return self.headers
@@ -126,8 +133,9 @@ class Unavailable(ImagegateError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     public_message = "service unavailable"
 
-    def body(self) -> dict[str, Any]:
-        return {"detail": self.public_message}
+    @property
+    def client_message(self) -> str:
+        return self.public_message
 
 
 class DatabaseUnavailable(Unavailable):
@@ -139,14 +147,23 @@ class StorageError(Unavailable):
 
     public_message = "file storage unavailable"
     code = "storage_unavailable"
+    error_type = "storage_error"
 
 
-def auth_challenge(user_agent: str, browser_fetch: bool) -> str:
-    """The 401 challenge. Never Basic to a browser: it would offer to remember the
-    credentials and then send them on its own, to any site's requests (CSRF). API
-    clients (curl, SDKs, the Weave client) send credentials up front and are not browsers."""
-    browser = browser_fetch or "mozilla/" in user_agent.lower()
-    return 'Bearer realm="imagegate"' if browser else 'Basic realm="imagegate"'
+class ImagesNotStored(StorageError):
+    """A generation's images could not be stored: the generation is recorded as failed
+    (`storage_error`) and answered as a storage outage, to retry."""
+
+    public_message = "the images could not be stored; the server log has details"
+
+
+class InternalError(ImagegateError):
+    """A bug in imagegate: the caller gets a clear answer, the details go to the log."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str = "internal error; the server log has details") -> None:
+        super().__init__(message)
 
 
 # What SQLite and PostgreSQL say about a statement too large or deep to run: the
@@ -166,32 +183,109 @@ def short_reason(exc: Exception) -> str:
     return reason if len(reason) <= 300 else reason[:300] + "…"
 
 
-def openai_error(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> JSONResponse:
-    """An answer in OpenAI's error envelope, so OpenAI's SDKs raise their own types."""
-    kind = "server_error" if status >= 500 else "invalid_request_error"
-    error = {"message": message, "type": kind, "param": param, "code": code, **extra}
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+class ProviderError(ImagegateError):
+    """A generation the provider could not do. Its kind is its subclass, named on the
+    wire by `error_type`; `upstream_status` is the provider's HTTP status when it
+    answered with one, `attempts` every HTTP attempt made."""
+
+    status_code = 502
+    code = "upstream_error"
+    error_type = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        upstream_status: int | None = None,
+        details: dict[str, Any] | None = None,
+        attempts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.upstream_status = upstream_status
+        self.details = details or {}
+        self.attempts = attempts or []
+
+    @staticmethod
+    def of_type(error_type: str, message: str, **kwargs: Any) -> ProviderError:
+        """The kind a recorded `error_type` names (one image's failure, re-raised)."""
+        kind = _PROVIDER_KINDS.get(error_type, ProviderError)
+        return kind(message, **kwargs)
 
 
-def _as_openai(exc: ImagegateError) -> JSONResponse:
-    if isinstance(exc, InvalidInput):
-        # The OpenAI door's inputs are top-level fields: the param is the last loc part.
-        param = str(exc.loc[-1]) if len(exc.loc) > 1 else None
-        status = 404 if exc.code == "model_not_found" else 400
-        code = exc.code or "invalid_value"
-        return openai_error(status, exc.message, param=param, code=code)
-    status = 400 if exc.status_code == 422 else exc.status_code
-    # An outage's reason goes to the log, never to the client.
-    message = exc.public_message if isinstance(exc, Unavailable) else exc.message
-    return openai_error(status, message, code=exc.code, headers=exc.response_headers())
+class ProviderServerError(ProviderError):
+    """The provider failed: a 5xx, or a connection that could not be made."""
+
+
+class InvalidProviderOutput(ProviderError):
+    """The provider answered, but not with images (malformed JSON, bytes that are not
+    an image, an image URL that cannot be fetched)."""
+
+
+class ProviderAuthError(ProviderError):
+    """The server's provider key is missing, refused or unreadable: the operator's
+    problem, not the caller's (so 502, never 401)."""
+
+    code = "upstream_auth_failed"
+    error_type = "auth"
+
+
+class ProviderRateLimited(ProviderError):
+    status_code = 429
+    code = "rate_limit_exceeded"
+    error_type = "rate_limit"
+
+
+class ProviderTimeout(ProviderError):
+    status_code = 504
+    code = "upstream_timeout"
+    error_type = "timeout"
+
+
+class ProviderBadRequest(ProviderError):
+    """The provider refused the request as invalid (a 4xx other than those below)."""
+
+    status_code = 400
+    code = "invalid_request"
+    error_type = "invalid_request"
+
+
+class ContentPolicyViolation(ProviderBadRequest):
+    """Moderation blocked the prompt or the image (`details`: categories, stage)."""
+
+    code = "moderation_blocked"
+    error_type = "content_policy"
+
+
+class ProviderModelNotFound(ProviderBadRequest):
+    status_code = 404
+    code = "model_not_found"
+    error_type = "model_not_found"
+
+
+_PROVIDER_KINDS: dict[str, type[ProviderError]] = {
+    kind.error_type: kind
+    for kind in (
+        ProviderError,
+        ProviderAuthError,
+        ProviderRateLimited,
+        ProviderTimeout,
+        ProviderBadRequest,
+        ContentPolicyViolation,
+        ProviderModelNotFound,
+    )
+}
+# Every kind of error a generation is recorded with, by its `error_type`.
+_FAILURE_KINDS: dict[str, type[ImagegateError]] = {
+    **_PROVIDER_KINDS,
+    StorageError.error_type: StorageError,
+    InternalError.error_type: InternalError,
+}
+
+
+def failure_kind(error_type: str) -> type[ImagegateError]:
+    """The error kind a failed generation's `error_type` names, for rendering its
+    status, code and headers (a name this version does not know: a provider error)."""
+    return _FAILURE_KINDS.get(error_type, ProviderError)
 
 
 class StorageUnavailable(StorageError):
@@ -238,89 +332,35 @@ class RateLimited(ImagegateError):
         return {"Retry-After": str(self.retry_after)}
 
 
-def install_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ImagegateError)
-    async def _handle(request: Request, exc: ImagegateError) -> Response:
-        if isinstance(exc, Unavailable):
-            log.warning("%s: %s", exc.public_message, short_reason(exc))
-        if request.url.path.startswith(OPENAI_PREFIX):
-            return _as_openai(exc)
-        web_renderer = getattr(request.app.state, "render_web_error", None)
-        if web_renderer is not None and request.url.path.startswith("/ui"):
-            response: Response = await web_renderer(request, exc)
-            return response
-        headers = (
-            {
-                "WWW-Authenticate": auth_challenge(
-                    request.headers.get("user-agent", ""), "sec-fetch-mode" in request.headers
-                )
-            }
-            if exc.status_code == 401
-            else None
-        )
-        return JSONResponse(
-            exc.body(), status_code=exc.status_code, headers=headers or exc.response_headers()
-        )
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}"
-            if allowed:
-                message += f": use {allowed}"
-            if allowed == "POST":
-                message += " with a JSON body"
-            return JSONResponse({"detail": message}, status_code=405, headers=exc.headers)
-        return await http_exception_handler(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        if not request.url.path.startswith(OPENAI_PREFIX):
-            return JSONResponse({"detail": readable_errors(exc.errors())}, status_code=422)
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-        where = f"{'.'.join(loc)}: " if loc else ""
-        message = f"{where}{first.get('msg', 'invalid request')}"
-        return openai_error(400, message, param=loc[0] if loc else None, code="invalid_value")
-
+def database_error(exc: BaseException) -> ImagegateError | None:
+    """A SQLAlchemy error as the tree's, or None for one that is a bug in imagegate."""
+    reason = short_reason(exc) if isinstance(exc, Exception) else ""
     # A lost connection, a pool that cannot hand one out, SQLite "database is locked":
     # a prompt 503 the client can retry, not a 500 or a hang.
-    @app.exception_handler(sqlalchemy.exc.OperationalError)
-    @app.exception_handler(sqlalchemy.exc.InterfaceError)
-    @app.exception_handler(sqlalchemy.exc.TimeoutError)
-    async def _database_down(_request: Request, exc: Exception) -> Response:
-        reason = short_reason(exc)
+    if isinstance(
+        exc,
+        sqlalchemy.exc.OperationalError
+        | sqlalchemy.exc.InterfaceError
+        | sqlalchemy.exc.TimeoutError,
+    ):
         if any(sign in reason for sign in TOO_COMPLEX):
             log.info("query refused by the database: %s", reason)
-            return await _handle(_request, BadRequest("the query is too complex for the database"))
-        return await _handle(_request, DatabaseUnavailable(reason))
-
+            return BadRequest("the query is too complex for the database")
+        return DatabaseUnavailable(reason)
     # PostgreSQL refuses values SQLite takes (a NUL character, an unpaired surrogate, a
     # number out of range): a data exception, SQLSTATE class 22, is the request's fault.
-    @app.exception_handler(sqlalchemy.exc.DBAPIError)
-    async def _bad_value(_request: Request, exc: Exception) -> Response:
-        if not str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "").startswith("22"):
-            raise exc
-        log.info("value refused by the database: %s", short_reason(exc))
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and sqlstate.startswith("22"):
+        log.info("value refused by the database: %s", reason)
         message = "a value in the request cannot be stored or searched for (e.g. a NUL character)"
-        return await _handle(_request, BadRequest(message))
+        return BadRequest(message)
+    return None
 
 
-def readable_errors(errors: Any) -> list[dict[str, Any]]:
-    """pydantic's errors, said plainly: a body that is not JSON says so (without the
-    empty `input` pydantic reports for it), and our own validators' messages lose
-    pydantic's "Value error, " prefix."""
-    result = []
-    for error in errors:
-        item = dict(error)
-        if item.get("type") == "json_invalid":
-            reason = (item.get("ctx") or {}).get("error", "")
-            item["msg"] = "the body must be JSON" + (f" ({reason})" if reason else "")
-            item.pop("input", None)
-            item.pop("ctx", None)
-        elif item.get("type") == "value_error":
-            item["msg"] = str(item.get("msg", "")).removeprefix("Value error, ")
-            item.pop("ctx", None)
-        result.append(item)
-    return jsonable_encoder(result)
+def as_tree_error(exc: BaseException) -> ImagegateError:
+    """Any exception as an error of the tree, for answers that cannot go through the
+    handlers (a body already under way): itself, a database error's mapping, else an
+    InternalError (a bug, whose details are for the log)."""
+    if isinstance(exc, ImagegateError):
+        return exc
+    return database_error(exc) or InternalError()

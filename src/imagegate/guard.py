@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate.api.deps import api_key_from
 from imagegate.config import Settings
-from imagegate.errors import OPENAI_PREFIX, auth_challenge
+from imagegate.error_answers import OPENAI_PREFIX, auth_challenge
 
 UPLOAD_PATHS = frozenset({"/file/create", "/files/create", "/v1/images/edits"})
 FORM_LIMIT = 256 * 1024  # /ui forms: a prompt (32,000 characters) and a few fields

@@ -21,7 +21,8 @@ from starlette.datastructures import Headers
 
 from imagegate import keepalive
 from imagegate.core import Imagegate
-from imagegate.errors import ImagegateError, openai_error
+from imagegate.error_answers import openai_error
+from imagegate.errors import as_tree_error, failure_kind
 from imagegate.generation import GeneratedImage, Generation
 from imagegate.openai_request import DoorRequest
 from imagegate.providers.base import PartialImage
@@ -32,18 +33,6 @@ from imagegate.urls import public_base
 log = logging.getLogger("imagegate.openai")
 
 CALL_ID_HEADER = "Imagegate-Call-Id"
-# The provider's failure (`error_type`) as OpenAI's status and code.
-STATUS_BY_ERROR_TYPE = {
-    "content_policy": (400, "moderation_blocked"),
-    "invalid_request": (400, "invalid_request"),
-    "rate_limit": (429, "rate_limit_exceeded"),
-    "model_not_found": (404, "model_not_found"),
-    "auth": (502, "upstream_auth_failed"),  # the server's provider key, not the caller's
-    "timeout": (504, "upstream_timeout"),
-    "provider_error": (502, "upstream_error"),
-    "storage_error": (500, "storage_error"),
-    "internal_error": (500, "internal_error"),
-}
 # Stream-event field values OpenAI's types allow.
 STREAM_FORMATS = ("png", "webp", "jpeg")
 STREAM_QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto")
@@ -81,8 +70,7 @@ async def answer(
 def _early_failure(exc: Exception) -> bytes:
     """OpenAI's error envelope, once an early 200 has gone out, for a request that then
     failed other than by its generation."""
-    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
-    return bytes(openai_error(500, message, code="server_error").body)
+    return bytes(openai_error(500, as_tree_error(exc).client_message, code="server_error").body)
 
 
 def _run(
@@ -134,18 +122,21 @@ async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
 
 
 def error_answer(generation: Generation) -> JSONResponse | None:
-    """A failed generation (recorded, with its error) as OpenAI's error answer."""
+    """A failed generation (recorded, with its error) as OpenAI's error answer: the
+    status, code and headers of the error kind its `error_type` names (errors.py)."""
     error = generation.error
     if error is None:
         return None
-    status, code = STATUS_BY_ERROR_TYPE.get(error.error_type, (502, None))
+    kind = failure_kind(error.error_type)
     extra: dict[str, Any] = {}
     if error.details.get("categories") is not None or error.details.get("stage") is not None:
         extra["moderation_details"] = {
             "moderation_stage": error.details.get("stage"),
             "categories": error.details.get("categories"),
         }
-    return openai_error(status, error.message, code=code, **extra)
+    return openai_error(
+        kind.status_code, error.message, code=kind.code, headers=kind.headers, **extra
+    )
 
 
 def images_response(
@@ -234,8 +225,9 @@ async def _stream(
                 item = await anext(items)
         except Exception as exc:
             log.error("streamed generation failed: %r", exc)
-            error = {"message": "the generation failed", "type": "server_error"}
-            yield _sse({"type": "error", "error": {**error, "param": None, "code": None}})
+            tree = as_tree_error(exc)  # the status is gone: the event says what it would
+            error = {"message": tree.client_message, "type": "server_error", "code": tree.code}
+            yield _sse({"type": "error", "error": {**error, "param": None}})
             return
         finally:
             await items.aclose()

@@ -20,7 +20,12 @@ from imagegate.digest import weave_digest
 from imagegate.errors import (
     BudgetExceeded,
     ImagegateError,
+    ImagesNotStored,
+    InternalError,
     InvalidInput,
+    InvalidProviderOutput,
+    ProviderAuthError,
+    ProviderError,
     RateLimited,
     StorageError,
     StorageUnavailable,
@@ -28,7 +33,7 @@ from imagegate.errors import (
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
 from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
-from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
+from imagegate.providers import Catalog, ImageRequest, Provider
 from imagegate.providers.base import (
     EditFiles,
     PartialImage,
@@ -75,14 +80,19 @@ class _Outcome:
     error: GenerationError | None = None
     provider_seconds: float | None = None  # the provider alone, without storing
 
-    def fail(self, exc: ProviderError) -> None:
+    def fail(self, exc: ImagegateError) -> None:
+        """Record `exc` as the generation's error, by its kind's `error_type`."""
         self.images = self.partials = []  # a failure keeps no images, even stored ones
+        provider = exc if isinstance(exc, ProviderError) else None
         self.error = GenerationError(
-            message=exc.message,
+            # An outage's reason (paths, hosts) is for the log, not the call record.
+            message=exc.client_message,
             error_type=exc.error_type,
-            status_code=exc.status_code,
-            details=exc.details,
+            status_code=provider.upstream_status if provider else None,
+            details=provider.details if provider else {},
         )
+        if provider is not None and provider.attempts:
+            self.result.attempts = provider.attempts
 
 
 class GenerationService:
@@ -193,7 +203,7 @@ class GenerationService:
         try:
             stored = await self.secrets.get(entity, name)
         except SecretUnreadable as exc:  # an operator's mistake: say which, not "internal"
-            raise ProviderError(str(exc), error_type="auth") from exc
+            raise ProviderAuthError(str(exc)) from exc
         value = stored or self.environ.get(name)
         return Secret(value) if value else None
 
@@ -367,7 +377,7 @@ class GenerationService:
             # The inputs are kept like outputs: Content references to stored files.
             try:
                 inputs.update(await self._keep_inputs(project_id, request))
-            except ProviderError as exc:  # the file store failed: nothing recorded yet
+            except StorageError as exc:  # nothing recorded yet: the client may retry
                 raise StorageUnavailable(exc.message) from exc
         await self.calls.start(
             {
@@ -432,18 +442,14 @@ class GenerationService:
                 outcome.partials.append(
                     await self._keep(keep_in, data, partial.index, None, "b64_json")
                 )
-        except ProviderError as exc:
+        except (ProviderError, StorageError) as exc:
             outcome.fail(exc)
-            outcome.result.attempts = exc.attempts or outcome.result.attempts
         except Exception:
             # A bug: the caller gets a clear answer, the details go to the log (never the
             # response: they may carry paths or secrets).
             log.exception("generation of %s failed", request.model)
             outcome.fail(
-                ProviderError(
-                    "internal error while generating; the server log has details",
-                    error_type="internal_error",
-                )
+                InternalError("internal error while generating; the server log has details")
             )
         if outcome.provider_seconds is None:
             outcome.provider_seconds = time.perf_counter() - started
@@ -479,12 +485,9 @@ class GenerationService:
                 await self.files.put(project_id, data)
                 metadata = content_metadata(data, mimetype, index, response_format)
                 metadata_digest = await self.files.put(project_id, metadata)
-            except (StorageError, OSError) as exc:
+            except StorageError as exc:  # mapped by the file store, where it entered
                 log.error("storing an image for %s failed: %s", project_id, exc)
-                raise ProviderError(
-                    "the images could not be stored; the server log has details",
-                    error_type="storage_error",
-                ) from exc
+                raise ImagesNotStored(exc.message) from exc
         return GeneratedImage(
             index=index,
             digest=digest,
@@ -524,8 +527,9 @@ class GenerationService:
 
 
 def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """(true mimetype, width, height) of image bytes, or ProviderError. SVG is markup,
-    recognised by its root element; every other type is what Pillow reads it as."""
+    """(true mimetype, width, height) of image bytes, or InvalidProviderOutput (Pillow's
+    errors, mapped here). SVG is markup, recognised by its root element; every other
+    type is what Pillow reads it as."""
     if sniff_image_type(data) == SVG_MIMETYPE:
         sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
         return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
@@ -534,7 +538,7 @@ def inspect_image(data: bytes) -> tuple[str, int, int]:
             width, height = img.size
             return Image.MIME.get(img.format or "", "application/octet-stream"), width, height
     except Exception as exc:
-        raise ProviderError("provider returned data that is not an image") from exc
+        raise InvalidProviderOutput("provider returned data that is not an image") from exc
 
 
 def _result_size(request: ImageRequest, images: list[GeneratedImage]) -> str:

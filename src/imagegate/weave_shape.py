@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imagegate.digest import weave_digest
-from imagegate.errors import ImagegateError
+from imagegate.errors import as_tree_error
 from imagegate.generation import (
     GeneratedImage,
     Generation,
@@ -180,9 +180,10 @@ def weave_answer(gen: Generation, link: ImageLink | None = None) -> dict[str, An
 def weave_failure(exc: Exception) -> bytes:
     """The answer body, once a 200 has been sent (an early answer), for a request that
     then failed other than by its generation (which `weave_answer` tells)."""
-    message = exc.message if isinstance(exc, ImagegateError) else "internal error"
-    status = exc.status_code if isinstance(exc, ImagegateError) else 500
-    error = GenerationError(message=message, error_type="server_error", status_code=status)
+    tree = as_tree_error(exc)
+    error = GenerationError(
+        message=tree.client_message, error_type="server_error", status_code=tree.status_code
+    )
     body = {"response": error_response(error), "weave_call_id": None}
     return json.dumps(body, separators=(",", ":")).encode()
 

@@ -68,7 +68,7 @@ async def calls_stream_query(req: CallsQueryReq, app: App, caller: Caller) -> St
             expand_columns=expand or [],
         )
         # The query runs here, before the answer starts: a database that refuses it gets
-        # a status code (see errors.py), not a 200 stream cut short.
+        # a status code (see error_answers.py), not a 200 stream cut short.
         first = await anext(calls, None)
     except QueryError as exc:
         slot.release()

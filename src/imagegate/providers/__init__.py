@@ -1,10 +1,10 @@
 """Image providers: one protocol (`base.Provider`), one module per backend."""
 
+from imagegate.errors import ProviderError
 from imagegate.providers.base import (
     GeneratedImage,
     ImageRequest,
     Provider,
-    ProviderError,
     ProviderResult,
 )
 from imagegate.providers.catalog import Catalog, ModelSpec, load_catalog

@@ -6,18 +6,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# The providers' errors are a family of the one tree (imagegate.errors), re-exported here
+# beside the protocol that raises them.
+from imagegate.errors import ProviderError as ProviderError
 from imagegate.providers.catalog import ModelSpec
-
-# What `error_type` may say; the service and the API document these.
-ERROR_TYPES = (
-    "content_policy",
-    "rate_limit",
-    "auth",
-    "invalid_request",
-    "model_not_found",
-    "timeout",
-    "provider_error",
-)
 
 
 class Secret:
@@ -137,8 +129,8 @@ class ItemError:
     """One image (or one request's worth of images) that failed while others succeeded."""
 
     message: str
-    error_type: str
-    status_code: int | None = None
+    error_type: str  # a ProviderError kind's `error_type`
+    status_code: int | None = None  # the provider's HTTP status
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -156,26 +148,6 @@ class ProviderResult:
     errors: list[ItemError] = field(default_factory=list)
     # One entry per HTTP attempt: {attempt, status_code?, error_type?, latency_ms, ...}.
     attempts: list[dict[str, Any]] = field(default_factory=list)
-
-
-class ProviderError(Exception):
-    """A generation the provider could not do. `error_type` is machine-readable."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        error_type: str = "provider_error",
-        status_code: int | None = None,
-        details: dict[str, Any] | None = None,
-        attempts: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.error_type = error_type
-        self.status_code = status_code
-        self.details = details or {}
-        self.attempts = attempts or []
 
 
 class Provider(Protocol):

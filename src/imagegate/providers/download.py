@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from imagegate.providers.base import ProviderError
+from imagegate.errors import InvalidProviderOutput, ProviderTimeout
 
 BLOCKED_NETWORKS = [
     ipaddress.ip_network(n)
@@ -70,28 +70,31 @@ async def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ProviderError(f"image URL host {host!r} does not resolve") from exc
+        raise InvalidProviderOutput(f"image URL host {host!r} does not resolve") from exc
     return sorted({info[4][0] for info in infos})
 
 
 async def fetch_image(
     url: str, *, max_bytes: int, timeout_s: float, trusted_hosts: frozenset[str] = frozenset()
 ) -> bytes:
-    """The bytes at a provider's image URL, or ProviderError saying why not.
+    """The bytes at a provider's image URL, or a ProviderError saying why not (httpx's
+    errors are mapped here, where they enter).
 
     `trusted_hosts` ("host:port") are exempt from the address check: an operator's own
     OpenAI-compatible server on a private network serves its images from there.
     """
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ProviderError(f"refusing image URL with scheme {parts.scheme!r}: only http(s)")
+        raise InvalidProviderOutput(
+            f"refusing image URL with scheme {parts.scheme!r}: only http(s)"
+        )
     host = parts.hostname
     port = parts.port or (443 if parts.scheme == "https" else 80)
     addresses = await _resolve(host, port)
     if f"{host}:{port}" not in trusted_hosts:
         bad = [a for a in addresses if _forbidden(ipaddress.ip_address(a.split("%")[0]))]
         if bad or not addresses:
-            raise ProviderError(
+            raise InvalidProviderOutput(
                 f"refusing image URL: {host} resolves to a non-public address ({', '.join(bad)})"
             )
     address = addresses[0]
@@ -101,11 +104,9 @@ async def fetch_image(
         async with asyncio.timeout(timeout_s):
             return await _stream(target, host, parts.netloc, max_bytes, parts.scheme == "https")
     except TimeoutError as exc:
-        raise ProviderError(
-            f"downloading the image took longer than {timeout_s:g}s", error_type="timeout"
-        ) from exc
+        raise ProviderTimeout(f"downloading the image took longer than {timeout_s:g}s") from exc
     except httpx.HTTPError as exc:
-        raise ProviderError(f"downloading the image failed: {type(exc).__name__}") from exc
+        raise InvalidProviderOutput(f"downloading the image failed: {type(exc).__name__}") from exc
 
 
 async def _stream(target: str, host: str, netloc: str, max_bytes: int, tls: bool) -> bytes:
@@ -115,14 +116,18 @@ async def _stream(target: str, host: str, netloc: str, max_bytes: int, tls: bool
         client.stream("GET", target, headers={"Host": netloc}, extensions=extensions) as res,
     ):
         if res.status_code != 200:
-            raise ProviderError(f"image URL answered HTTP {res.status_code}")
+            raise InvalidProviderOutput(f"image URL answered HTTP {res.status_code}")
         declared = res.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_bytes:
-            raise ProviderError(f"image at URL is larger than the limit of {max_bytes} bytes")
+            raise InvalidProviderOutput(
+                f"image at URL is larger than the limit of {max_bytes} bytes"
+            )
         chunks, size = [], 0
         async for chunk in res.aiter_bytes():
             size += len(chunk)
             if size > max_bytes:
-                raise ProviderError(f"image at URL is larger than the limit of {max_bytes} bytes")
+                raise InvalidProviderOutput(
+                    f"image at URL is larger than the limit of {max_bytes} bytes"
+                )
             chunks.append(chunk)
         return b"".join(chunks)

@@ -21,6 +21,17 @@ from typing import Any
 
 import openai
 
+from imagegate.errors import (
+    ContentPolicyViolation,
+    InvalidProviderOutput,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderModelNotFound,
+    ProviderRateLimited,
+    ProviderServerError,
+    ProviderTimeout,
+)
 from imagegate.pricing import add_usage
 from imagegate.providers.base import (
     GeneratedImage,
@@ -29,7 +40,6 @@ from imagegate.providers.base import (
     ItemError,
     PartialImage,
     PartialSink,
-    ProviderError,
     ProviderResult,
 )
 from imagegate.providers.catalog import ModelSpec
@@ -40,6 +50,8 @@ DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
 # What an API key looks like inside an upstream error message ("Incorrect API key
 # provided: sk-abc***xyz"): such text is masked even when it is not our exact key.
 KEY_PATTERN = re.compile(r"\b(sk|ig)-[A-Za-z0-9_*\-]{4,}")
+# OpenAI's codes for a request moderation blocked.
+MODERATION_CODES = ("content_policy_violation", "moderation_blocked")
 
 
 def redact(text: str, api_key: str | None) -> str:
@@ -80,10 +92,9 @@ class OpenAIProvider:
 
     async def generate(self, request: ImageRequest) -> ProviderResult:
         if request.api_key is None:
-            raise ProviderError(
+            raise ProviderAuthError(
                 f"no API key for {request.model}: set {request.spec.key_env} in the "
-                "server's environment or with `imagegate secrets set`",
-                error_type="auth",
+                "server's environment or with `imagegate secrets set`"
             )
         per_request = max(1, request.spec.max_n_per_request)
         batches = [min(per_request, request.n - i) for i in range(0, request.n, per_request)]
@@ -97,7 +108,7 @@ class OpenAIProvider:
             if isinstance(outcome, ProviderError):
                 failures.append(outcome)
                 result.attempts.extend(outcome.attempts)
-                error = ItemError(outcome.message, outcome.error_type, outcome.status_code)
+                error = ItemError(outcome.message, outcome.error_type, outcome.upstream_status)
                 result.errors.extend([error] * n)
             elif isinstance(outcome, BaseException):
                 raise outcome
@@ -188,7 +199,7 @@ class OpenAIProvider:
                 raise _stream_error(exc, api_key) from None
             finally:
                 await stream.close()
-            raise ProviderError("the provider's stream ended without a completed image")
+            raise InvalidProviderOutput("the provider's stream ended without a completed image")
 
         return await generate_with_retries(spec, call, timeout_s=timeout_s, api_key=api_key)
 
@@ -216,13 +227,8 @@ def _stream_error(exc: openai.APIError, api_key: str | None) -> ProviderError:
     """An `error` event in the middle of an upstream stream."""
     body = exc.body if isinstance(exc.body, dict) else {}
     code = body.get("code") or body.get("type") or ""
-    error_type = (
-        "content_policy"
-        if code in ("content_policy_violation", "moderation_blocked")
-        else "provider_error"
-    )
-    message = redact(str(body.get("message") or exc.message), api_key)
-    return ProviderError(message, error_type=error_type)
+    kind = ContentPolicyViolation if code in MODERATION_CODES else ProviderServerError
+    return kind(redact(str(body.get("message") or exc.message), api_key))
 
 
 async def generate_with_retries(
@@ -253,11 +259,11 @@ async def generate_with_retries(
             if isinstance(response, str):
                 # A 200 whose body is not JSON (an HTML page from a proxy): the SDK hands
                 # it back as text instead of raising.
-                record.update(latency_ms=_ms(started), error_type="provider_error")
+                error = InvalidProviderOutput("malformed response from the provider (not JSON)")
+                record.update(latency_ms=_ms(started), error_type=error.error_type)
                 attempts.append(record)
-                raise ProviderError(
-                    "malformed response from the provider (not JSON)", attempts=attempts
-                )
+                error.attempts = attempts
+                raise error
             record.update(latency_ms=_ms(started), status_code=200)
             attempts.append(record)
             try:
@@ -269,7 +275,7 @@ async def generate_with_retries(
             return result
         error = failure.error
         record.update(
-            latency_ms=_ms(started), status_code=error.status_code, error_type=error.error_type
+            latency_ms=_ms(started), status_code=error.upstream_status, error_type=error.error_type
         )
         if failure.may_be_billed:
             record["may_be_billed"] = True
@@ -324,15 +330,13 @@ def classify_failure(
     """
     if isinstance(exc, openai.APIStatusError):
         error, retry_after = _status_error(exc, api_key)
-        retryable = error.error_type == "rate_limit" or (
-            error.error_type == "provider_error" and (error.status_code or 500) >= 500
-        )
+        retryable = isinstance(error, ProviderRateLimited | ProviderServerError)
         return Failure(error, retryable, retry_after=retry_after)
     chain = _causes(exc)
     not_sent = next((e for e in chain if _NOT_SENT & {c.__name__ for c in type(e).__mro__}), None)
     if isinstance(exc, openai.APIConnectionError | TimeoutError) and not_sent is not None:
         detail = redact(str(not_sent) or type(not_sent).__name__, api_key)
-        return Failure(ProviderError(f"could not connect to the provider: {detail}"), True)
+        return Failure(ProviderServerError(f"could not connect to the provider: {detail}"), True)
     if isinstance(exc, openai.APITimeoutError | TimeoutError):
         message = f"{spec.name} did not answer within {timeout_s:g}s; {BILLED_NOTE}"
     elif isinstance(exc, openai.APIConnectionError):
@@ -342,11 +346,11 @@ def classify_failure(
     else:
         # A 200 whose body is not the expected JSON: the provider is broken, and asking
         # again is unlikely to help.
-        error = ProviderError(f"malformed response from the provider ({type(exc).__name__})")
+        error = InvalidProviderOutput(
+            f"malformed response from the provider ({type(exc).__name__})"
+        )
         return Failure(error, False)
-    error = ProviderError(
-        message, error_type="timeout", details={"may_be_billed": True, "timeout_s": timeout_s}
-    )
+    error = ProviderTimeout(message, details={"may_be_billed": True, "timeout_s": timeout_s})
     return Failure(error, spec.retry_timeouts, may_be_billed=True)
 
 
@@ -378,8 +382,9 @@ def _status_error(
     message = redact(str(body.get("message") or exc.message), api_key)
     status = exc.status_code
     details: dict[str, Any] = {}
-    if code in ("content_policy_violation", "moderation_blocked"):
-        error_type = "content_policy"
+    kind: type[ProviderError]
+    if code in MODERATION_CODES:
+        kind = ContentPolicyViolation
         moderation = body.get("moderation_details") or {}
         if moderation:
             details = {
@@ -387,15 +392,17 @@ def _status_error(
                 "stage": moderation.get("moderation_stage"),
             }
     elif status == 429:
-        error_type = "rate_limit"
+        kind = ProviderRateLimited
     elif status in (401, 403):
-        error_type = "auth"
+        kind = ProviderAuthError
     elif status == 404 or code == "model_not_found":
-        error_type = "model_not_found"
+        kind = ProviderModelNotFound
     elif 400 <= status < 500:
-        error_type = "invalid_request"
-    else:
-        error_type = "provider_error"
+        kind = ProviderBadRequest
+    elif status >= 500:
+        kind = ProviderServerError
+    else:  # an unexpected status (a redirect): not retried
+        kind = ProviderError
     retry_after = None
     raw = exc.response.headers.get("retry-after")
     if raw:
@@ -403,8 +410,7 @@ def _status_error(
             retry_after = max(0.0, float(raw))
         except ValueError:
             retry_after = None  # an HTTP date: fall back to our own backoff
-    error = ProviderError(message, error_type=error_type, status_code=status, details=details)
-    return error, retry_after
+    return kind(message, upstream_status=status, details=details), retry_after
 
 
 async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
@@ -420,9 +426,9 @@ async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
             result.images.append(GeneratedImage(outcome, getattr(item, "revised_prompt", None)))
     if not result.images and result.errors:
         first = result.errors[0]
-        raise ProviderError(first.message, error_type=first.error_type)
+        raise ProviderError.of_type(first.error_type, first.message)
     if not result.images:  # a 200 without `data`: not a success with nothing in it
-        raise ProviderError("the provider answered without any image")
+        raise InvalidProviderOutput("the provider answered without any image")
     return result
 
 
@@ -431,7 +437,8 @@ async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ItemError:
         try:
             return base64.b64decode(item.b64_json, validate=True)
         except (binascii.Error, ValueError):
-            return ItemError("provider returned invalid base64 image data", "provider_error")
+            message = "provider returned invalid base64 image data"
+            return ItemError(message, InvalidProviderOutput.error_type)
     if item.url:
         try:
             return await fetch_image(
@@ -442,4 +449,5 @@ async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ItemError:
             )
         except ProviderError as exc:
             return ItemError(exc.message, exc.error_type)
-    return ItemError("provider returned an image with neither data nor URL", "provider_error")
+    message = "provider returned an image with neither data nor URL"
+    return ItemError(message, InvalidProviderOutput.error_type)

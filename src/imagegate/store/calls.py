@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.store.query import calls_order_by, calls_where
+from imagegate.store.statements import execute_off_loop
 from imagegate.store.tables import calls
 from imagegate.weave_shape import trace_name
 
@@ -148,17 +149,16 @@ class CallStore:
         # client that reads slowly (or stops reading) holds no database connection.
         # Pages follow the order's key where it allows (started_at, id); otherwise the
         # ordered ids are taken in one query and the rows fetched by id, page by page.
-        # The compiled statement is cached for this stream's pages only: query shapes
+        # Compiled off the event loop, cached for this stream's pages only: query shapes
         # are the caller's, and unbounded, so they never enter the engine-wide cache.
         compiled_cache: dict[Any, Any] = {}
         order = calls_order_by(sort_by)
         keyset = _keyset_fields(sort_by)
         if keyset is None:
             async with self.engine.connect() as conn:
-                await conn.execution_options(compiled_cache=compiled_cache)
                 ids = stmt.with_only_columns(calls.c.id).order_by(*order)
                 ids = ids.limit(limit).offset(offset or None)
-                ordered = list((await conn.scalars(ids)).all())
+                ordered = list((await execute_off_loop(conn, ids, compiled_cache)).scalars())
             for start in range(0, len(ordered), PAGE_ROWS):
                 chunk = ordered[start : start + PAGE_ROWS]
                 async with self.engine.connect() as conn:
@@ -177,8 +177,7 @@ class CallStore:
             # After the last row sent: no rescan of the pages before (as OFFSET would).
             page = page.offset(offset or None) if last is None else page.where(_after(keyset, last))
             async with self.engine.connect() as conn:
-                await conn.execution_options(compiled_cache=compiled_cache)
-                rows = (await conn.execute(page)).all()
+                rows = (await execute_off_loop(conn, page, compiled_cache)).all()
             for row in rows:
                 yield _wire(row, keep, include_costs)
             sent += len(rows)
@@ -202,9 +201,7 @@ class CallStore:
             matching = matching.limit(limit + 1)
         counted = sa.select(sa.func.count()).select_from(matching.subquery())
         async with self.engine.connect() as conn:
-            # Not cached engine-wide: the query's shape is the caller's (see _iterate).
-            await conn.execution_options(compiled_cache=None)
-            total = int(await conn.scalar(counted) or 0)
+            total = int((await execute_off_loop(conn, counted)).scalar() or 0)
         if limit is not None and total > limit:
             return limit, True
         return total, False

@@ -7,6 +7,7 @@ Queries are the calls query language (`store/query.py`) over feedback's own colu
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.ids import uuid7
 from imagegate.store.query import Schema
+from imagegate.store.statements import execute_off_loop
 from imagegate.store.tables import feedback
 
 COLUMNS = (
@@ -77,15 +79,20 @@ class FeedbackStore:
         offset: int | None = None,
         fields: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        stmt = (
-            sa.select(feedback)
-            .where(_where(project_id, query))
-            .order_by(*FEEDBACK.order_by(sort_by, default="created_at", unique="id"))
-            .limit(limit)
-            .offset(offset or None)
-        )
+        def build() -> sa.Select[Any]:
+            return (
+                sa.select(feedback)
+                .where(_where(project_id, query))
+                .order_by(*FEEDBACK.order_by(sort_by, default="created_at", unique="id"))
+                .limit(limit)
+                .offset(offset or None)
+            )
+
+        # The query's shape is the caller's: translated and compiled off the event loop,
+        # and not cached engine-wide (store/statements.py).
+        stmt = await asyncio.to_thread(build)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
+            rows = (await execute_off_loop(conn, stmt)).all()
         result = [to_wire(r._mapping) for r in rows]
         if fields:
             result = [{k: v for k, v in r.items() if k in fields} for r in result]

@@ -75,10 +75,17 @@ class LocalFileStore:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)
 
     async def delete(self, project_id: str, digest: str) -> None:
-        await asyncio.to_thread(self._path(project_id, digest).unlink, missing_ok=True)
+        path = self._path(project_id, digest)
+        try:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        except OSError as exc:
+            raise StorageError(f"deleting {path}: {exc!r}") from exc
 
     async def ping(self) -> None:
-        await asyncio.to_thread(self._check_writable)
+        try:
+            await asyncio.to_thread(self._check_writable)
+        except OSError as exc:
+            raise StorageError(f"file store {self.root}: {exc!r}") from exc
 
     def _check_writable(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from imagegate.digest import weave_digest
 from imagegate.errors import DigestMismatch
 from imagegate.store.db import advisory_lock
+from imagegate.store.query import MAX_SORT_FIELDS
 from imagegate.store.tables import objects
 
 OP_TYPE = "Op"
@@ -163,6 +164,8 @@ class ObjectStore:
         if leaf_object_classes:
             terms.append(objects.c.leaf_object_class.in_(leaf_object_classes))
         order = []
+        if sort_by and len(sort_by) > MAX_SORT_FIELDS:
+            raise ValueError(f"sort_by has {len(sort_by)} items; at most {MAX_SORT_FIELDS} allowed")
         for item in sort_by or []:
             column = objects.c.get(item["field"])
             if column is None or item["field"] == "val":

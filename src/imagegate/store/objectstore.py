@@ -27,6 +27,11 @@ class ObjectStoreError(StorageError):
     """A failed object-store request (obstore's errors, mapped where they enter)."""
 
 
+# What obstore raises for a failed request: its own errors, and for some a built-in
+# ValueError (its docs say so). FileNotFoundError is "no such object", told apart below.
+_FAILED = (BaseError, ValueError)
+
+
 def _endpoint(env: Mapping[str, str]) -> str | None:
     for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         if env.get(name):
@@ -116,7 +121,7 @@ class ObjectFileStore:
             # Overwriting with identical bytes is harmless, and one request is cheaper
             # than a HEAD first: most images are new.
             await obstore.put_async(self.store, key, data)
-        except (BaseError, FileNotFoundError) as exc:
+        except (*_FAILED, FileNotFoundError) as exc:
             raise ObjectStoreError(f"storing {key}: {exc}") from exc
         return digest
 
@@ -127,7 +132,7 @@ class ObjectFileStore:
             return bytes(await result.bytes_async())
         except FileNotFoundError:  # obstore's NotFoundError is one
             return None
-        except BaseError as exc:
+        except _FAILED as exc:
             raise ObjectStoreError(f"reading {key}: {exc}") from exc
 
     async def exists(self, project_id: str, digest: str) -> bool:
@@ -136,7 +141,7 @@ class ObjectFileStore:
             await obstore.head_async(self.store, key)
         except FileNotFoundError:
             return False
-        except BaseError as exc:
+        except _FAILED as exc:
             raise ObjectStoreError(f"checking {key}: {exc}") from exc
         return True
 
@@ -146,12 +151,12 @@ class ObjectFileStore:
             await obstore.delete_async(self.store, key)
         except FileNotFoundError:
             pass  # already gone
-        except BaseError as exc:
+        except _FAILED as exc:
             raise ObjectStoreError(f"deleting {key}: {exc}") from exc
 
     async def ping(self) -> None:
         """Raise unless the bucket answers (one small LIST request)."""
         try:
             await obstore.list_with_delimiter_async(self.store)
-        except (BaseError, FileNotFoundError) as exc:
+        except (*_FAILED, FileNotFoundError) as exc:
             raise ObjectStoreError(f"object store unavailable: {exc}") from exc

@@ -63,7 +63,7 @@ async def render_error(request: Request, exc: ImagegateError) -> Response:
     """Any ImagegateError under /ui, as the browser or the page's script wants it."""
     # A backend that is down: its reason is for the log, and no page needs it to render.
     unavailable = isinstance(exc, Unavailable)
-    message = exc.public_message if isinstance(exc, Unavailable) else exc.message
+    message = exc.client_message
     headers = exc.headers if unavailable else None
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
@@ -95,4 +95,4 @@ def install(app: FastAPI) -> None:
         "/{entity}/{project}/weave", traces.weave_project_link, include_in_schema=False
     )
     app.add_exception_handler(SignInRequired, _sign_in_required)
-    app.state.render_web_error = render_error  # used by errors.py's one handler
+    app.state.render_web_error = render_error  # used by error_answers.py's one handler

@@ -8,13 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from starlette.responses import RedirectResponse, Response
 
-from imagegate.errors import ImagegateError
+from imagegate.errors import BadRequest
 from imagegate.store.budgets import Scope
 from imagegate.web.render import render
 from imagegate.web.session import (
     CSRF_FIELD,
     WebContext,
-    WebError,
     read_form,
     require_entity,
     require_user,
@@ -22,10 +21,6 @@ from imagegate.web.session import (
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
-
-
-def _web(exc: ImagegateError) -> WebError:
-    return WebError(exc.status_code if exc.status_code < 500 else 500, exc.message)
 
 
 async def _keys_page(ctx: WebContext, new_key: str | None = None) -> Response:
@@ -57,10 +52,7 @@ async def create_key(ctx: User) -> Response:
 async def revoke_key(key_id: str, ctx: User) -> Response:
     form = await read_form(ctx.request)
     ctx.check_csrf(form.get(CSRF_FIELD))
-    try:
-        await ctx.app.admin.revoke_own_key(ctx.user(), key_id)
-    except ImagegateError as exc:
-        raise _web(exc) from exc
+    await ctx.app.admin.revoke_own_key(ctx.user(), key_id)
     # Revoking the key this browser signed in with ends its session: sign in again.
     target = "/ui/signin" if key_id == ctx.user().key_id else "/ui/keys"
     return RedirectResponse(target, status_code=303)
@@ -88,13 +80,10 @@ async def set_member(entity: str, ctx: User) -> Response:
     form = await read_form(ctx.request)
     ctx.check_csrf(form.get(CSRF_FIELD))
     user = form.get("user", "").strip()
-    try:
-        if form.get("remove"):
-            await ctx.app.admin.remove_member(ctx.user(), entity, user)
-        else:
-            await ctx.app.admin.set_member(ctx.user(), entity, user, form.get("role", "member"))
-    except ImagegateError as exc:
-        raise _web(exc) from exc
+    if form.get("remove"):
+        await ctx.app.admin.remove_member(ctx.user(), entity, user)
+    else:
+        await ctx.app.admin.set_member(ctx.user(), entity, user, form.get("role", "member"))
     return RedirectResponse(f"/ui/teams/{entity}", status_code=303)
 
 
@@ -107,24 +96,21 @@ async def set_budget(ctx: User) -> Response:
     scope: Scope = "project" if project else "entity"
     target = project or form.get("entity", "")
     require_entity(ctx, target.split("/", 1)[0])
-    try:
-        if form.get("remove"):
-            await ctx.app.admin.delete_budget(ctx.user(), scope, target)
-        else:
-            try:
-                limit = float(form.get("limit_usd", ""))
-            except ValueError as exc:
-                raise WebError(400, "The limit must be a number of US dollars.") from exc
-            await ctx.app.admin.set_budget(
-                ctx.user(),
-                scope,
-                target,
-                period=form.get("period", "monthly"),
-                limit_usd=limit,
-                hard=form.get("hard") == "on",
-            )
-    except ImagegateError as exc:
-        raise _web(exc) from exc
+    if form.get("remove"):
+        await ctx.app.admin.delete_budget(ctx.user(), scope, target)
+    else:
+        try:
+            limit = float(form.get("limit_usd", ""))
+        except ValueError as exc:
+            raise BadRequest("The limit must be a number of US dollars.") from exc
+        await ctx.app.admin.set_budget(
+            ctx.user(),
+            scope,
+            target,
+            period=form.get("period", "monthly"),
+            limit_usd=limit,
+            hard=form.get("hard") == "on",
+        )
     back = f"/ui/p/{target}" if project else f"/ui/teams/{target}"
     return RedirectResponse(back, status_code=303)
 
@@ -132,11 +118,8 @@ async def set_budget(ctx: User) -> Response:
 @router.get("/admin")
 async def admin_page(ctx: User) -> Response:
     """Server admins: every user with their teams and roles, every team, the audit log."""
-    try:
-        users = await ctx.app.admin.users(ctx.user())
-        entries = await ctx.app.admin.audit_log(ctx.user(), limit=50)
-    except ImagegateError as exc:
-        raise _web(exc) from exc
+    users = await ctx.app.admin.users(ctx.user())
+    entries = await ctx.app.admin.audit_log(ctx.user(), limit=50)
     teams = await ctx.app.admin.visible_teams(ctx.user())
     return render(ctx, "admin.html", users=users, teams=teams, entries=entries)
 
@@ -146,10 +129,7 @@ async def admin_create_team(ctx: User) -> Response:
     form = await read_form(ctx.request)
     ctx.check_csrf(form.get(CSRF_FIELD))
     name = form.get("name", "").strip()
-    try:
-        await ctx.app.admin.create_team(ctx.user(), name)
-        if owner := form.get("owner", "").strip():
-            await ctx.app.admin.set_member(ctx.user(), name, owner, "owner")
-    except ImagegateError as exc:
-        raise _web(exc) from exc
+    await ctx.app.admin.create_team(ctx.user(), name)
+    if owner := form.get("owner", "").strip():
+        await ctx.app.admin.set_member(ctx.user(), name, owner, "owner")
     return RedirectResponse(f"/ui/teams/{name}", status_code=303)

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from starlette.responses import Response
 
+from imagegate.errors import NotFound
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.weave_shape import generation_from_call
 from imagegate.web.reactions import reactions_for
 from imagegate.web.render import PAGE_HEADERS, render
-from imagegate.web.session import WebContext, WebError, require_entity, require_user
+from imagegate.web.session import WebContext, require_entity, require_user
 from imagegate.web.view import call_view
 
 router = APIRouter()
@@ -25,11 +26,11 @@ async def read_call(ctx: WebContext, entity: str, project: str, call_id: str) ->
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such generation.") from exc
+        raise NotFound("No such generation.") from exc
     require_entity(ctx, entity)
     call = await ctx.app.calls.read(f"{entity}/{project}", call_id[:64], include_costs=True)
     if call is None:
-        raise WebError(404, "No such generation.")
+        raise NotFound("No such generation.")
     return call
 
 

@@ -12,12 +12,12 @@ from starlette.datastructures import UploadFile
 from starlette.responses import RedirectResponse, Response
 
 from imagegate.digest import is_digest
-from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
+from imagegate.errors import BudgetExceeded, Forbidden, InvalidInput, NotFound, RateLimited
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.uploads import Upload
 from imagegate.web.generate import project_of
 from imagegate.web.render import render
-from imagegate.web.session import CSRF_FIELD, WebContext, WebError, require_user
+from imagegate.web.session import CSRF_FIELD, WebContext, require_user
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -37,7 +37,7 @@ def editors(ctx: WebContext) -> list[str]:
 async def _source(ctx: WebContext, project_id: str, digest: str) -> bytes:
     data = await ctx.app.files.get(project_id, digest) if is_digest(digest) else None
     if data is None:
-        raise WebError(404, "No such image.")
+        raise NotFound("No such image.")
     return data
 
 
@@ -73,7 +73,7 @@ async def edit_form(entity: str, project: str, ctx: User, image: str = "") -> Re
 async def edit(entity: str, project: str, request: Request, ctx: User) -> Response:
     project_id = project_of(ctx, entity, project)
     if not ctx.user().can_generate(entity):
-        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot edit images.")
+        raise Forbidden(f"You are a viewer in team {entity}: viewers cannot edit images.")
     form = await request.form(max_files=2)
     fields = {k: v for k, v in form.items() if isinstance(v, str)}
     ctx.check_csrf(fields.get(CSRF_FIELD))

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
+from imagegate.errors import BadRequest, NotFound
 from imagegate.store.feedback import call_ref
 from imagegate.web.detail import read_call
 from imagegate.web.reactions import EMOJIS, NOTE, REACTION
@@ -19,7 +20,6 @@ from imagegate.web.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebContext,
-    WebError,
     read_form,
     require_user,
     safe_next,
@@ -51,7 +51,7 @@ async def react(entity: str, project: str, call_id: str, request: Request, ctx: 
     call, form = await _checked(request, ctx, entity, project, call_id)
     emoji = form.get("emoji", "")
     if emoji not in EMOJIS:
-        raise WebError(400, "Unknown reaction.")
+        raise BadRequest("Unknown reaction.")
     project_id, me = call["project_id"], ctx.user()
     ref = call_ref(project_id, call["id"])
     mine = {
@@ -77,7 +77,7 @@ async def add_note(
     call, form = await _checked(request, ctx, entity, project, call_id)
     text = form.get("note", "").strip()
     if not text or len(text) > MAX_NOTE:
-        raise WebError(400, f"A note needs 1 to {MAX_NOTE} characters.")
+        raise BadRequest(f"A note needs 1 to {MAX_NOTE} characters.")
     project_id = call["project_id"]
     item = FeedbackCreate(
         project_id=project_id,
@@ -104,7 +104,7 @@ async def delete_note(
         ]
     }
     if not await ctx.app.traces.feedback.purge(project_id, {"$expr": own}):
-        raise WebError(404, "No such note of yours.")
+        raise NotFound("No such note of yours.")
     return _back(form, f"/ui/p/{project_id}/calls/{call['id']}#notes")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
@@ -10,7 +11,14 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
+from imagegate.errors import (
+    BudgetExceeded,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    RateLimited,
+    as_tree_error,
+)
 from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
 from imagegate.providers.base import PartialImage
@@ -23,11 +31,12 @@ from imagegate.web.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebContext,
-    WebError,
     read_form,
     require_entity,
     require_user,
 )
+
+log = logging.getLogger("imagegate.web")
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -98,7 +107,7 @@ def project_of(ctx: WebContext, entity: str, project: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such project.") from exc
+        raise NotFound("No such project.") from exc
     require_entity(ctx, entity)
     return f"{entity}/{project}"
 
@@ -185,7 +194,7 @@ async def generate(entity: str, project: str, request: Request, ctx: User) -> Re
     ctx.check_csrf(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))
     project_id = project_of(ctx, entity, project)
     if not ctx.user().can_generate(entity):
-        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot generate.")
+        raise Forbidden(f"You are a viewer in team {entity}: viewers cannot generate.")
     wants_json = "application/json" in request.headers.get("accept", "")
     wants_stream = "text/event-stream" in request.headers.get("accept", "")
     error = None
@@ -244,8 +253,9 @@ async def _stream(
                         {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
                     )
                 item = await anext(items)
-        except Exception:
-            yield _event("error", {"error": "the generation failed; the server log has details"})
+        except Exception as exc:
+            log.error("streamed generation failed: %r", exc)
+            yield _event("error", {"error": as_tree_error(exc).client_message})
             return
         # Failed generations are recorded too: their page says what went wrong.
         yield _event("done", {"url": f"/ui/p/{project_id}/calls/{item.call_id}"})

@@ -9,11 +9,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from imagegate.digest import is_digest
+from imagegate.errors import NotFound
 from imagegate.names import split_project_id
 from imagegate.urls import MIME_EXTENSIONS, image_headers, sniff_image_type
 from imagegate.web.render import STATIC
-from imagegate.web.session import WebContext, WebError, require_entity, require_user
-from imagegate.web.thumbs import ImageTooLarge, ThumbnailCache
+from imagegate.web.session import WebContext, require_entity, require_user
+from imagegate.web.thumbs import ThumbnailCache
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -26,9 +27,9 @@ def _checked(ctx: WebContext, entity: str, project: str, digest: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such image.") from exc
+        raise NotFound("No such image.") from exc
     if not is_digest(digest):
-        raise WebError(404, "No such image.")
+        raise NotFound("No such image.")
     require_entity(ctx, entity)
     return f"{entity}/{project}"
 
@@ -42,7 +43,7 @@ async def image(
     data = await ctx.app.files.get(project_id, digest)
     mimetype = sniff_image_type(data) if data is not None else ""
     if data is None or mimetype not in MIME_EXTENSIONS:
-        raise WebError(404, "No such image.")  # only images: no HTML or script by digest
+        raise NotFound("No such image.")  # only images: no HTML or script by digest
     filename = f"{project}-{digest[:12]}.{MIME_EXTENSIONS[mimetype]}"
     disposition = "attachment" if download else "inline"
     return Response(
@@ -61,12 +62,9 @@ async def thumbnail(entity: str, project: str, name: str, request: Request, ctx:
     digest = name.partition(".")[0]
     project_id = _checked(ctx, entity, project, digest)
     cache: ThumbnailCache = request.app.state.web_thumbnails
-    try:
-        data = await cache.get(project_id, digest, lambda: ctx.app.files.get(project_id, digest))
-    except ImageTooLarge as exc:
-        raise WebError(422, str(exc)) from exc
+    data = await cache.get(project_id, digest, lambda: ctx.app.files.get(project_id, digest))
     if data is None:
-        raise WebError(404, "No such image.")
+        raise NotFound("No such image.")
     return Response(
         data,
         media_type="image/webp",
@@ -78,7 +76,7 @@ async def thumbnail(entity: str, project: str, name: str, request: Request, ctx:
 async def static(name: str) -> Response:
     # Public: the sign-in page needs its stylesheet too. Only packaged files are served.
     if name not in STATIC:
-        raise WebError(404, "No such file.")
+        raise NotFound("No such file.")
     data, content_type, _ = STATIC[name]
     return Response(
         data,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
+from imagegate.errors import BadRequest, Forbidden, NotFound
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
@@ -16,7 +17,6 @@ from imagegate.web.render import render, render_fragment
 from imagegate.web.session import (
     CSRF_FIELD,
     WebContext,
-    WebError,
     read_form,
     require_entity,
     require_user,
@@ -66,7 +66,7 @@ async def create_project(ctx: User) -> Response:
     project_id = _new_project_id(ctx, form.get("entity", ""), form.get("name", ""))
     entity = project_id.split("/", 1)[0]
     if not ctx.user().can_generate(entity):
-        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot create projects.")
+        raise Forbidden(f"You are a viewer in team {entity}: viewers cannot create projects.")
     await ctx.app.accounts.ensure_project(project_id)
     return RedirectResponse(f"/ui/p/{project_id}", status_code=303)
 
@@ -75,7 +75,7 @@ def _new_project_id(ctx: WebContext, entity: str, name: str) -> str:
     try:
         split_project_id(f"{entity}/{name.strip()}")
     except ValueError as exc:
-        raise WebError(400, str(exc)) from exc
+        raise BadRequest(str(exc)) from exc
     require_entity(ctx, entity)
     return f"{entity}/{name.strip()}"
 
@@ -84,7 +84,7 @@ def _project(ctx: WebContext, entity: str, project: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such project.") from exc
+        raise NotFound("No such project.") from exc
     require_entity(ctx, entity)
     return f"{entity}/{project}"
 
@@ -103,7 +103,7 @@ async def _query(
     try:
         flt, query = filters.to_query(user_id)
     except ValueError as exc:
-        raise WebError(400, str(exc)) from exc
+        raise BadRequest(str(exc)) from exc
     return flt, query, members
 
 
@@ -130,7 +130,7 @@ async def _cards(
             )
         ]
     except QueryError as exc:
-        raise WebError(400, str(exc)) from exc
+        raise BadRequest(str(exc)) from exc
     names = dict(members)
     names |= await gallery_store(ctx).user_names(
         c["wb_user_id"] for c in calls if c["wb_user_id"] not in names

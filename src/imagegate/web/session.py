@@ -20,7 +20,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from imagegate.core import Imagegate
-from imagegate.errors import ImagegateError
+from imagegate.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from imagegate.store import Principal
 
 SESSION_COOKIE = "ig_session"
@@ -31,22 +31,14 @@ CSRF_MESSAGE = "The form has expired or did not come from this site. Reload and 
 SESSION_MAX_AGE = 14 * 24 * 3600  # seconds; signing in again is cheap, a stolen cookie is not
 
 
-class SignInRequired(Exception):
-    """No valid session: pages redirect to the sign-in form, other resources get 401."""
+class SignInRequired(Unauthorized):
+    """No valid session: pages redirect to the sign-in form, other resources get 401
+    (its own handler, web/__init__.py, comes before the tree's)."""
 
     def __init__(self, next_path: str, *, clear: bool = False) -> None:
-        super().__init__(next_path)
+        super().__init__("sign in first")
         self.next_path = next_path
         self.clear = clear  # the browser holds a stale session cookie worth removing
-
-
-class WebError(ImagegateError):
-    """An error of the web gallery, with its status: shown as a page (or plain text for
-    non-page resources), like every other ImagegateError under /ui."""
-
-    def __init__(self, status_code: int, message: str) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def _subkey(app: Imagegate, purpose: str) -> bytes:
@@ -108,7 +100,7 @@ class WebContext:
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the submitted token was issued to this browser and session."""
         if not submitted or not _same(submitted, self.csrf_token):
-            raise WebError(403, CSRF_MESSAGE)
+            raise Forbidden(CSRF_MESSAGE)
 
     def user(self) -> Principal:
         assert self.principal is not None  # only pages behind require_user() call this
@@ -156,7 +148,7 @@ async def require_user(request: Request) -> WebContext:
 def require_entity(ctx: WebContext, entity: str) -> None:
     """Members only. Non-members get the same 404 whether or not the project exists."""
     if not ctx.can_see(entity):
-        raise WebError(404, "No such project, or you are not a member of its team.")
+        raise NotFound("No such project, or you are not a member of its team.")
 
 
 def signin_url(next_path: str) -> str:
@@ -185,7 +177,7 @@ async def read_form(request: Request) -> dict[str, str]:
     with FormData arrives as multipart and goes through Starlette's parser.
     """
     if len(request.cookies.get(NONCE_COOKIE, "")) < 16:
-        raise WebError(403, CSRF_MESSAGE)
+        raise Forbidden(CSRF_MESSAGE)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
@@ -194,4 +186,4 @@ async def read_form(request: Request) -> dict[str, str]:
     try:
         return dict(parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
     except ValueError as exc:
-        raise WebError(400, "The form has too many fields.") from exc
+        raise BadRequest("The form has too many fields.") from exc

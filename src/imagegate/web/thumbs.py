@@ -16,6 +16,7 @@ from pathlib import Path
 from PIL import Image
 
 from imagegate.digest import is_digest
+from imagegate.errors import ImagegateError
 from imagegate.names import split_project_id
 from imagegate.urls import sniff_image_type
 
@@ -26,8 +27,11 @@ THUMB_QUALITY = 75
 MAX_SOURCE_PIXELS = 4096 * 4096
 
 
-class ImageTooLarge(Exception):
-    """An image with more pixels than a thumbnail may decode."""
+class ImageTooLarge(ImagegateError):
+    """An image with more pixels than a thumbnail may decode (422: the request, not the
+    server, is at fault)."""
+
+    status_code = 422
 
     def __init__(self, width: int, height: int, limit: int) -> None:
         super().__init__(

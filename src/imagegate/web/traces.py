@@ -9,9 +9,10 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
+from imagegate.errors import NotFound
 from imagegate.names import split_project_id
 from imagegate.web.render import render
-from imagegate.web.session import WebContext, WebError, require_entity, require_user
+from imagegate.web.session import WebContext, require_entity, require_user
 from imagegate.web.trace_view import CallNode, Media, build_trees
 
 router = APIRouter()
@@ -25,7 +26,7 @@ def _project(ctx: WebContext, entity: str, project: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such project.") from exc
+        raise NotFound("No such project.") from exc
     require_entity(ctx, entity)
     return f"{entity}/{project}"
 
@@ -40,7 +41,7 @@ async def traces_page(entity: str, project: str, request: Request, ctx: User) ->
     if focus:
         call = await calls.read(project_id, focus)
         if call is None:
-            raise WebError(404, "No such call.")
+            raise NotFound("No such call.")
         trace_ids = [call["trace_id"]]
         more = False
     else:
@@ -132,5 +133,5 @@ def _link_project(entity: str, project: str) -> str:
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
-        raise WebError(404, "No such project.") from exc
+        raise NotFound("No such project.") from exc
     return f"{entity}/{project}"
