@@ -166,6 +166,12 @@ class Settings:
         group="store",
         help="Seconds to wait for a pooled database connection while all are in use.",
     )
+    # A revoked key must be refused on every replica within a second: keep this below 1.
+    access_cache_ttl: float = setting(
+        0.5,
+        help="Seconds an API key's caller (teams, roles) and a team's provider keys may be "
+        "answered from memory; changes reach every replica within it (0: no cache).",
+    )
     reads_per_key: int = setting(
         8,
         help="Concurrent reads (/calls/stream_query, /calls/query_stats, /call/read) per API "

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.store.cache import TTLCache
 from imagegate.store.tables import entities, provider_secrets
 
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
@@ -35,12 +36,14 @@ class SecretUnreadable(RuntimeError):
 
 
 class SecretStore:
-    def __init__(self, engine: AsyncEngine, keys: list[bytes]) -> None:
+    def __init__(self, engine: AsyncEngine, keys: list[bytes], *, cache_ttl: float = 0.0) -> None:
         """`keys` is the key ring: the first encrypts, each decrypts (so a new key can
         be put first while values stored under the old one still read; `reencrypt`
-        then moves every value to the new key and the old one can go)."""
+        then moves every value to the new key and the old one can go). `get` answers
+        from memory for up to `cache_ttl` seconds (see imagegate.store.cache)."""
         self.engine = engine
         self._fernet = MultiFernet([_fernet(key) for key in keys])
+        self._values: TTLCache[tuple[str, str], str | None] = TTLCache(cache_ttl)
 
     async def _entity_id(self, conn: AsyncConnection, entity: str) -> str | None:
         return await conn.scalar(sa.select(entities.c.id).where(entities.c.name == entity))
@@ -62,8 +65,12 @@ class SecretStore:
                     updated_at=datetime.now(UTC),
                 )
             )
+        self._values.clear()
 
     async def get(self, entity: str, name: str) -> str | None:
+        return await self._values.get((entity, name), lambda: self._read(entity, name))
+
+    async def _read(self, entity: str, name: str) -> str | None:
         async with self.engine.connect() as conn:
             ciphertext = await conn.scalar(
                 sa.select(provider_secrets.c.ciphertext)
@@ -99,6 +106,7 @@ class SecretStore:
                     provider_secrets.c.entity_id == entity_id, provider_secrets.c.name == name
                 )
             )
+        self._values.clear()
         return bool(result.rowcount)
 
     async def reencrypt(self) -> int:
@@ -123,4 +131,5 @@ class SecretStore:
                     )
                     .values(ciphertext=rotated)
                 )
+        self._values.clear()
         return len(rows)
