@@ -166,6 +166,12 @@ class Settings:
         group="store",
         help="Seconds to wait for a pooled database connection while all are in use.",
     )
+    database_max_waiters: int = setting(
+        2000,
+        group="store",
+        help="Requests that may wait for a pooled database connection at once; more get "
+        "503 with Retry-After (busy is not down: below this they wait).",
+    )
     # A revoked key must be refused on every replica within a second: keep this below 1.
     access_cache_ttl: float = setting(
         0.5,

@@ -74,6 +74,7 @@ class Imagegate:
             settings.resolved_database_url,
             timeout=settings.database_timeout,
             queue_timeout=settings.database_queue_timeout,
+            max_waiters=settings.database_max_waiters,
         )
         self.accounts = AccountStore(self.engine, cache_ttl=settings.access_cache_ttl)
         self.calls = CallStore(self.engine)

@@ -11,37 +11,81 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
-from imagegate.errors import DatabaseUnavailable
+from imagegate.errors import DatabaseBusy, DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0) -> AsyncEngine:
+class WaitingPool(AsyncAdaptedQueuePool):
+    """The queue pool, with a bound of its own on how many may wait for a connection.
+
+    Busy is not down: while every connection is in use, a checkout waits its turn (up
+    to the pool timeout). Only when `max_waiters` are already waiting is it refused at
+    once, with DatabaseBusy (503 + Retry-After), so a flood cannot queue without end.
+    """
+
+    max_waiters = 2000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = 0  # checkouts in this event loop's thread, so no lock needed
+
+    def _do_get(self) -> Any:
+        if not (self._pool.empty() and self._overflow >= self._max_overflow):
+            return super()._do_get()  # a connection is free, or one may be opened
+        if self.waiting >= self.max_waiters:
+            raise DatabaseBusy(
+                f"{self.waiting} requests already wait for one of the "
+                f"{self.size() + self._max_overflow} database connections"
+            )
+        self.waiting += 1
+        try:
+            return super()._do_get()
+        finally:
+            self.waiting -= 1
+
+    def recreate(self) -> WaitingPool:
+        pool = super().recreate()
+        assert isinstance(pool, WaitingPool)
+        pool.max_waiters = self.max_waiters
+        return pool
+
+
+def create_engine(
+    url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0, max_waiters: int = 2000
+) -> AsyncEngine:
     """An engine for `url`. On a server database `timeout` bounds connecting, so a
     database that is down gives a prompt 503, not a hang. A database that is up but
     busy (every pooled connection in use) makes requests wait their turn, up to
-    `queue_timeout`: busy is not down. The number waiting is bounded by the HTTP
-    server's cap on concurrent requests."""
+    `queue_timeout`, in a queue of at most `max_waiters` (see WaitingPool)."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             _create_private(Path(db_path))
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_timeout=queue_timeout, hide_parameters=True
+            url,
+            connect_args={"timeout": 30},
+            pool_timeout=queue_timeout,
+            hide_parameters=True,
+            **({} if db_path == ":memory:" else {"poolclass": WaitingPool}),
         )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_async_engine(
-        url,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
-        pool_timeout=queue_timeout,
-        hide_parameters=True,
-        connect_args={"timeout": timeout},
-    )
-    sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    else:
+        engine = create_async_engine(
+            url,
+            poolclass=WaitingPool,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=queue_timeout,
+            hide_parameters=True,
+            connect_args={"timeout": timeout},
+        )
+        sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    if isinstance(engine.sync_engine.pool, WaitingPool):
+        engine.sync_engine.pool.max_waiters = max_waiters
     return engine
 
 
