@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from imagegate.errors import DatabaseBusy, DatabaseUnavailable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION = re.compile(r'^(down_revision|revision)\s*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 
 
 class WaitingPool(AsyncAdaptedQueuePool):
@@ -118,6 +121,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config  # imported only when migrating: cold start
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -127,7 +132,12 @@ async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "he
     """Bring the schema to `revision` (the newest by default). Data migrations that
     rewrite stored files read and write them through `files` (a FileStore)."""
 
+    if revision == "head" and await _at_head(engine):
+        return  # the usual start: nothing to do, and no need to load alembic to see it
+
     def upgrade(connection: sa.Connection) -> None:
+        from alembic import command
+
         config = alembic_config()
         config.attributes["connection"] = connection
         config.attributes["files"] = files
@@ -137,6 +147,33 @@ async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "he
         # Replicas starting at once queue here; each then finds the schema current.
         await advisory_lock(conn, "imagegate:migrate")
         await conn.run_sync(upgrade)
+
+
+def head_revisions() -> set[str]:
+    """The revisions no other revision follows, read from the migration files' own
+    `revision`/`down_revision` lines (a few files read; alembic takes ~100 ms to load)."""
+    revisions, followed = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        values = dict((m[1], m[2]) for m in _REVISION.finditer(path.read_text()))
+        if values.get("revision"):
+            revisions.add(values["revision"])
+        if values.get("down_revision"):
+            followed.add(values["down_revision"])
+    return revisions - followed
+
+
+async def _at_head(engine: AsyncEngine) -> bool:
+    """Whether the database is already at the one head revision (False when unsure:
+    then alembic itself decides)."""
+    heads = head_revisions()
+    if len(heads) != 1:
+        return False
+    try:
+        async with engine.connect() as conn:
+            current = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).all()
+    except sa.exc.DBAPIError:  # no table yet: a new database
+        return False
+    return [row[0] for row in current] == list(heads)
 
 
 async def advisory_lock(conn: AsyncConnection, name: str) -> None:
