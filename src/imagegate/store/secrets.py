@@ -6,13 +6,21 @@ import base64
 import hashlib
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store.cache import TTLCache
 from imagegate.store.tables import entities, provider_secrets
+
+if TYPE_CHECKING:
+    from cryptography import fernet
+    from cryptography.fernet import Fernet, MultiFernet
+else:  # imported on first use (cold start: it loads OpenSSL's bindings)
+    from imagegate.lazy import lazy_module
+
+    fernet = lazy_module("cryptography.fernet")
 
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 
@@ -27,6 +35,8 @@ def check_secret_name(name: str) -> str:
 
 
 def _fernet(secret: bytes) -> Fernet:
+    from cryptography.fernet import Fernet
+
     derived = hashlib.sha256(b"imagegate provider secrets\0" + secret).digest()
     return Fernet(base64.urlsafe_b64encode(derived))
 
@@ -42,8 +52,18 @@ class SecretStore:
         then moves every value to the new key and the old one can go). `get` answers
         from memory for up to `cache_ttl` seconds (see imagegate.store.cache)."""
         self.engine = engine
-        self._fernet = MultiFernet([_fernet(key) for key in keys])
+        self._keys = keys
+        self._ring: MultiFernet | None = None
         self._values: TTLCache[tuple[str, str], str | None] = TTLCache(cache_ttl)
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        """The key ring, built on first use (cold start: it loads OpenSSL's bindings)."""
+        if self._ring is None:
+            from cryptography.fernet import MultiFernet
+
+            self._ring = MultiFernet([_fernet(key) for key in self._keys])
+        return self._ring
 
     async def _entity_id(self, conn: AsyncConnection, entity: str) -> str | None:
         return await conn.scalar(sa.select(entities.c.id).where(entities.c.name == entity))
@@ -81,7 +101,7 @@ class SecretStore:
             return None
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
-        except InvalidToken as exc:
+        except fernet.InvalidToken as exc:
             raise SecretUnreadable(
                 f"secret {name} of entity {entity!r} cannot be decrypted: "
                 "IMAGEGATE_SECRET_KEY differs from the one it was stored with, and no key "
@@ -119,7 +139,7 @@ class SecretStore:
             for row in rows:
                 try:
                     rotated = self._fernet.rotate(row.ciphertext.encode()).decode()
-                except InvalidToken as exc:
+                except fernet.InvalidToken as exc:
                     raise RuntimeError(
                         f"secret {row.name} cannot be decrypted with any key in the ring"
                     ) from exc
