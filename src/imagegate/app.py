@@ -33,6 +33,7 @@ from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.errors import install_handlers
 from imagegate.guard import RequestGuard
+from imagegate.lazy import preload
 from imagegate.providers import Provider
 from imagegate.recovery import Recovery
 from imagegate.startup import Prepared, ServerLock
@@ -84,6 +85,8 @@ def create_app(
                     # Calls a crash left unfinished read as failed before any request.
                     await recovery.at_start(alone=lock.claim())
             await recovery.start()
+            # What start-up left out (imagegate.lazy), loaded while already serving.
+            preload("openai", "cryptography.fernet")
             yield
         finally:
             await recovery.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,6 +176,19 @@ async def _at_head(engine: AsyncEngine) -> bool:
     except sa.exc.DBAPIError:  # no table yet: a new database
         return False
     return [row[0] for row in current] == list(heads)
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, conn: AsyncConnection | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """`conn` (a transaction the caller runs, which several stores' writes then share),
+    else a transaction of its own."""
+    if conn is not None:
+        yield conn
+        return
+    async with engine.begin() as own:
+        yield own
 
 
 async def advisory_lock(conn: AsyncConnection, name: str) -> None:
