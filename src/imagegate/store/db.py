@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import queue as sqla_queue
 
 from imagegate.errors import DatabaseBusy, DatabaseUnavailable
 
@@ -27,8 +28,10 @@ class WaitingPool(AsyncAdaptedQueuePool):
     """The queue pool, with a bound of its own on how many may wait for a connection.
 
     Busy is not down: while every connection is in use, a checkout waits its turn (up
-    to the pool timeout). Only when `max_waiters` are already waiting is it refused at
-    once, with DatabaseBusy (503 + Retry-After), so a flood cannot queue without end.
+    to the pool timeout), and so does one whose new connection timed out while others
+    are live. Only when `max_waiters` are already waiting is it refused at once, with
+    DatabaseBusy (503 + Retry-After), so a flood cannot queue without end; and only
+    when no connection can be made and none is live is the database down.
     """
 
     max_waiters = 2000
@@ -38,6 +41,9 @@ class WaitingPool(AsyncAdaptedQueuePool):
         self.waiting = 0  # checkouts in this event loop's thread, so no lock needed
 
     def _do_get(self) -> Any:
+        return self._do_get_or_wait()
+
+    def _do_get_bounded(self) -> Any:
         if not (self._pool.empty() and self._overflow >= self._max_overflow):
             return super()._do_get()  # a connection is free, or one may be opened
         if self.waiting >= self.max_waiters:
@@ -50,6 +56,24 @@ class WaitingPool(AsyncAdaptedQueuePool):
             return super()._do_get()
         finally:
             self.waiting -= 1
+
+    def _do_get_or_wait(self) -> Any:
+        try:
+            return self._do_get_bounded()
+        except DatabaseBusy:
+            raise
+        except DatabaseUnavailable:
+            if self.checkedout() == 0:
+                raise  # no live connection at all: the database is down
+            # Others hold live connections: the database is up, only slow to accept one
+            # more (a loaded machine). Wait for one of theirs rather than answer 503.
+            self.waiting += 1
+            try:
+                return self._pool.get(True, self._timeout)
+            except sqla_queue.Empty:
+                raise DatabaseUnavailable("no database connection came free in time") from None
+            finally:
+                self.waiting -= 1
 
     def recreate(self) -> WaitingPool:
         pool = super().recreate()
