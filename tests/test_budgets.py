@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from imagegate.app import create_app
 from imagegate.config import Settings
@@ -220,3 +221,27 @@ async def _admin_key(client: httpx.AsyncClient) -> str:
     if key is None:
         key = await imagegate.accounts.create_key("admin", "admin")
     return key
+
+
+async def test_a_generation_under_a_budget_takes_one_transaction_to_start_and_one_to_end(
+    client: httpx.AsyncClient, users: Users, imagegate: Imagegate
+) -> None:
+    res = await set_budget(
+        client, users.alice, "/teams/acme/budget", period="daily", limit_usd=10.0
+    )
+    assert res.status_code == 200
+    assert (await create(client, users.alice)).status_code == 200  # caches the caller
+    commits: list[str] = []
+    engine = imagegate.engine.sync_engine
+    listener = lambda conn: commits.append("commit")  # noqa: E731
+    sa.event.listen(engine, "commit", listener)
+    try:
+        answer = await create(client, users.alice)
+    finally:
+        sa.event.remove(engine, "commit", listener)
+    assert answer.status_code == 200 and "error" not in answer.json()["response"]
+    # The call's start with its reservation; its end with the budget settled.
+    assert len(commits) == 2
+    status = (await client.get("/teams/acme/budget", headers=basic(users.alice))).json()
+    assert status["budgets"][0]["reserved_usd"] == 0
+    assert status["budgets"][0]["spent_usd"] == pytest.approx(2 * PRICE)

@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -94,9 +95,17 @@ def test_keys_commands(tmp_path: Path, backend: Backend) -> None:
         assert ok.status_code == 200
         revoked = cli("keys", "revoke", key_id, "--data-dir", data, **env)
         assert revoked.returncode == 0, revoked.stderr
-        gone = httpx.post(
-            f"{server.url}/calls/query_stats", json={"project_id": "studio/p"}, auth=("api", key)
-        )
+        # Another process revoked it: refused within the access cache's second.
+        deadline = time.monotonic() + 1.0
+        while True:
+            gone = httpx.post(
+                f"{server.url}/calls/query_stats",
+                json={"project_id": "studio/p"},
+                auth=("api", key),
+            )
+            if gone.status_code != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
         assert gone.status_code == 401
     finally:
         stop_server(server)

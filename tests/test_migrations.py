@@ -26,7 +26,7 @@ from imagegate.config import Settings
 from imagegate.core import open_file_store
 from imagegate.digest import weave_digest
 from imagegate.store.accounts import hash_key
-from imagegate.store.db import alembic_config, create_engine
+from imagegate.store.db import alembic_config, create_engine, head_revisions
 from tests.fake_openai import small_png
 
 OLDEST = "0001"
@@ -236,3 +236,8 @@ def referenced_files(value: Any) -> set[str]:
     if isinstance(value, list):
         return set().union(*(referenced_files(v) for v in value))
     return set()
+
+
+def test_the_start_up_shortcut_knows_alembics_head() -> None:
+    # migrate() skips loading alembic when the database is at this head already.
+    assert head_revisions() == set(SCRIPTS.get_heads())

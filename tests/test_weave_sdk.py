@@ -8,13 +8,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import weave  # noqa: F401 (a broken install must fail this module, never skip it)
 
-from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer
+from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer, start_server, stop_server
+
+
+@pytest.fixture(scope="module")
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, module_backend: Backend
+) -> Iterator[LiveServer]:
+    # One worker: the script counts requests in /metrics, whose counters are per process.
+    server = start_server(
+        tmp_path_factory.mktemp("sdk") / "data", module_backend.env, ["--workers", "1"]
+    )
+    yield server
+    stop_server(server)
+
 
 SCRIPT = Path(__file__).with_name("weave_sdk_script.py")
 

@@ -33,8 +33,10 @@ from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.error_answers import install_handlers
 from imagegate.guard import RequestGuard
+from imagegate.lazy import preload
 from imagegate.providers import Provider
 from imagegate.recovery import Recovery
+from imagegate.startup import Prepared, ServerLock
 from imagegate.store import FileStore
 
 TRACES_PREFIX = "/traces"
@@ -62,21 +64,34 @@ def create_app(
     *,
     providers: dict[str, Provider] | None = None,
     file_store: FileStore | None = None,
+    prepared: Prepared | None = None,
 ) -> FastAPI:
+    """The app. Unless `prepared` (a worker of `imagegate serve`, whose supervising
+    process ran imagegate.startup.prepare once for all workers), its start-up migrates
+    and recovers after a crash itself."""
     settings = settings or Settings.from_env()
     imagegate = Imagegate(settings, providers=providers, files=file_store)
+    if prepared is not None and prepared.interrupted:
+        imagegate.metrics.interrupted(prepared.interrupted)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        await imagegate.start()
-        # Calls a crash left unfinished read as failed before any request is served.
+        lock = ServerLock.for_url(settings.resolved_database_url)
         recovery = Recovery(imagegate)
-        await recovery.start()
         try:
+            if prepared is None:
+                with lock.preparing():
+                    await imagegate.start()
+                    # Calls a crash left unfinished read as failed before any request.
+                    await recovery.at_start(alone=lock.claim())
+            await recovery.start()
+            # What start-up left out (imagegate.lazy), loaded while already serving.
+            preload("openai", "cryptography.fernet")
             yield
         finally:
             await recovery.stop()
             await imagegate.close()
+            lock.release()
 
     app = FastAPI(
         title="imagegate",

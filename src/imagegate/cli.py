@@ -62,7 +62,11 @@ def _settings(options: dict[str, Any]) -> Settings:
 
 
 def _with_imagegate(
-    options: dict[str, Any], work: Callable[[Any], Awaitable[T]], *, announce: bool = True
+    options: dict[str, Any],
+    work: Callable[[Any], Awaitable[T]],
+    *,
+    announce: bool = True,
+    migrate: bool = True,
 ) -> T:
     """Run `work(imagegate)` against the data the settings name, with the schema migrated.
     Says on stderr which data it opened: a command run from anywhere uses the same."""
@@ -79,7 +83,8 @@ def _with_imagegate(
         except CatalogError as exc:
             raise click.ClickException(str(exc)) from exc
         try:
-            await imagegate.start()
+            if migrate:
+                await imagegate.start()
             return await work(imagegate)
         finally:
             await imagegate.close()
@@ -105,11 +110,20 @@ def serve(host: str, port: int, **options: Any) -> None:
     no keys). Every setting is a flag here and an IMAGEGATE_* variable (see the README)."""
     from imagegate.app import create_app
     from imagegate.httpserver import serve as serve_http
+    from imagegate.startup import ServerLock, prepare
 
     settings = _settings(options)
-    key = _with_imagegate(options, lambda ig: ig.bootstrap_admin(), announce=False)
+    workers = settings.worker_count()
+    # Migrations, crash recovery and the first admin key: once, here, under a lock, not
+    # in each worker. The lock stays claimed while this process serves (imagegate.startup).
+    lock = ServerLock.for_url(settings.resolved_database_url)
+    with lock.preparing():
+        prepared = _with_imagegate(
+            options, lambda ig: prepare(ig, lock), announce=False, migrate=False
+        )
+    key = prepared.admin_key
     url = f"http://{host}:{port}"
-    click.echo(f"Serving {url} from {settings.describe_storage()}")
+    click.echo(f"Serving {url} from {settings.describe_storage()} ({workers} workers)")
     if key:
         click.echo("Created user 'admin' in entity 'admin'. Its API key (shown only once):\n")
         click.echo(f"    {key}\n")
@@ -120,7 +134,13 @@ def serve(host: str, port: int, **options: Any) -> None:
             '{"model": "local/procedural", "prompt": "a red fox in a blue forest"}}\'\n'
         )
     sys.stdout.flush()
-    serve_http(create_app(settings), host=host, port=port, limits=settings.http_limits())
+    serve_http(
+        lambda: create_app(settings, prepared=prepared),
+        host=host,
+        port=port,
+        limits=settings.http_limits(),
+        workers=workers,
+    )
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -166,6 +166,22 @@ class Settings:
         group="store",
         help="Seconds to wait for a pooled database connection while all are in use.",
     )
+    database_max_waiters: int = setting(
+        2000,
+        group="store",
+        help="Requests that may wait for a pooled database connection at once; more get "
+        "503 with Retry-After (busy is not down: below this they wait).",
+    )
+    workers: int = setting(
+        0,
+        help="Worker processes serving requests (0: one per CPU core this process may use).",
+    )
+    # A revoked key must be refused on every replica within a second: keep this below 1.
+    access_cache_ttl: float = setting(
+        0.5,
+        help="Seconds an API key's caller (teams, roles) and a team's provider keys may be "
+        "answered from memory; changes reach every replica within it (0: no cache).",
+    )
     reads_per_key: int = setting(
         8,
         help="Concurrent reads (/calls/stream_query, /calls/query_stats, /call/read) per API "
@@ -186,7 +202,7 @@ class Settings:
     http_keep_alive_timeout: float = setting(
         5.0, help="Seconds an idle keep-alive connection stays open."
     )
-    http_max_connections: int = setting(2048, help="Open connections at most.")
+    http_max_connections: int = setting(2048, help="Open connections at most, per worker process.")
     idempotency_ttl: float = setting(
         24 * 3600.0, help="Seconds an Idempotency-Key is kept after first use."
     )
@@ -250,6 +266,12 @@ class Settings:
         if "data_dir" not in values:
             values["data_dir"] = user_data_dir(env)
         return cls(**values)
+
+    def worker_count(self) -> int:
+        if self.workers > 0:
+            return self.workers
+        cores = getattr(os, "sched_getaffinity", None)
+        return len(cores(0)) if cores else os.cpu_count() or 1
 
     def http_limits(self) -> HttpLimits:
         return HttpLimits(

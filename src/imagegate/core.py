@@ -74,17 +74,20 @@ class Imagegate:
             settings.resolved_database_url,
             timeout=settings.database_timeout,
             queue_timeout=settings.database_queue_timeout,
+            max_waiters=settings.database_max_waiters,
         )
-        self.accounts = AccountStore(self.engine)
+        self.accounts = AccountStore(self.engine, cache_ttl=settings.access_cache_ttl)
         self.calls = CallStore(self.engine)
         self.sessions = SessionStore(self.engine)
         self.files = files or open_file_store(settings)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
-        self.secrets = SecretStore(self.engine, settings.encryption_keys())
+        self.secrets = SecretStore(
+            self.engine, settings.encryption_keys(), cache_ttl=settings.access_cache_ttl
+        )
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
-        self.teams = TeamStore(self.engine)
+        self.teams = TeamStore(self.engine, on_change=self.accounts.changed)
         self.budgets = BudgetStore(self.engine)
         limits = Limits(
             key_requests=settings.rate_limit_key_requests,

@@ -142,6 +142,12 @@ class DatabaseUnavailable(Unavailable):
     public_message = "database unavailable"
 
 
+class DatabaseBusy(DatabaseUnavailable):
+    """Every pooled connection is in use and the queue waiting for one is full."""
+
+    public_message = "database busy: too many requests are waiting; retry shortly"
+
+
 class StorageError(Unavailable):
     """The file store failed a read or write (a disk error, an object-store request)."""
 

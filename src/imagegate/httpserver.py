@@ -12,8 +12,15 @@ granian (Rust: has most limits, but is a second server stack to run and deploy).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import logging
+import os
 import resource
+import signal
+import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +30,8 @@ log = logging.getLogger("imagegate.http")
 
 STATUS_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
 STATUS_408 = b"HTTP/1.1 408 Request Timeout\r\n"
+PR_SET_PDEATHSIG = 1
+STARTUP_FAILED = 3  # a server whose app could not start exits with this (as uvicorn's)
 
 
 @dataclass(frozen=True)
@@ -171,18 +180,90 @@ class GuardedHttpTools(HttpToolsProtocol):
         self.transport.close()
 
 
-def serve(app: Any, *, host: str, port: int, limits: HttpLimits) -> None:
-    import uvicorn
-
-    limits = HttpLimits(
+def capped(limits: HttpLimits) -> HttpLimits:
+    """`limits` with the connection cap clamped to what this process may open."""
+    return HttpLimits(
         **{**limits.__dict__, "max_connections": connection_cap(limits.max_connections)}
     )
-    uvicorn.run(
+
+
+def serve(
+    app: Callable[[], Any], *, host: str, port: int, limits: HttpLimits, workers: int = 1
+) -> None:
+    """Serve the app `app()` builds: in this process, or in `workers` forked processes
+    sharing one listening socket. Forking after the imports (rather than uvicorn's own
+    spawned workers, which import everything again) lets each worker start at once and
+    share the imported code's memory. A worker that dies is replaced; SIGTERM or SIGINT
+    stops them all gracefully."""
+    import uvicorn
+
+    config = uvicorn.Config(
         app,
+        factory=True,
         host=host,
         port=port,
-        http=protocol_class(limits),
+        http=protocol_class(capped(limits)),
         timeout_keep_alive=max(1, round(limits.keep_alive_timeout)),
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+    if workers <= 1:
+        server = uvicorn.Server(config)
+        server.run()
+        if not server.started:
+            sys.exit(STARTUP_FAILED)
+        return
+    sock = config.bind_socket()
+    parent = os.getpid()
+    children: set[int] = set()
+    stopping = False
+    exit_code = 0
+
+    def start_worker() -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: uvicorn installs its own signal handlers
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _die_with_parent(parent)
+            server = uvicorn.Server(config)
+            try:
+                server.run(sockets=[sock])
+            finally:
+                os._exit(0 if server.started else STARTUP_FAILED)
+        children.add(pid)
+
+    def stop(_signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    for _ in range(workers):
+        start_worker()
+    while children:
+        pid, status = os.wait()
+        children.discard(pid)
+        if os.waitstatus_to_exitcode(status) == STARTUP_FAILED and not stopping:
+            log.error("worker %d could not start; stopping", pid)
+            stop(signal.SIGTERM, None)
+            exit_code = STARTUP_FAILED
+        elif not stopping:
+            log.error("worker %d ended (status %d); starting another", pid, status)
+            time.sleep(0.5)  # a worker that cannot start must not spin
+            start_worker()
+    sock.close()
+    if exit_code:
+        sys.exit(exit_code)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when the supervising process dies (Linux), so a
+    killed server leaves no worker behind holding its socket and database."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)

@@ -7,11 +7,12 @@ clear exception, and removes the temp files (readers never see them: they only o
 complete files under their final names).
 
 Which calls are orphans depends on who else may be running them:
-- SQLite: one server process owns the database, so at start-up every unfinished call is
-  an orphan of a previous process.
-- PostgreSQL: replicas share the database, and a starting replica must not fail the
-  calls its live siblings are running. Only calls unfinished for longer than any
-  generation can take (`IMAGEGATE_STALE_CALL_AFTER`, 65 minutes by default) are orphans.
+- SQLite, with no other server process on the file (imagegate.startup.ServerLock says
+  so): at start-up every unfinished call is an orphan of a previous process.
+- Otherwise (PostgreSQL replicas, or another server on the same SQLite file): a
+  starting server must not fail the calls its live siblings are running. Only calls
+  unfinished for longer than any generation can take (`IMAGEGATE_STALE_CALL_AFTER`, 65
+  minutes by default) are orphans.
 In both cases a background task repeats the stale sweep (every
 `IMAGEGATE_RECOVERY_INTERVAL` seconds), catching calls whose task died without a crash.
 """
@@ -57,22 +58,22 @@ class Recovery:
         self.policy = policy or RecoveryPolicy.from_settings(imagegate.settings)
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def single_process(self) -> bool:
-        """Whether this process alone writes the database (SQLite), so nothing else can
-        be running the calls it finds unfinished at start-up."""
-        return self.imagegate.engine.dialect.name == "sqlite"
-
-    async def start(self) -> None:
-        """Sweep once before serving, then keep sweeping in the background."""
-        stale = None if self.single_process else self.policy.stale_after_s
-        await self.sweep(stale)
+    async def at_start(self, *, alone: bool) -> int:
+        """The sweep before serving: every unfinished call when this server is `alone`
+        on its database (nothing else can be running them), else the stale ones. How
+        many calls it ended."""
+        stale = None if alone else self.policy.stale_after_s
+        ended = await self.sweep(stale)
         # Only at start-up: temp files leak only when a process dies, and walking a large
         # store every few minutes would cost more than the leftovers do.
         if remove := getattr(self.imagegate.files, "remove_temp_files", None):
             removed = await remove(stale)
             if removed:
                 log.warning("removed %d partly written temp file(s)", removed)
+        return ended
+
+    async def start(self) -> None:
+        """Keep sweeping for stale calls in the background while serving."""
         if self.policy.interval_s > 0:
             self._task = asyncio.create_task(self._repeat(), name="imagegate-recovery")
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagegate import __version__
 from imagegate.digest import weave_digest
@@ -234,8 +235,12 @@ class GenerationService:
                 if self.metrics is not None:
                     self.metrics.rate_limited.labels(exc.limit["scope"], exc.limit["kind"]).inc()
                 raise
-        reservation, estimate = await self._reserve(project_id, request)
-        cost = estimate  # if the generation dies half-way, assume it was paid
+        amount = await self._budget_amount(project_id, request)
+        # Held in the transaction that records the call's start; settled in the one that
+        # records its end, or here if the generation died on the way (then assume the
+        # estimate was paid).
+        reservation = Reservation()
+        cost = amount or 0.0
         try:
             generation = await self._generate(
                 principal,
@@ -243,7 +248,8 @@ class GenerationService:
                 inputs,
                 request,
                 track=track,
-                warnings=reservation.warnings,
+                amount=amount,
+                reservation=reservation,
                 on_partial=on_partial,
             )
             cost = generation.total_cost or 0.0
@@ -255,10 +261,11 @@ class GenerationService:
                 except Exception:  # the answer stands; the reservation stays held
                     log.exception("settling the budget of %s failed", project_id)
 
-    async def _reserve(self, project_id: str, request: ImageRequest) -> tuple[Reservation, float]:
-        """Hold the estimated cost against the project's and team's budgets."""
+    async def _budget_amount(self, project_id: str, request: ImageRequest) -> float | None:
+        """What to hold against the project's and team's budgets: the estimated cost
+        (0 for an unpriced model where allowed), None for nothing to hold."""
         if self.budgets is None:
-            return Reservation(), 0.0
+            return None
         estimate = estimate_cost(
             request.spec,
             prompt=request.prompt,
@@ -266,23 +273,42 @@ class GenerationService:
             quality=request.params.get("quality"),
             size=request.size,
         )
+        if estimate is not None:
+            return estimate
+        if not await self.budgets.has_budget(project_id):
+            return None
+        if not self.allow_unpriced_under_budget:
+            self._budget_refused(None)
+            raise BudgetExceeded(
+                f"model {request.model!r} has no price, and project {project_id!r} has "
+                "a budget: this server does not allow unpriced models under a budget "
+                "(setting budget_allow_unpriced)"
+            )
+        return 0.0
+
+    async def _reserve(
+        self,
+        project_id: str,
+        amount: float | None,
+        reservation: Reservation,
+        conn: AsyncConnection | None = None,
+    ) -> None:
+        """Hold `amount` against the budgets (in `conn`'s transaction when given), adding
+        to `reservation`; BudgetExceeded holds nothing."""
+        if self.budgets is None or amount is None:
+            return
         try:
-            if estimate is None:
-                if not await self.budgets.has_budget(project_id):
-                    return Reservation(), 0.0
-                if not self.allow_unpriced_under_budget:
-                    raise BudgetExceeded(
-                        f"model {request.model!r} has no price, and project {project_id!r} has "
-                        "a budget: this server does not allow unpriced models under a budget "
-                        "(setting budget_allow_unpriced)"
-                    )
-                estimate = 0.0
-            return await self.budgets.reserve(project_id, estimate), estimate
+            held = await self.budgets.reserve(project_id, amount, conn=conn)
         except BudgetExceeded as exc:
-            if self.metrics is not None:
-                scope = (exc.budget or {}).get("scope", "unpriced")
-                self.metrics.budget_refused.labels(scope).inc()
+            self._budget_refused(exc)
             raise
+        reservation.held += held.held
+        reservation.warnings += held.warnings
+
+    def _budget_refused(self, exc: BudgetExceeded | None) -> None:
+        if self.metrics is not None:
+            scope = ((exc.budget if exc else None) or {}).get("scope", "unpriced")
+            self.metrics.budget_refused.labels(scope).inc()
 
     async def _generate(
         self,
@@ -292,7 +318,8 @@ class GenerationService:
         request: ImageRequest,
         *,
         track: bool,
-        warnings: list[str],
+        amount: float | None,
+        reservation: Reservation,
         on_partial: PartialSink | None = None,
     ) -> Generation:
         spec = request.spec
@@ -308,16 +335,25 @@ class GenerationService:
         }
         if request.stream:
             effective_inputs.update(stream=True, partial_images=request.partial_images)
-        warnings = list(warnings)
-        if spec.state() == "deprecated":
-            warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         call_id = uuid7() if track else None
         started_at = datetime.now(UTC)
         if call_id:
             # Recorded before the provider is paid, so no generation goes unrecorded.
             await self._start_call(
-                call_id, project_id, principal, request, effective_inputs, started_at
+                call_id,
+                project_id,
+                principal,
+                request,
+                effective_inputs,
+                started_at,
+                amount=amount,
+                reservation=reservation,
             )
+        else:
+            await self._reserve(project_id, amount, reservation)
+        warnings = list(reservation.warnings)
+        if spec.state() == "deprecated":
+            warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         outcome = await self._run(request, project_id, track, response_format, on_partial)
         generation = Generation(
             call_id=call_id,
@@ -352,13 +388,19 @@ class GenerationService:
             timeout_s=request.timeout_s,
         )
         if call_id:
-            await self.calls.finish(
-                call_id,
-                ended_at=generation.ended_at or started_at,
-                output=call_output(generation),
-                summary=call_summary(generation),
-                exception=generation.exception_text(),
-            )
+            # One transaction: the call's end, and its budget settled at its real cost.
+            async with self.calls.engine.begin() as conn:
+                await self.calls.finish(
+                    call_id,
+                    ended_at=generation.ended_at or started_at,
+                    output=call_output(generation),
+                    summary=call_summary(generation),
+                    exception=generation.exception_text(),
+                    conn=conn,
+                )
+                if self.budgets is not None and reservation.held:
+                    await self.budgets.settle(reservation, generation.total_cost or 0.0, conn=conn)
+            reservation.held.clear()  # settled
         if self.metrics is not None:
             self.metrics.generation(generation)
         return generation
@@ -371,34 +413,45 @@ class GenerationService:
         request: ImageRequest,
         inputs: dict[str, object],
         started_at: datetime,
+        *,
+        amount: float | None,
+        reservation: Reservation,
     ) -> None:
+        """Record the call as started, holding its budget in the same transaction (an
+        edit's budget first: its input files are stored only once it fits)."""
         await self.accounts.ensure_project(project_id)
         if request.is_edit:
+            await self._reserve(project_id, amount, reservation)
+            amount = None
             # The inputs are kept like outputs: Content references to stored files.
             try:
                 inputs.update(await self._keep_inputs(project_id, request))
             except StorageError as exc:  # nothing recorded yet: the client may retry
                 raise StorageUnavailable(exc.message) from exc
-        await self.calls.start(
-            {
-                "id": call_id,
-                "project_id": project_id,
-                "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
-                "display_name": None,
-                "trace_id": uuid7(),
-                "parent_id": None,
-                "started_at": started_at,
-                "attributes": {
-                    "imagegate": {
-                        "version": __version__,
-                        "provider": request.spec.provider,
-                        "upstream_model": request.spec.upstream_model,
-                    }
-                },
-                "inputs": inputs,
-                "wb_user_id": principal.user_id,
-            }
-        )
+        record = {
+            "id": call_id,
+            "project_id": project_id,
+            "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
+            "display_name": None,
+            "trace_id": uuid7(),
+            "parent_id": None,
+            "started_at": started_at,
+            "attributes": {
+                "imagegate": {
+                    "version": __version__,
+                    "provider": request.spec.provider,
+                    "upstream_model": request.spec.upstream_model,
+                }
+            },
+            "inputs": inputs,
+            "wb_user_id": principal.user_id,
+        }
+        held = Reservation()  # counted as held only once the transaction commits
+        async with self.calls.engine.begin() as conn:
+            await self._reserve(project_id, amount, held, conn)
+            await self.calls.start(record, conn=conn)
+        reservation.held += held.held
+        reservation.warnings += held.warnings
 
     async def _run(
         self,

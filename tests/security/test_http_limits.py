@@ -20,6 +20,8 @@ ENV = {
     "IMAGEGATE_HTTP_SEND_TIMEOUT": "2",
     "IMAGEGATE_HTTP_KEEP_ALIVE_TIMEOUT": "1",
     "IMAGEGATE_HTTP_MAX_CONNECTIONS": "40",
+    # One process, so the cap (per worker) is the whole server's and the 41st is refused.
+    "IMAGEGATE_WORKERS": "1",
 }
 
 

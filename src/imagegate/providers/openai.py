@@ -17,9 +17,14 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
+from imagegate.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import openai
+else:  # about a second to import: only when a request first needs it
+    openai = lazy_module("openai")
 
 from imagegate.errors import (
     ContentPolicyViolation,

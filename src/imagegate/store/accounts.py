@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.errors import Forbidden
 from imagegate.ids import uuid7
+from imagegate.store.cache import TTLCache
 from imagegate.store.tables import api_keys, entities, memberships, projects, users
 
 KEY_PREFIX = "ig_"
@@ -84,8 +85,17 @@ def _now() -> datetime:
 
 
 class AccountStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, cache_ttl: float = 0.0) -> None:
+        """`cache_ttl`: seconds a key's caller (teams and roles included) may be served
+        from memory; see imagegate.store.cache (0: every request reads the database)."""
         self.engine = engine
+        self.principals: TTLCache[str, Principal | None] = TTLCache(cache_ttl)
+        # Projects are never deleted, so one seen to exist needs no second look.
+        self._known_projects: set[str] = set()
+
+    def changed(self) -> None:
+        """Keys, users or memberships changed in this process: forget cached callers."""
+        self.principals.clear()
 
     async def authenticate(self, key: str) -> Principal | None:
         return await self.authenticate_hash(hash_key(key))
@@ -93,6 +103,9 @@ class AccountStore:
     async def authenticate_hash(self, digest: str) -> Principal | None:
         """The owner of the active key with this hash (web sessions keep only the hash,
         so revoking the key ends them too)."""
+        return await self.principals.get(digest, lambda: self._principal(digest))
+
+    async def _principal(self, digest: str) -> Principal | None:
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
@@ -180,6 +193,7 @@ class AccountStore:
                     )
                 )
             key, _key_id = await insert_key(conn, user_id, default_project)
+        self.changed()
         return key
 
     async def new_key_for(self, user_id: str) -> tuple[str, str]:
@@ -229,6 +243,7 @@ class AccountStore:
             query = query.where(api_keys.c.user_id == user_id)
         async with self.engine.begin() as conn:
             result = await conn.execute(query.values(revoked_at=_now()))
+        self.changed()
         return bool(result.rowcount)
 
     async def project_exists(self, project_id: str) -> bool:
@@ -238,9 +253,12 @@ class AccountStore:
 
     async def ensure_project(self, project_id: str) -> None:
         """Create `entity/project` if missing. The caller has checked membership."""
+        if project_id in self._known_projects:
+            return
         entity_name, name = project_id.split("/", 1)
         async with self.engine.connect() as conn:
             if await conn.scalar(sa.select(projects.c.id).where(projects.c.id == project_id)):
+                self._remember_project(project_id)
                 return
         try:
             async with self.engine.begin() as conn:
@@ -254,6 +272,12 @@ class AccountStore:
                 )
         except IntegrityError:
             pass  # created concurrently by another request: that is the goal
+        self._remember_project(project_id)
+
+    def _remember_project(self, project_id: str) -> None:
+        if len(self._known_projects) >= 100_000:  # a bound, not a policy: start afresh
+            self._known_projects.clear()
+        self._known_projects.add(project_id)
 
 
 async def insert_key(

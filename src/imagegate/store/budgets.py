@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.errors import BudgetExceeded
 from imagegate.ids import uuid7
+from imagegate.store.db import transaction
 from imagegate.store.tables import budget_windows, budgets
 
 Scope = Literal["project", "entity"]
@@ -149,12 +150,15 @@ class BudgetStore:
         async with self.engine.connect() as conn:
             return bool(await self._applying(conn, project_id))
 
-    async def reserve(self, project_id: str, amount: float) -> Reservation:
+    async def reserve(
+        self, project_id: str, amount: float, *, conn: AsyncConnection | None = None
+    ) -> Reservation:
         """Hold `amount` (USD) against every budget over the project, or raise
-        BudgetExceeded (holding nothing) when a hard one cannot take it."""
+        BudgetExceeded (holding nothing) when a hard one cannot take it. In `conn`'s
+        transaction when given (the one that records the call)."""
         reservation = Reservation()
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine, conn) as conn:
             for budget in await self._applying(conn, project_id):
                 start = window_start(budget.period, now)
                 await _ensure_window(conn, budget.id, start)
@@ -188,11 +192,14 @@ class BudgetStore:
                     )
         return reservation
 
-    async def settle(self, reservation: Reservation, cost: float) -> None:
-        """Release the reservation and record what the generation really cost."""
+    async def settle(
+        self, reservation: Reservation, cost: float, *, conn: AsyncConnection | None = None
+    ) -> None:
+        """Release the reservation and record what the generation really cost (in
+        `conn`'s transaction when given: the one that records the call's end)."""
         if not reservation.held:
             return
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine, conn) as conn:
             for budget_id, start, amount in reservation.held:
                 await conn.execute(
                     budget_windows.update()

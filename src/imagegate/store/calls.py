@@ -8,8 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.store.db import transaction
 from imagegate.store.query import calls_order_by, calls_where
 from imagegate.store.statements import execute_off_loop
 from imagegate.store.tables import calls
@@ -58,9 +59,10 @@ class CallStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def start(self, call: Mapping[str, Any]) -> None:
-        """Record a call as started (it reads back as `running` until `finish`)."""
-        async with self.engine.begin() as conn:
+    async def start(self, call: Mapping[str, Any], *, conn: AsyncConnection | None = None) -> None:
+        """Record a call as started (it reads back as `running` until `finish`), in
+        `conn`'s transaction when given."""
+        async with transaction(self.engine, conn) as conn:
             await conn.execute(calls.insert().values(**call))
 
     async def finish(
@@ -71,8 +73,9 @@ class CallStore:
         output: Any,
         summary: Mapping[str, Any],
         exception: str | None,
+        conn: AsyncConnection | None = None,
     ) -> None:
-        async with self.engine.begin() as conn:
+        async with transaction(self.engine, conn) as conn:
             await conn.execute(
                 calls.update()
                 .where(calls.c.id == call_id)

@@ -2,46 +2,119 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
+from sqlalchemy.util import queue as sqla_queue
 
-from imagegate.errors import DatabaseUnavailable
+from imagegate.errors import DatabaseBusy, DatabaseUnavailable
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION = re.compile(r'^(down_revision|revision)\s*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 
 
-def create_engine(url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0) -> AsyncEngine:
+class WaitingPool(AsyncAdaptedQueuePool):
+    """The queue pool, with a bound of its own on how many may wait for a connection.
+
+    Busy is not down: while every connection is in use, a checkout waits its turn (up
+    to the pool timeout), and so does one whose new connection timed out while others
+    are live. Only when `max_waiters` are already waiting is it refused at once, with
+    DatabaseBusy (503 + Retry-After), so a flood cannot queue without end; and only
+    when no connection can be made and none is live is the database down.
+    """
+
+    max_waiters = 2000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.waiting = 0  # checkouts in this event loop's thread, so no lock needed
+
+    def _do_get(self) -> Any:
+        return self._do_get_or_wait()
+
+    def _do_get_bounded(self) -> Any:
+        if not (self._pool.empty() and self._overflow >= self._max_overflow):
+            return super()._do_get()  # a connection is free, or one may be opened
+        if self.waiting >= self.max_waiters:
+            raise DatabaseBusy(
+                f"{self.waiting} requests already wait for one of the "
+                f"{self.size() + self._max_overflow} database connections"
+            )
+        self.waiting += 1
+        try:
+            return super()._do_get()
+        finally:
+            self.waiting -= 1
+
+    def _do_get_or_wait(self) -> Any:
+        try:
+            return self._do_get_bounded()
+        except DatabaseBusy:
+            raise
+        except DatabaseUnavailable:
+            if self.checkedout() == 0:
+                raise  # no live connection at all: the database is down
+            # Others hold live connections: the database is up, only slow to accept one
+            # more (a loaded machine). Wait for one of theirs rather than answer 503.
+            self.waiting += 1
+            try:
+                return self._pool.get(True, self._timeout)
+            except sqla_queue.Empty:
+                raise DatabaseUnavailable("no database connection came free in time") from None
+            finally:
+                self.waiting -= 1
+
+    def recreate(self) -> WaitingPool:
+        pool = super().recreate()
+        assert isinstance(pool, WaitingPool)
+        pool.max_waiters = self.max_waiters
+        return pool
+
+
+def create_engine(
+    url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0, max_waiters: int = 2000
+) -> AsyncEngine:
     """An engine for `url`. On a server database `timeout` bounds connecting, so a
     database that is down gives a prompt 503, not a hang. A database that is up but
     busy (every pooled connection in use) makes requests wait their turn, up to
-    `queue_timeout`: busy is not down. The number waiting is bounded by the HTTP
-    server's cap on concurrent requests."""
+    `queue_timeout`, in a queue of at most `max_waiters` (see WaitingPool)."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
             _create_private(Path(db_path))
         engine = create_async_engine(
-            url, connect_args={"timeout": 30}, pool_timeout=queue_timeout, hide_parameters=True
+            url,
+            connect_args={"timeout": 30},
+            pool_timeout=queue_timeout,
+            hide_parameters=True,
+            **({} if db_path == ":memory:" else {"poolclass": WaitingPool}),
         )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    engine = create_async_engine(
-        url,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
-        pool_timeout=queue_timeout,
-        hide_parameters=True,
-        connect_args={"timeout": timeout},
-    )
-    sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    else:
+        engine = create_async_engine(
+            url,
+            poolclass=WaitingPool,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            pool_timeout=queue_timeout,
+            hide_parameters=True,
+            connect_args={"timeout": timeout},
+        )
+        sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
+    if isinstance(engine.sync_engine.pool, WaitingPool):
+        engine.sync_engine.pool.max_waiters = max_waiters
     return engine
 
 
@@ -74,6 +147,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config  # imported only when migrating: cold start
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
@@ -83,7 +158,12 @@ async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "he
     """Bring the schema to `revision` (the newest by default). Data migrations that
     rewrite stored files read and write them through `files` (a FileStore)."""
 
+    if revision == "head" and await _at_head(engine):
+        return  # the usual start: nothing to do, and no need to load alembic to see it
+
     def upgrade(connection: sa.Connection) -> None:
+        from alembic import command
+
         config = alembic_config()
         config.attributes["connection"] = connection
         config.attributes["files"] = files
@@ -93,6 +173,46 @@ async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "he
         # Replicas starting at once queue here; each then finds the schema current.
         await advisory_lock(conn, "imagegate:migrate")
         await conn.run_sync(upgrade)
+
+
+def head_revisions() -> set[str]:
+    """The revisions no other revision follows, read from the migration files' own
+    `revision`/`down_revision` lines (a few files read; alembic takes ~100 ms to load)."""
+    revisions, followed = set(), set()
+    for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+        values = dict((m[1], m[2]) for m in _REVISION.finditer(path.read_text()))
+        if values.get("revision"):
+            revisions.add(values["revision"])
+        if values.get("down_revision"):
+            followed.add(values["down_revision"])
+    return revisions - followed
+
+
+async def _at_head(engine: AsyncEngine) -> bool:
+    """Whether the database is already at the one head revision (False when unsure:
+    then alembic itself decides)."""
+    heads = head_revisions()
+    if len(heads) != 1:
+        return False
+    try:
+        async with engine.connect() as conn:
+            current = (await conn.execute(sa.text("SELECT version_num FROM alembic_version"))).all()
+    except sa.exc.DBAPIError:  # no table yet: a new database
+        return False
+    return [row[0] for row in current] == list(heads)
+
+
+@contextlib.asynccontextmanager
+async def transaction(
+    engine: AsyncEngine, conn: AsyncConnection | None = None
+) -> AsyncIterator[AsyncConnection]:
+    """`conn` (a transaction the caller runs, which several stores' writes then share),
+    else a transaction of its own."""
+    if conn is not None:
+        yield conn
+        return
+    async with engine.begin() as own:
+        yield own
 
 
 async def advisory_lock(conn: AsyncConnection, name: str) -> None:

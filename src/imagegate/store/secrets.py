@@ -6,12 +6,21 @@ import base64
 import hashlib
 import re
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.store.cache import TTLCache
 from imagegate.store.tables import entities, provider_secrets
+
+if TYPE_CHECKING:
+    from cryptography import fernet
+    from cryptography.fernet import Fernet, MultiFernet
+else:  # imported on first use (cold start: it loads OpenSSL's bindings)
+    from imagegate.lazy import lazy_module
+
+    fernet = lazy_module("cryptography.fernet")
 
 SECRET_NAME = re.compile(r"^[A-Z][A-Z0-9_]{0,127}$")
 
@@ -26,6 +35,8 @@ def check_secret_name(name: str) -> str:
 
 
 def _fernet(secret: bytes) -> Fernet:
+    from cryptography.fernet import Fernet
+
     derived = hashlib.sha256(b"imagegate provider secrets\0" + secret).digest()
     return Fernet(base64.urlsafe_b64encode(derived))
 
@@ -35,12 +46,24 @@ class SecretUnreadable(RuntimeError):
 
 
 class SecretStore:
-    def __init__(self, engine: AsyncEngine, keys: list[bytes]) -> None:
+    def __init__(self, engine: AsyncEngine, keys: list[bytes], *, cache_ttl: float = 0.0) -> None:
         """`keys` is the key ring: the first encrypts, each decrypts (so a new key can
         be put first while values stored under the old one still read; `reencrypt`
-        then moves every value to the new key and the old one can go)."""
+        then moves every value to the new key and the old one can go). `get` answers
+        from memory for up to `cache_ttl` seconds (see imagegate.store.cache)."""
         self.engine = engine
-        self._fernet = MultiFernet([_fernet(key) for key in keys])
+        self._keys = keys
+        self._ring: MultiFernet | None = None
+        self._values: TTLCache[tuple[str, str], str | None] = TTLCache(cache_ttl)
+
+    @property
+    def _fernet(self) -> MultiFernet:
+        """The key ring, built on first use (cold start: it loads OpenSSL's bindings)."""
+        if self._ring is None:
+            from cryptography.fernet import MultiFernet
+
+            self._ring = MultiFernet([_fernet(key) for key in self._keys])
+        return self._ring
 
     async def _entity_id(self, conn: AsyncConnection, entity: str) -> str | None:
         return await conn.scalar(sa.select(entities.c.id).where(entities.c.name == entity))
@@ -62,8 +85,12 @@ class SecretStore:
                     updated_at=datetime.now(UTC),
                 )
             )
+        self._values.clear()
 
     async def get(self, entity: str, name: str) -> str | None:
+        return await self._values.get((entity, name), lambda: self._read(entity, name))
+
+    async def _read(self, entity: str, name: str) -> str | None:
         async with self.engine.connect() as conn:
             ciphertext = await conn.scalar(
                 sa.select(provider_secrets.c.ciphertext)
@@ -74,7 +101,7 @@ class SecretStore:
             return None
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
-        except InvalidToken as exc:
+        except fernet.InvalidToken as exc:
             raise SecretUnreadable(
                 f"secret {name} of entity {entity!r} cannot be decrypted: "
                 "IMAGEGATE_SECRET_KEY differs from the one it was stored with, and no key "
@@ -99,6 +126,7 @@ class SecretStore:
                     provider_secrets.c.entity_id == entity_id, provider_secrets.c.name == name
                 )
             )
+        self._values.clear()
         return bool(result.rowcount)
 
     async def reencrypt(self) -> int:
@@ -111,7 +139,7 @@ class SecretStore:
             for row in rows:
                 try:
                     rotated = self._fernet.rotate(row.ciphertext.encode()).decode()
-                except InvalidToken as exc:
+                except fernet.InvalidToken as exc:
                     raise RuntimeError(
                         f"secret {row.name} cannot be decrypted with any key in the ring"
                     ) from exc
@@ -123,4 +151,5 @@ class SecretStore:
                     )
                     .values(ciphertext=rotated)
                 )
+        self._values.clear()
         return len(rows)

@@ -3,6 +3,7 @@ and the audit log of every such change."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -46,8 +47,10 @@ def _now() -> datetime:
 
 
 class TeamStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, on_change: Callable[[], None] | None = None) -> None:
+        """`on_change` runs after a membership changes (to forget cached callers)."""
         self.engine = engine
+        self._on_change = on_change or (lambda: None)
 
     async def users(self) -> list[UserInfo]:
         async with self.engine.connect() as conn:
@@ -136,6 +139,7 @@ class TeamStore:
                         entity_id=entity_id, user_id=user_id, role=role, created_at=_now()
                     )
                 )
+        self._on_change()
 
     async def remove_member(self, entity_id: str, user_id: str) -> bool:
         async with self.engine.begin() as conn:
@@ -144,6 +148,7 @@ class TeamStore:
                     memberships.c.entity_id == entity_id, memberships.c.user_id == user_id
                 )
             )
+        self._on_change()
         return bool(result.rowcount)
 
     async def audit(
