@@ -71,7 +71,8 @@ def spawn(args: list[str], log: Path, url: str, *, env: dict[str, str] | None = 
         args,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        # This tree's own src/ first: the bench measures the checkout it is run from.
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", **(env or {})},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
