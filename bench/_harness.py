@@ -130,6 +130,7 @@ async def run_load(
     concurrency: int,
     total: int,
     auth: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
     ok: Callable[[int, bytes], bool] = lambda status, _body: status == 200,
     on_started: Callable[[], None] | None = None,
 ) -> LoadResult:
@@ -144,7 +145,7 @@ async def run_load(
     timeout = aiohttp.ClientTimeout(total=600)
     basic = aiohttp.BasicAuth(*auth) if auth else None
     async with aiohttp.ClientSession(
-        url, connector=connector, timeout=timeout, auth=basic
+        url, connector=connector, timeout=timeout, auth=basic, headers=headers
     ) as session:
 
         async def one() -> tuple[float, bool]:

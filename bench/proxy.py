@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench._harness import Server, free_port, spawn
 
@@ -64,9 +64,13 @@ def version() -> str:
     return f"litellm {probe.stdout.strip() or '?'} ({litellm})"
 
 
+MASTER_KEY = "sk-bench-litellm-master-0123456789"
+
+
 @dataclass
 class Proxy:
     server: Server
+    headers: ClassVar[dict[str, str]] = {"Authorization": f"Bearer {MASTER_KEY}"}
 
     def body(self, payload: str) -> dict[str, Any]:
         return {
@@ -83,6 +87,8 @@ def start(work: Path, fakes: dict[str, Server]) -> Proxy | None:
         return None
     config = work / "litellm.yaml"
     config.write_text(
+        # A master key, as any deployment has: requests are authenticated, as imagegate's.
+        f"general_settings:\n  master_key: {MASTER_KEY}\n"
         "model_list:\n"
         + "".join(
             f"  - model_name: bench-{payload}\n"

@@ -114,7 +114,13 @@ def gateway_row(name: str, payload: str, c: int, m: Measured, note: str = "") ->
 
 
 def measure(
-    server: Server, path: str, body: dict, concurrency: int, total: int, auth: tuple | None
+    server: Server,
+    path: str,
+    body: dict,
+    concurrency: int,
+    total: int,
+    auth: tuple | None,
+    headers: dict[str, str] | None = None,
 ) -> Measured:
     cpu_at_start = 0.0
 
@@ -131,6 +137,7 @@ def measure(
             concurrency=concurrency,
             total=total,
             auth=auth,
+            headers=headers,
             ok=lambda status, data: status == 200 and b"b64_json" in data[:200],
             on_started=started,
         )
@@ -223,7 +230,7 @@ def gateway(
                 if litellm is not None:
                     by_name["litellm"] = measure(
                         litellm.server, "/v1/images/generations", litellm.body(payload), c,
-                        total, None,
+                        total, None, litellm.headers,
                     )  # fmt: skip
                 for name, m in by_name.items():
                     rows.append(gateway_row(name, payload, c, m))
