@@ -12,8 +12,9 @@ from typing import Protocol
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
+from imagegate.store.staging import TEMP_PREFIX, StagedFile
 
-TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
+__all__ = ["TEMP_PREFIX", "FileStore", "LocalFileStore", "StagedFile"]
 
 
 class FileStore(Protocol):
@@ -21,6 +22,16 @@ class FileStore(Protocol):
 
     async def put(self, project_id: str, data: bytes) -> str:
         """Store `data`, returning its Weave digest; storing the same bytes twice is a no-op."""
+        ...
+
+    def stage(self, project_id: str) -> StagedFile:
+        """A temp file to write an image of `project_id` into (then `put_staged` it, or
+        discard it)."""
+        ...
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        """Store what was written to `staged` (its temp file is gone afterwards, stored or
+        not), returning its Weave digest."""
         ...
 
     async def get(self, project_id: str, digest: str) -> bytes | None: ...
@@ -62,6 +73,33 @@ class LocalFileStore:
             raise StorageError(f"writing {path}: {exc!r}") from exc
         return digest
 
+    def stage(self, project_id: str) -> StagedFile:
+        # In the project's own directory, so committing is a rename on the same disk.
+        entity, project = split_project_id(project_id)
+        try:
+            return StagedFile(self.root / entity / project)
+        except OSError as exc:
+            raise StorageError(f"staging a file for {project_id}: {exc!r}") from exc
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        digest = staged.digest
+        path = self._path(project_id, digest)
+        try:
+            await asyncio.to_thread(self._commit, staged, path)
+        except OSError as exc:
+            raise StorageError(f"writing {path}: {exc!r}") from exc
+        finally:
+            staged.discard()  # a no-op once renamed
+        return digest
+
+    @staticmethod
+    def _commit(staged: StagedFile, path: Path) -> None:
+        staged.sync()
+        if path.exists():
+            return  # same digest, same bytes (the temp file is discarded)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.replace(staged.path, path)
+
     async def get(self, project_id: str, digest: str) -> bytes | None:
         path = self._path(project_id, digest)
         try:
@@ -93,7 +131,10 @@ class LocalFileStore:
     def _remove_temp_files(self, older_than_s: float | None) -> int:
         cutoff = None if older_than_s is None else time.time() - older_than_s
         removed = 0
-        for tmp in self.root.glob(f"*/*/*/{TEMP_PREFIX}*"):
+        # Whole files being written sit beside their digest's directory; images being
+        # decoded from a provider's answer, in the project's directory.
+        temps = [*self.root.glob(f"*/*/*/{TEMP_PREFIX}*"), *self.root.glob(f"*/*/{TEMP_PREFIX}*")]
+        for tmp in temps:
             try:
                 if cutoff is None or tmp.stat().st_mtime < cutoff:
                     tmp.unlink()

@@ -8,9 +8,12 @@ sees a partial image.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import tempfile
 from collections.abc import Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +24,7 @@ from obstore.store import S3Store
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
+from imagegate.store.staging import StagedFile
 
 
 class ObjectStoreError(StorageError):
@@ -86,10 +90,12 @@ def s3_store(
 
 
 class ObjectFileStore:
-    """Bytes by (project, digest) in an object store."""
+    """Bytes by (project, digest) in an object store. Images being decoded are staged in
+    `staging_dir` on local disk and uploaded from there."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, staging_dir: Path | None = None) -> None:
         self.store = store
+        self.staging_dir = staging_dir or Path(tempfile.gettempdir()) / "imagegate-staging"
 
     @classmethod
     def from_url(
@@ -99,8 +105,9 @@ class ObjectFileStore:
         *,
         endpoint: str | None = None,
         allow_http: bool = False,
+        staging_dir: Path | None = None,
     ) -> ObjectFileStore:
-        return cls(s3_store(url, env, endpoint=endpoint, allow_http=allow_http))
+        return cls(s3_store(url, env, endpoint=endpoint, allow_http=allow_http), staging_dir)
 
     @staticmethod
     def _key(project_id: str, digest: str) -> str:
@@ -118,6 +125,26 @@ class ObjectFileStore:
             await obstore.put_async(self.store, key, data)
         except (BaseError, FileNotFoundError) as exc:
             raise ObjectStoreError(f"storing {key}: {exc}") from exc
+        return digest
+
+    def stage(self, project_id: str) -> StagedFile:
+        try:
+            return StagedFile(self.staging_dir)
+        except OSError as exc:
+            raise ObjectStoreError(f"staging a file for {project_id}: {exc!r}") from exc
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        digest = staged.digest
+        key = self._key(project_id, digest)
+        try:
+            await asyncio.to_thread(staged.sync)  # closed: the upload reads it anew
+            await obstore.put_async(self.store, key, staged.path)
+        except (BaseError, FileNotFoundError) as exc:
+            raise ObjectStoreError(f"storing {key}: {exc}") from exc
+        except OSError as exc:
+            raise ObjectStoreError(f"staging {key}: {exc!r}") from exc
+        finally:
+            staged.discard()
         return digest
 
     async def get(self, project_id: str, digest: str) -> bytes | None:
