@@ -4,6 +4,7 @@ percentiles and a description of the machine. No pytest, no network beyond loopb
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import platform
@@ -115,6 +116,7 @@ def admin_key(server: Server) -> str:
 class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: collections.Counter[str] = field(default_factory=collections.Counter)
     elapsed_s: float = 0.0
 
     @property
@@ -147,6 +149,7 @@ async def run_load(
     async with aiohttp.ClientSession(
         url, connector=connector, timeout=timeout, auth=basic, headers=headers
     ) as session:
+        kinds: collections.Counter[str] = collections.Counter()
 
         async def one() -> tuple[float, bool]:
             started = time.perf_counter()
@@ -154,8 +157,11 @@ async def run_load(
                 async with session.post(path, json=body) as res:
                     data = await res.read()
                     good = ok(res.status, data)
-            except aiohttp.ClientError:
+                    if not good:
+                        kinds[f"{res.status} {data[:60]!r}"] += 1
+            except aiohttp.ClientError as exc:
                 good = False
+                kinds[type(exc).__name__] += 1
             return (time.perf_counter() - started) * 1000, good
 
         await asyncio.gather(*(one() for _ in range(min(concurrency, total))))
@@ -175,6 +181,7 @@ async def run_load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - started
+        result.error_kinds = kinds
         return result
 
 

@@ -54,8 +54,8 @@ HEADERS = [
     "note",
 ]  # fmt: skip
 SUMMARY_HEADERS = [
-    "payload", "c", "direct to fake", "floor", "LiteLLM proxy", "imagegate", "imagegate / floor",
-    "imagegate / LiteLLM",
+    "payload", "c", "imagegate door", "direct to fake", "floor", "LiteLLM proxy", "imagegate",
+    "imagegate / floor", "imagegate / LiteLLM",
 ]  # fmt: skip
 # Requests per row (c=1, c=64): enough for a stable p99 without the 4K rows taking minutes.
 REQUESTS = {"130k": (200, 768), "1.5m": (60, 384), "4k": (16, 128)}
@@ -100,9 +100,11 @@ class Measured:
 def gateway_row(name: str, payload: str, c: int, m: Measured, note: str = "") -> list[str]:
     result = m.result
     errors = f"{result.errors} errors" if result.errors else ""
+    if result.error_kinds:
+        errors += " (" + ", ".join(f"{n} {k}" for k, n in result.error_kinds.most_common(2)) + ")"
     return [
         "gateway",
-        f"{name:<9} {payload:>4}  c={c}",
+        f"{name:<13} {payload:>4}  c={c}",
         str(len(result.latencies_ms)),
         f"{m.p50:.1f}",
         f"{m.p99:.1f}",
@@ -146,34 +148,39 @@ def measure(
     return Measured(result, server.peak_rss_mib(), cpu_ms)
 
 
-def summary_row(payload: str, c: int, by_name: dict[str, Measured]) -> list[str]:
-    """One line of the issue's table: p50 at c=1, throughput (and p99) at c=64."""
+def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[list[str]]:
+    """The issue's table, one line per imagegate door: p50 at c=1, throughput (and p99)
+    at c=64, and imagegate's ratios to the floor and to LiteLLM."""
 
-    def cell(name: str) -> str:
-        m = by_name.get(name)
+    def cell(m: Measured | None) -> str:
         if m is None:
             return "-"
         if c == 1:
             return f"{m.p50:.1f} ms"
         return f"{m.result.rate:.1f}/s p99 {m.p99:.0f} ms"
 
-    ours, floor, theirs = (by_name.get(n) for n in ("imagegate", "floor", "litellm"))
-    if ours is None or floor is None:
-        return [payload, str(c), *map(cell, ("direct", "floor", "litellm", "imagegate")), "-", "-"]
-    if c == 1:
-        vs_floor = f"p50 {ours.p50 / floor.p50:.2f}x"
-    else:
-        vs_floor = (
-            f"{ours.result.rate / floor.result.rate:.2f}x rps, p99 {ours.p99 / floor.p99:.2f}x"
-        )
-    vs_litellm = "-"
-    if theirs is not None:
-        if c == 1:
-            vs_litellm = f"p50 {ours.p50 / theirs.p50:.2f}x"
-        else:
-            vs_litellm = f"{ours.result.rate / max(theirs.result.rate, 1e-9):.2f}x rps"
-    cells = [cell(n) for n in ("direct", "floor", "litellm", "imagegate")]
-    return [payload, f"c={c}", *cells, vs_floor, vs_litellm]
+    floor, theirs = by_name.get("floor"), by_name.get("litellm")
+    rows = []
+    for door in ("imagegate", "imagegate /v1"):
+        ours = by_name.get(door)
+        if ours is None:
+            continue
+        vs_floor = vs_litellm = "-"
+        if floor is not None:
+            rate, p99 = ours.result.rate / floor.result.rate, ours.p99 / floor.p99
+            vs_floor = (
+                f"p50 {ours.p50 / floor.p50:.2f}x" if c == 1 else f"{rate:.2f}x rps, p99 {p99:.2f}x"
+            )
+        if theirs is not None:
+            vs_litellm = (
+                f"p50 {ours.p50 / theirs.p50:.2f}x"
+                if c == 1
+                else f"{ours.result.rate / max(theirs.result.rate, 1e-9):.2f}x rps"
+            )
+        cells = [cell(by_name.get("direct")), cell(floor), cell(theirs), cell(ours)]
+        label = "/image/create" if door == "imagegate" else "/v1/images"
+        rows.append([payload, f"c={c}", label, *cells, vs_floor, vs_litellm])
+    return rows
 
 
 def gateway(
@@ -227,6 +234,14 @@ def gateway(
                 by_name["imagegate"] = measure(imagegate, "/image/create", body, c, total, key)
                 if sampler is not None:
                     shares.append((payload, profile.finish(sampler)))  # type: ignore[arg-type]
+                if args.openai_door:
+                    # The OpenAI door answers with the image as base64, as the floor does.
+                    by_name["imagegate /v1"] = measure(
+                        imagegate, "/v1/images/generations",
+                        {"model": f"bench/{payload}", "prompt": "a red fox in a blue forest"},
+                        c, total, None,
+                        {"Authorization": f"Bearer {key[1]}", "OpenAI-Project": "bench"},
+                    )  # fmt: skip
                 if litellm is not None:
                     by_name["litellm"] = measure(
                         litellm.server, "/v1/images/generations", litellm.body(payload), c,
@@ -234,7 +249,7 @@ def gateway(
                     )  # fmt: skip
                 for name, m in by_name.items():
                     rows.append(gateway_row(name, payload, c, m))
-                summary.append(summary_row(payload, c, by_name))
+                summary += summary_rows(payload, c, by_name)
         if args.local:
             local(imagegate, key, args, rows)
     finally:
@@ -283,6 +298,10 @@ def main() -> None:
         help="measure only this payload (repeatable; default: all three)",
     )  # fmt: skip
     parser.add_argument("--no-local", dest="local", action="store_false")
+    parser.add_argument(
+        "--no-openai-door", dest="openai_door", action="store_false",
+        help="skip imagegate's /v1/images/generations rows",
+    )  # fmt: skip
     parser.add_argument("--calls", type=int, default=100_000, help="calls in the reads project")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--no-litellm", dest="litellm", action="store_false")
