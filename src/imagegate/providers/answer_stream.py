@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import binascii
 import json
-import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
 FIELD = b"b64_json"
-_QUOTE_OR_ESCAPE = re.compile(rb'["\\]')
 _WHITESPACE = b" \t\r\n"
 # Escapes a JSON string of base64 may hold: "\/" is "/", and line breaks (MIME-style
 # base64) carry nothing. Anything else is not base64.
 _B64_ESCAPES = {ord("/"): b"/", ord("n"): b"", ord("r"): b""}
 _MAX_KEPT = 1 << 20  # past this much non-image JSON, the answer is not what we expect
+
+
+def _quote_or_escape(chunk: bytes, pos: int) -> int:
+    """Where the next `"` or `\\` is at or after `pos` (-1: none). Two memchr scans: a
+    regex would be ten times slower over megabytes of base64."""
+    quote = chunk.find(b'"', pos)
+    escape = chunk.find(b"\\", pos, len(chunk) if quote < 0 else quote)
+    return escape if escape >= 0 else quote
 
 
 class ImageSink(Protocol):
@@ -120,13 +126,13 @@ class AnswerScanner:
             self._kept += chunk[pos : pos + 1]
             self._escape = False
             return pos + 1
-        found = _QUOTE_OR_ESCAPE.search(chunk, pos)
-        if found is None:
+        found = _quote_or_escape(chunk, pos)
+        if found < 0:
             self._kept += chunk[pos:]
             return len(chunk)
-        end = found.end()
+        end = found + 1
         self._kept += chunk[pos:end]
-        if found[0] == b"\\":
+        if chunk[found] == 0x5C:  # a backslash
             self._escape = True
             return end
         self._state = self._outside
@@ -170,12 +176,12 @@ class AnswerScanner:
             else:
                 self._feed(writer, number, replacement)
             return pos + 1
-        found = _QUOTE_OR_ESCAPE.search(chunk, pos)
-        end = len(chunk) if found is None else found.start()
+        found = _quote_or_escape(chunk, pos)
+        end = len(chunk) if found < 0 else found
         self._feed(writer, number, chunk[pos:end])
-        if found is None:
+        if found < 0:
             return end
-        if found[0] == b"\\":
+        if chunk[found] == 0x5C:  # a backslash
             self._escape = True
         else:
             self._state = self._outside
