@@ -39,6 +39,7 @@ from imagegate.providers.base import (
 )
 from imagegate.providers.catalog import ModelSpec
 from imagegate.providers.download import fetch_image
+from imagegate.providers.transport import http_client
 
 MAX_RETRY_WAIT_S = 30.0
 DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
@@ -70,10 +71,14 @@ class OpenAIProvider:
                     azure_endpoint=spec.base_url or "",
                     api_version=spec.api_version or DEFAULT_AZURE_API_VERSION,
                     max_retries=0,
+                    http_client=http_client(),
                 )
             else:
                 client = openai.AsyncOpenAI(
-                    api_key=api_key, base_url=spec.base_url or None, max_retries=0
+                    api_key=api_key,
+                    base_url=spec.base_url or None,
+                    max_retries=0,
+                    http_client=http_client(),
                 )
             self._clients[cache_key] = client
         return client
