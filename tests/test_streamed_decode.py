@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.responses import JSONResponse
 from PIL import Image
 
 from imagegate.config import Settings
@@ -71,8 +72,33 @@ async def test_a_large_image_is_stored_whole_and_answered_exactly(
         headers={"Authorization": f"Bearer {users.alice}", "OpenAI-Project": "openai"},
     )
     assert res.status_code == 200, res.text[:300]
-    assert base64.b64decode(res.json()["data"][0]["b64_json"]) == png
+    assert base64.b64decode(res.json()["data"][0]["b64_json"], validate=True) == png
+    # Streamed from the file, byte for byte what JSONResponse would have sent.
+    assert res.content == JSONResponse(res.json()).body
+    assert res.headers["content-length"] == str(len(res.content))
     assert temp_files(settings) == []
+
+
+@pytest.mark.parametrize("keep_alive", ["off", "whitespace"])
+async def test_the_openai_door_answers_several_images_exactly(
+    client: httpx.AsyncClient, users: Users, fake: FakeOpenAI, keep_alive: str
+) -> None:
+    pngs = [grainy_png(300 + i, 200, seed=i) for i in range(3)]  # sizes 0, 1, 2 mod 3
+    b64 = [base64.b64encode(png).decode() for png in pngs]
+    fake.push(Reply(body=answer_body(*b64)))
+    res = await client.post(
+        "/v1/images/generations",
+        json={"model": "gpt-image-1.5", "prompt": "a red fox", "n": 3},
+        headers={
+            "Authorization": f"Bearer {users.alice}",
+            "OpenAI-Project": "openai",
+            "Imagegate-Keep-Alive": keep_alive,
+        },
+    )
+    assert res.status_code == 200, res.text[:300]
+    answer = res.json()
+    assert [item["b64_json"] for item in answer["data"]] == b64
+    assert res.content.lstrip(b" ") == JSONResponse(answer).body
 
 
 async def test_escaped_slashes_and_line_breaks_in_base64_decode_as_base64(

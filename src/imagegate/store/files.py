@@ -6,6 +6,7 @@ import asyncio
 import os
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,13 @@ class FileStore(Protocol):
         ...
 
     async def get(self, project_id: str, digest: str) -> bytes | None: ...
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        """A file's bytes in chunks (of about `chunk_size`), or None if there is no such
+        file. Opened now; read as the iterator is."""
+        ...
 
     async def exists(self, project_id: str, digest: str) -> bool: ...
 
@@ -108,6 +116,24 @@ class LocalFileStore:
             return None
         except OSError as exc:
             raise StorageError(f"reading {path}: {exc!r}") from exc
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        path = self._path(project_id, digest)
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"reading {path}: {exc!r}") from exc
+
+        async def read() -> AsyncIterator[bytes]:
+            with file:
+                while chunk := await asyncio.to_thread(file.read, chunk_size):
+                    yield chunk
+
+        return read()
 
     async def exists(self, project_id: str, digest: str) -> bool:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)

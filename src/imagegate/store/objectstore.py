@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -156,6 +156,26 @@ class ObjectFileStore:
             return None
         except BaseError as exc:
             raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        key = self._key(project_id, digest)
+        try:
+            result = await obstore.get_async(self.store, key)
+        except FileNotFoundError:
+            return None
+        except BaseError as exc:
+            raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+        async def read() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in result.stream(min_chunk_size=chunk_size):
+                    yield bytes(chunk)
+            except BaseError as exc:
+                raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+        return read()
 
     async def exists(self, project_id: str, digest: str) -> bool:
         key = self._key(project_id, digest)
