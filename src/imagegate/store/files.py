@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
@@ -13,7 +12,7 @@ from typing import Protocol
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
-from imagegate.store.staging import TEMP_PREFIX, StagedFile
+from imagegate.store.staging import TEMP_PREFIX, StagedFile, remove_stale
 
 __all__ = ["TEMP_PREFIX", "FileStore", "LocalFileStore", "StagedFile"]
 
@@ -155,19 +154,10 @@ class LocalFileStore:
         return await asyncio.to_thread(self._remove_temp_files, older_than_s)
 
     def _remove_temp_files(self, older_than_s: float | None) -> int:
-        cutoff = None if older_than_s is None else time.time() - older_than_s
-        removed = 0
         # Whole files being written sit beside their digest's directory; images being
         # decoded from a provider's answer, in the project's directory.
         temps = [*self.root.glob(f"*/*/*/{TEMP_PREFIX}*"), *self.root.glob(f"*/*/{TEMP_PREFIX}*")]
-        for tmp in temps:
-            try:
-                if cutoff is None or tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass  # its writer finished (or another sweep got it) meanwhile
-        return removed
+        return remove_stale(temps, older_than_s)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

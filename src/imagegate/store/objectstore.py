@@ -24,7 +24,7 @@ from obstore.store import S3Store
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
-from imagegate.store.staging import StagedFile
+from imagegate.store.staging import StagedFile, remove_stale
 
 
 class ObjectStoreError(StorageError):
@@ -132,6 +132,11 @@ class ObjectFileStore:
             return StagedFile(self.staging_dir)
         except OSError as exc:
             raise ObjectStoreError(f"staging a file for {project_id}: {exc!r}") from exc
+
+    async def remove_temp_files(self, older_than_s: float | None = None) -> int:
+        """Delete the staged files a process killed mid-answer left behind (only those
+        older than `older_than_s`, when given); how many."""
+        return await asyncio.to_thread(remove_stale, self.staging_dir.glob(".tmp-*"), older_than_s)
 
     async def put_staged(self, project_id: str, staged: StagedFile) -> str:
         digest = staged.digest

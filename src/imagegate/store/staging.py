@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from imagegate.digest import weave_digest_of
@@ -67,3 +69,18 @@ class StagedFile:
         if not self._file.closed:
             self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+def remove_stale(temps: Iterable[Path], older_than_s: float | None) -> int:
+    """Delete the temp files among `temps` (only those older than `older_than_s`, when
+    given); how many. Readers never open them."""
+    cutoff = None if older_than_s is None else time.time() - older_than_s
+    removed = 0
+    for tmp in temps:
+        try:
+            if cutoff is None or tmp.stat().st_mtime < cutoff:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:
+            pass  # its writer finished (or another sweep got it) meanwhile
+    return removed
