@@ -8,6 +8,7 @@ the file store as it is, never read back into memory.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import logging
@@ -72,13 +73,17 @@ class ImageKeeper:
         digest = weave_digest_of(sha256)
         metadata_digest = None
         if project_id is not None:
+            metadata = content_metadata_of(sha256, size, mimetype, index, response_format)
+            stored = (
+                self.files.put_staged(project_id, image)
+                if isinstance(image, StagedFile)
+                else self.files.put(project_id, image)
+            )
             try:
-                if isinstance(image, StagedFile):
-                    await self.files.put_staged(project_id, image)
-                else:
-                    await self.files.put(project_id, image)
-                metadata = content_metadata_of(sha256, size, mimetype, index, response_format)
-                metadata_digest = await self.files.put(project_id, metadata)
+                # Both written (and fsynced) at once: one disk wait instead of two.
+                _, metadata_digest = await asyncio.gather(
+                    stored, self.files.put(project_id, metadata)
+                )
             except (StorageError, OSError) as exc:
                 raise _storage_failed(project_id, exc) from exc
         if isinstance(image, StagedFile) and project_id is None:
