@@ -46,7 +46,7 @@ async def fire(url: str, auth: tuple[str, str], total: int, body: dict) -> colle
                 async with session.post(f"{url}/image/create", json=body) as res:
                     data = await res.read()
                     ok = res.status == 200 and b"b64_json" in data[:300]
-                    statuses["200 ok" if ok else f"{res.status} {data[:80]!r}"] += 1
+                    statuses["200 ok" if ok else f"{res.status} {data[:240]!r}"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
 

@@ -44,6 +44,9 @@ class _Stream(httpcore2.AsyncNetworkStream):
                 return await self._reader.read(max_bytes)
         except TimeoutError as exc:
             raise ReadTimeout(str(exc)) from exc
+        except BrokenPipeError as exc:
+            # Our request's bytes were refused: the server cannot have read it whole.
+            raise WriteError(str(exc)) from exc
         except OSError as exc:
             raise ReadError(str(exc)) from exc
 
@@ -119,6 +122,9 @@ class BoundedBackend(httpcore2.AsyncNetworkBackend):
             raise ConnectTimeout(str(exc)) from exc
         except OSError as exc:
             raise ConnectError(str(exc)) from exc
+        # A write waits until the kernel has the bytes (as the SDK's own streams do), so
+        # a connection the server closed fails the write, not a later read.
+        writer.transport.set_write_buffer_limits(0)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
