@@ -1,6 +1,6 @@
 """imagegate's benchmarks, one command, one table.
 
-    .venv/bin/python bench/run.py            # the full run (a few minutes on 2 cores)
+    .venv/bin/python bench/run.py            # the full run (~15 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # fewer requests, same table
     .venv/bin/python bench/run.py --profile  # also profile imagegate at c=64 (py-spy)
 
