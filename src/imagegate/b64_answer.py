@@ -12,7 +12,7 @@ import base64
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi.responses import Response, StreamingResponse
@@ -23,6 +23,8 @@ from imagegate.store import FileStore
 
 # Raw bytes per base64 chunk: a multiple of 3, so the chunks' encodings join up.
 CHUNK = 3 * 64 * 1024
+# What gives an image's base64 while an answer is built (`Base64Answer.marker`).
+ImageB64 = Callable[[GeneratedImage], str]
 
 
 def render_json(content: Any) -> bytes:
@@ -97,7 +99,3 @@ async def _encoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
             yield base64.b64encode(data[:cut])
     if rest:
         yield base64.b64encode(rest)
-
-
-ImageB64 = Callable[[GeneratedImage], str]
-__all__: Sequence[str] = ["Base64Answer", "ImageB64", "render_json"]
