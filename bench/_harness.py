@@ -4,6 +4,7 @@ percentiles and a description of the machine. No pytest, no network beyond loopb
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import platform
@@ -71,7 +72,8 @@ def spawn(args: list[str], log: Path, url: str, *, env: dict[str, str] | None = 
         args,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+        # This tree's own src/ first: the bench measures the checkout it is run from.
+        env={**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", **(env or {})},
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -114,6 +116,7 @@ def admin_key(server: Server) -> str:
 class LoadResult:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
+    error_kinds: collections.Counter[str] = field(default_factory=collections.Counter)
     elapsed_s: float = 0.0
 
     @property
@@ -129,6 +132,7 @@ async def run_load(
     concurrency: int,
     total: int,
     auth: tuple[str, str] | None = None,
+    headers: dict[str, str] | None = None,
     ok: Callable[[int, bytes], bool] = lambda status, _body: status == 200,
     on_started: Callable[[], None] | None = None,
 ) -> LoadResult:
@@ -143,8 +147,9 @@ async def run_load(
     timeout = aiohttp.ClientTimeout(total=600)
     basic = aiohttp.BasicAuth(*auth) if auth else None
     async with aiohttp.ClientSession(
-        url, connector=connector, timeout=timeout, auth=basic
+        url, connector=connector, timeout=timeout, auth=basic, headers=headers
     ) as session:
+        kinds: collections.Counter[str] = collections.Counter()
 
         async def one() -> tuple[float, bool]:
             started = time.perf_counter()
@@ -152,8 +157,11 @@ async def run_load(
                 async with session.post(path, json=body) as res:
                     data = await res.read()
                     good = ok(res.status, data)
-            except aiohttp.ClientError:
+                    if not good:
+                        kinds[f"{res.status} {data[:60]!r}"] += 1
+            except aiohttp.ClientError as exc:
                 good = False
+                kinds[type(exc).__name__] += 1
             return (time.perf_counter() - started) * 1000, good
 
         await asyncio.gather(*(one() for _ in range(min(concurrency, total))))
@@ -173,6 +181,7 @@ async def run_load(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         result.elapsed_s = time.perf_counter() - started
+        result.error_kinds = kinds
         return result
 
 

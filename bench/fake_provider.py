@@ -1,16 +1,20 @@
 """A provider for benchmarks: tests/fake_openai.py's server, answering every generation
-after a fixed delay with a realistic 1024x1024 PNG (~130 KB, `local/procedural`'s) as
-base64. Each answer's PNG differs by a text chunk, so no two are the same file (as with
-a real provider) and nothing is skipped by content addressing.
+after a fixed delay with a realistic PNG as base64 (`--payload`: `130k`, 1024x1024 of
+`local/procedural`'s, ~130 KB; `1.5m`, the same with photographic grain, ~1.6 MB like a
+GPT-image 1024x1024; `4k`, 3840x2160 with that grain). Each answer's PNG differs by a
+text chunk, so no two are the same file (as with a real provider) and nothing is skipped
+by content addressing.
 
-    python bench/fake_provider.py --port 8100 --delay-ms 500
+    python bench/fake_provider.py --port 8100 --delay-ms 500 --payload 1.5m
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import itertools
+import random
 import sys
 import threading
 import time
@@ -20,12 +24,36 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from PIL import Image, ImageChops
+
 from imagegate.providers.procedural import render_png
 from tests.fake_openai import FakeOpenAI, Reply
 
+PAYLOADS = ("130k", "1.5m", "4k")
+PROMPT = "a red fox in a blue forest at dusk, orange sky"
 
-def realistic_png() -> bytes:
-    return render_png("a red fox in a blue forest at dusk, orange sky", 7, 1024, 1024, 0)
+
+def realistic_png(payload: str = "130k") -> bytes:
+    """The PNG every answer is a variant of. Grain (random low bits, fixed seed) makes
+    the larger ones compress like a photograph instead of like flat colour."""
+    width, height = (3840, 2160) if payload == "4k" else (1024, 1024)
+    # procedural renders up to 2048 a side: the 4K image is a 1920x1080 render scaled up
+    png = render_png(
+        PROMPT,
+        7,
+        width // 2 if payload == "4k" else width,
+        height // 2 if payload == "4k" else height,
+        0,
+    )
+    if payload == "130k":
+        return png
+    with Image.open(io.BytesIO(png)) as img:
+        smooth = img.convert("RGB").resize((width, height), Image.Resampling.BILINEAR)
+    noise = random.Random(7).randbytes(width * height * 3)
+    grain = Image.frombytes("RGB", (width, height), noise).point(lambda v: v & 0x0F)
+    out = io.BytesIO()
+    ImageChops.add(smooth, grain).save(out, "PNG")
+    return out.getvalue()
 
 
 def png_variants(png: bytes) -> tuple[bytes, bytes]:
@@ -40,8 +68,8 @@ def text_chunk(text: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + b"tEXt" + data + crc.to_bytes(4, "big")
 
 
-def responder(delay_s: float, partial_delay_s: float = 0.0) -> Any:
-    head, tail = png_variants(realistic_png())
+def responder(delay_s: float, partial_delay_s: float = 0.0, payload: str = "130k") -> Any:
+    head, tail = png_variants(realistic_png(payload))
     counter = itertools.count()
 
     def respond(_body: dict[str, Any]) -> Reply:
@@ -68,10 +96,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0)
     parser.add_argument("--partial-delay-ms", type=float, default=0.0)
+    parser.add_argument("--payload", choices=PAYLOADS, default="130k")
     args = parser.parse_args()
     server = FakeOpenAI()
     server.port, server.url = args.port, f"http://127.0.0.1:{args.port}"
-    server.responder = responder(args.delay_ms / 1000, args.partial_delay_ms / 1000)
+    server.responder = responder(args.delay_ms / 1000, args.partial_delay_ms / 1000, args.payload)
     server.start()
     # What the fake keeps of each request is for tests; here it would only grow.
     while True:

@@ -2,7 +2,7 @@
 how many requests fail, and with what (issue 11: "1,000 generations in flight, provider
 answering after 5 s, must give zero `503 database unavailable`").
 
-    .venv/bin/python bench/inflight.py                       # 1,000 at once, 5 s provider
+    .venv/bin/python bench/inflight.py                       # 1,000 at once, 5 s, 1.9 MB
     .venv/bin/python bench/inflight.py --requests 200 --delay-ms 2000
 
 The server is a real `imagegate serve` process (SQLite + files, the defaults) and the
@@ -24,7 +24,9 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._harness import admin_key, start_imagegate, start_script
+from bench._harness import admin_key, machine, start_imagegate, start_script
+from bench.fake_provider import PAYLOADS
+from bench.run import load_average
 
 KEY = "sk-bench-0123456789abcdef"
 
@@ -44,7 +46,7 @@ async def fire(url: str, auth: tuple[str, str], total: int, body: dict) -> colle
                 async with session.post(f"{url}/image/create", json=body) as res:
                     data = await res.read()
                     ok = res.status == 200 and b"b64_json" in data[:300]
-                    statuses["200 ok" if ok else f"{res.status} {data[:80]!r}"] += 1
+                    statuses["200 ok" if ok else f"{res.status} {data[:240]!r}"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
 
@@ -56,11 +58,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--delay-ms", type=int, default=5000)
+    parser.add_argument("--payload", choices=PAYLOADS, default="1.5m")
     args = parser.parse_args()
+    load = load_average()
     with tempfile.TemporaryDirectory(prefix="imagegate-inflight-") as tmp:
         work = Path(tmp)
         fake = start_script(
-            "fake_provider.py", ["--delay-ms", str(args.delay_ms)], work / "fake.log"
+            "fake_provider.py",
+            ["--delay-ms", str(args.delay_ms), "--payload", args.payload],
+            work / "fake.log",
         )
         models = work / "models.toml"
         models.write_text(
@@ -82,19 +88,26 @@ timeout_s = 600
                 "project_id": "admin/inflight",
                 "inputs": {"model": "bench/slow", "prompt": "x"},
             }
+            server.reset_peak()
             started = time.monotonic()
             statuses = asyncio.run(
                 fire(server.url, ("api", admin_key(server)), args.requests, body)
             )
             elapsed = time.monotonic() - started
+            peak = server.peak_rss_mib()
         finally:
             server.stop()
             fake.stop()
-        print(f"{args.requests} at once, provider delay {args.delay_ms} ms: {elapsed:.1f} s")
+        print(f"machine: {machine()}; load before {load}, after {load_average()}")
+        print(
+            f"{args.requests} at once, provider delay {args.delay_ms} ms, payload {args.payload}:"
+            f" {elapsed:.1f} s; imagegate's peak RSS {peak:.0f} MiB"
+        )
         for status, count in statuses.most_common():
             print(f"  {count:5d}  {status}")
         unavailable = sum(n for s, n in statuses.items() if s.startswith("503"))
-        print(f"503 answers: {unavailable}")
+        errors = sum(n for s, n in statuses.items() if s != "200 ok")
+        print(f"503 answers: {unavailable}; errors of any kind: {errors}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """LiteLLM's proxy against the same fake provider, for the gateway rows side by side.
 
 Optional: it runs when a `litellm` command with the proxy's extras is found, in
-IMAGEGATE_BENCH_LITELLM (a path; best a venv of its own, as `litellm[proxy]` pins its
-own versions of much that imagegate uses), else on PATH or beside this Python.
+IMAGEGATE_BENCH_LITELLM (a path), else in bench/.litellm-venv (what
+`bash bench/litellm_venv.sh` makes: the pinned release in a venv of its own, as
+`litellm[proxy]` pins its own versions of much that imagegate uses), else on PATH.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bench._harness import Server, free_port, spawn
 
@@ -23,8 +24,8 @@ from bench._harness import Server, free_port, spawn
 def command() -> str | None:
     candidates = [
         os.environ.get("IMAGEGATE_BENCH_LITELLM"),
+        str(Path(__file__).resolve().parent / ".litellm-venv" / "bin" / "litellm"),
         shutil.which("litellm"),
-        str(Path(sys.executable).parent / "litellm"),
     ]
     for candidate in filter(None, candidates):
         path = Path(candidate)
@@ -47,35 +48,57 @@ def available() -> bool:
     return command() is not None
 
 
+@functools.cache
+def version() -> str:
+    """The measured LiteLLM's version, as its own venv reports it."""
+    litellm = command()
+    if litellm is None:
+        return "none"
+    python = Path(litellm).parent / "python"
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return f"litellm {probe.stdout.strip() or '?'} ({litellm})"
+
+
+MASTER_KEY = "sk-bench-litellm-master-0123456789"
+
+
 @dataclass
 class Proxy:
     server: Server
+    headers: ClassVar[dict[str, str]] = {"Authorization": f"Bearer {MASTER_KEY}"}
 
-    def body(self, delay_ms: int) -> dict[str, Any]:
+    def body(self, payload: str) -> dict[str, Any]:
         return {
-            "model": f"bench-delay-{delay_ms}",
+            "model": f"bench-{payload}",
             "prompt": "a red fox in a blue forest",
             "n": 1,
             "size": "1024x1024",
         }
 
 
-def start(work: Path, fakes: dict[int, Server]) -> Proxy | None:
+def start(work: Path, fakes: dict[str, Server]) -> Proxy | None:
     litellm = command()
     if litellm is None:
         return None
     config = work / "litellm.yaml"
     config.write_text(
+        # A master key, as any deployment has: requests are authenticated, as imagegate's.
+        f"general_settings:\n  master_key: {MASTER_KEY}\n"
         "model_list:\n"
         + "".join(
-            f"  - model_name: bench-delay-{delay}\n"
+            f"  - model_name: bench-{payload}\n"
             "    litellm_params:\n"
             "      model: openai/bench\n"
             f"      api_base: {fake.url}/v1\n"
             "      api_key: sk-bench-0123456789abcdef\n"
             "    model_info:\n"
             "      mode: image_generation\n"
-            for delay, fake in fakes.items()
+            for payload, fake in fakes.items()
         )
     )
     port = free_port()

@@ -1,18 +1,18 @@
 """imagegate's benchmarks, one command, one table.
 
-    .venv/bin/python bench/run.py            # the full run (a few minutes on 2 cores)
+    .venv/bin/python bench/run.py            # the full run (~15 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # fewer requests, same table
     .venv/bin/python bench/run.py --profile  # also profile imagegate at c=64 (py-spy)
 
-- gateway: POST /image/create against a local fake OpenAI-protocol provider answering
-  after 0 and 500 ms with a 1024x1024 PNG as base64; latency minus that delay (p50,
-  p99) at concurrency 1, 64 and 256, requests/s and the server's peak RSS. Beside it,
-  the floor (bench/floor.py): the same payload from the same provider, decoded, hashed,
-  written and answered by a bare ASGI handler. "x floor" is imagegate's p50 overhead
-  over the floor's.
+- gateway: for each payload (a 1024x1024 PNG of ~130 KB, one of ~1.9 MB, a 3840x2160
+  one; bench/fake_provider.py), a local fake OpenAI-protocol provider answering at once,
+  measured four ways: directly, through the floor (bench/floor.py: a bare ASGI handler
+  that fetches, decodes, hashes, fsync-writes and answers), through LiteLLM's proxy and
+  through imagegate's POST /image/create. p50 at c=1; throughput and p99 at c=64; the
+  server's CPU per request and peak RSS; ratios to the floor and to LiteLLM.
 - local: images/s of `local/procedural` through /image/create at 512 and 1024.
 - reads: /calls/stream_query, limit=100 and a full stream, on 100,000 calls.
-- litellm: the gateway rows through LiteLLM's proxy, when `litellm[proxy]` is there.
+- litellm: LiteLLM's proxy, pinned, in its own venv (`bash bench/litellm_venv.sh`).
 
 Every server is a real process on loopback; the load comes from this process (aiohttp,
 the cheapest client at hand), so on a small machine it shares the CPU with them.
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -44,27 +45,31 @@ from bench._harness import (
     start_imagegate,
     start_script,
 )
+from bench.fake_provider import PAYLOADS
 
 KEY = "sk-bench-0123456789abcdef"
-DELAYS_MS = (0, 500)
-CONCURRENCY = (1, 64, 256)
+CONCURRENCY = (1, 64)
 HEADERS = [
     "section", "case", "requests", "p50 ms", "p99 ms", "throughput", "CPU ms/req", "peak RSS MiB",
     "note",
 ]  # fmt: skip
+SUMMARY_HEADERS = [
+    "payload", "c", "imagegate door", "direct to fake", "floor", "LiteLLM proxy", "imagegate",
+    "imagegate / floor", "imagegate / LiteLLM",
+]  # fmt: skip
+# Requests per row (c=1, c=64): enough for a stable p99 without the 4K rows taking minutes.
+REQUESTS = {"130k": (200, 768), "1.5m": (60, 384), "4k": (16, 128)}
 
 
-def requests_for(delay_ms: int, concurrency: int, quick: bool) -> int:
-    """Enough requests for a stable p99 without making the 500 ms rows take minutes."""
-    per_client = 6 if delay_ms else 12
-    count = (30 if delay_ms else 300) if concurrency == 1 else concurrency * per_client
-    return max(10, count // 3) if quick else count
+def requests_for(payload: str, concurrency: int, quick: bool) -> int:
+    count = REQUESTS[payload][0 if concurrency == 1 else 1]
+    return max(8, count // 3) if quick else count
 
 
-def catalog(fakes: dict[int, Server]) -> str:
+def catalog(fakes: dict[str, Server]) -> str:
     return "".join(
         f"""
-[models."bench/delay-{delay}"]
+[models."bench/{payload}"]
 provider = "openai"
 upstream_model = "bench"
 base_url = "{server.url}/v1"
@@ -73,7 +78,7 @@ size_range = [256, 2048]
 max_attempts = 1
 timeout_s = 600
 """
-        for delay, server in fakes.items()
+        for payload, server in fakes.items()
     )
 
 
@@ -83,18 +88,27 @@ class Measured:
     rss_mib: float  # the server's peak resident memory during the timed requests
     cpu_ms: float  # the server's CPU time per timed request
 
+    @property
+    def p50(self) -> float:
+        return percentile(self.result.latencies_ms, 0.5)
 
-def gateway_row(name: str, delay: int, concurrency: int, m: Measured, note: str = "") -> list[str]:
+    @property
+    def p99(self) -> float:
+        return percentile(self.result.latencies_ms, 0.99)
+
+
+def gateway_row(name: str, payload: str, c: int, m: Measured, note: str = "") -> list[str]:
     result = m.result
-    overhead = [ms - delay for ms in result.latencies_ms]
     errors = f"{result.errors} errors" if result.errors else ""
+    if result.error_kinds:
+        errors += " (" + ", ".join(f"{n} {k}" for k, n in result.error_kinds.most_common(2)) + ")"
     return [
         "gateway",
-        f"{name:<9} delay {delay:>3} ms  c={concurrency}",
-        str(len(overhead)),
-        f"{percentile(overhead, 0.5):.1f}",
-        f"{percentile(overhead, 0.99):.1f}",
-        f"{result.rate:.0f} req/s",
+        f"{name:<13} {payload:>4}  c={c}",
+        str(len(result.latencies_ms)),
+        f"{m.p50:.1f}",
+        f"{m.p99:.1f}",
+        f"{result.rate:.1f} req/s",
         f"{m.cpu_ms:.1f}",
         f"{m.rss_mib:.0f}",
         " ".join(filter(None, [note, errors])),
@@ -102,7 +116,13 @@ def gateway_row(name: str, delay: int, concurrency: int, m: Measured, note: str 
 
 
 def measure(
-    server: Server, path: str, body: dict, concurrency: int, total: int, auth: tuple | None
+    server: Server,
+    path: str,
+    body: dict,
+    concurrency: int,
+    total: int,
+    auth: tuple | None,
+    headers: dict[str, str] | None = None,
 ) -> Measured:
     cpu_at_start = 0.0
 
@@ -119,6 +139,7 @@ def measure(
             concurrency=concurrency,
             total=total,
             auth=auth,
+            headers=headers,
             ok=lambda status, data: status == 200 and b"b64_json" in data[:200],
             on_started=started,
         )
@@ -127,12 +148,49 @@ def measure(
     return Measured(result, server.peak_rss_mib(), cpu_ms)
 
 
-def gateway(work: Path, args: argparse.Namespace, rows: list[list[str]]) -> list[tuple[str, float]]:
+def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[list[str]]:
+    """The issue's table, one line per imagegate door: p50 at c=1, throughput (and p99)
+    at c=64, and imagegate's ratios to the floor and to LiteLLM."""
+
+    def cell(m: Measured | None) -> str:
+        if m is None:
+            return "-"
+        if c == 1:
+            return f"{m.p50:.1f} ms"
+        return f"{m.result.rate:.1f}/s p99 {m.p99:.0f} ms"
+
+    floor, theirs = by_name.get("floor"), by_name.get("litellm")
+    rows = []
+    for door in ("imagegate", "imagegate /v1"):
+        ours = by_name.get(door)
+        if ours is None:
+            continue
+        vs_floor = vs_litellm = "-"
+        if floor is not None:
+            rate, p99 = ours.result.rate / floor.result.rate, ours.p99 / floor.p99
+            vs_floor = (
+                f"p50 {ours.p50 / floor.p50:.2f}x" if c == 1 else f"{rate:.2f}x rps, p99 {p99:.2f}x"
+            )
+        if theirs is not None:
+            vs_litellm = (
+                f"p50 {ours.p50 / theirs.p50:.2f}x"
+                if c == 1
+                else f"{ours.result.rate / max(theirs.result.rate, 1e-9):.2f}x rps"
+            )
+        cells = [cell(by_name.get("direct")), cell(floor), cell(theirs), cell(ours)]
+        label = "/image/create" if door == "imagegate" else "/v1/images"
+        rows.append([payload, f"c={c}", label, *cells, vs_floor, vs_litellm])
+    return rows
+
+
+def gateway(
+    work: Path, args: argparse.Namespace, rows: list[list[str]], summary: list[list[str]]
+) -> list[tuple[str, float]]:
     """The gateway and local rows; the profile's shares, when asked for one."""
     shares: list[tuple[str, float]] = []
     fakes = {
-        d: start_script("fake_provider.py", ["--delay-ms", str(d)], work / f"fake-{d}.log")
-        for d in DELAYS_MS
+        p: start_script("fake_provider.py", ["--payload", p], work / f"fake-{p}.log")
+        for p in args.payloads
     }
     servers = list(fakes.values())
     try:
@@ -144,44 +202,56 @@ def gateway(work: Path, args: argparse.Namespace, rows: list[list[str]]) -> list
         servers.append(imagegate)
         key = ("api", admin_key(imagegate))
         floors = {
-            d: start_script(
+            p: start_script(
                 "floor.py",
-                ["--upstream", fakes[d].url, "--dir", str(work / f"floor-{d}")],
-                work / f"floor-{d}.log",
+                ["--upstream", fakes[p].url, "--dir", str(work / f"floor-{p}")],
+                work / f"floor-{p}.log",
             )
-            for d in DELAYS_MS
+            for p in args.payloads
         }
         servers += floors.values()
         litellm = proxy.start(work, fakes) if args.litellm else None
         if litellm is not None:
             servers.append(litellm.server)
-        for delay in DELAYS_MS:
+        for payload in args.payloads:
             body = {
                 "project_id": "admin/bench",
-                "inputs": {"model": f"bench/delay-{delay}", "prompt": "a red fox in a blue forest"},
+                "inputs": {"model": f"bench/{payload}", "prompt": "a red fox in a blue forest"},
             }
+            direct_body = {"model": "bench", "prompt": "a red fox", "n": 1, "size": "1024x1024"}
             for c in CONCURRENCY:
-                total = requests_for(delay, c, args.quick)
-                floor = measure(floors[delay], "/", {}, c, total, None)
+                total = requests_for(payload, c, args.quick)
+                by_name: dict[str, Measured] = {}
+                by_name["direct"] = measure(
+                    fakes[payload], "/v1/images/generations", direct_body, c, total, None
+                )
+                by_name["floor"] = measure(floors[payload], "/", {}, c, total, None)
                 sampler = (
-                    profile.start(imagegate, work / "profile.txt")
-                    if args.profile and delay == 0 and c == 64
+                    profile.start(imagegate, work / f"profile-{payload}.txt")
+                    if args.profile and c == 64
                     else None
                 )
-                ours = measure(imagegate, "/image/create", body, c, total, key)
+                by_name["imagegate"] = measure(imagegate, "/image/create", body, c, total, key)
                 if sampler is not None:
-                    shares = profile.finish(sampler)
-                ratio = percentile(ours.result.latencies_ms, 0.5) - delay
-                ratio /= max(percentile(floor.result.latencies_ms, 0.5) - delay, 1e-9)
-                rows.append(gateway_row("imagegate", delay, c, ours, f"{ratio:.1f}x floor"))
-                rows.append(gateway_row("floor", delay, c, floor))
-                if litellm is not None:
-                    theirs = measure(
-                        litellm.server, "/v1/images/generations", litellm.body(delay), c, total,
-                        None,
+                    shares.append((payload, profile.finish(sampler)))  # type: ignore[arg-type]
+                if args.openai_door:
+                    # The OpenAI door answers with the image as base64, as the floor does.
+                    by_name["imagegate /v1"] = measure(
+                        imagegate, "/v1/images/generations",
+                        {"model": f"bench/{payload}", "prompt": "a red fox in a blue forest"},
+                        c, total, None,
+                        {"Authorization": f"Bearer {key[1]}", "OpenAI-Project": "bench"},
                     )  # fmt: skip
-                    rows.append(gateway_row("litellm", delay, c, theirs))
-        local(imagegate, key, args, rows)
+                if litellm is not None:
+                    by_name["litellm"] = measure(
+                        litellm.server, "/v1/images/generations", litellm.body(payload), c,
+                        total, None, litellm.headers,
+                    )  # fmt: skip
+                for name, m in by_name.items():
+                    rows.append(gateway_row(name, payload, c, m))
+                summary += summary_rows(payload, c, by_name)
+        if args.local:
+            local(imagegate, key, args, rows)
     finally:
         for server in servers:
             server.stop()
@@ -223,19 +293,31 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=["gateway", "reads"], help="run one section (gateway includes local)"
     )
+    parser.add_argument(
+        "--payload", dest="payloads", action="append", choices=PAYLOADS,
+        help="measure only this payload (repeatable; default: all three)",
+    )  # fmt: skip
+    parser.add_argument("--no-local", dest="local", action="store_false")
+    parser.add_argument(
+        "--no-openai-door", dest="openai_door", action="store_false",
+        help="skip imagegate's /v1/images/generations rows",
+    )  # fmt: skip
     parser.add_argument("--calls", type=int, default=100_000, help="calls in the reads project")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--no-litellm", dest="litellm", action="store_false")
     args = parser.parse_args()
+    args.payloads = args.payloads or list(PAYLOADS)
     gateway_too = args.only in (None, "gateway")
     args.litellm = args.litellm and gateway_too and proxy.available()
     work = Path(tempfile.mkdtemp(prefix="imagegate-bench-"))
     started = time.monotonic()
+    load_before = load_average()
     rows: list[list[str]] = []
-    shares: list[tuple[str, float]] = []
+    summary: list[list[str]] = []
+    shares: list[tuple[str, list[tuple[str, float]]]] = []
     try:
-        if args.only in (None, "gateway"):
-            shares = gateway(work, args, rows)
+        if gateway_too:
+            shares = gateway(work, args, rows, summary)  # type: ignore[assignment]
         if args.only in (None, "reads"):
             figures = reads.run(
                 work,
@@ -251,19 +333,35 @@ def main() -> None:
         f"imagegate bench, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC{', quick' if args.quick else ''}"
     )
     print(f"machine: {machine()}")
-    print("gateway p50/p99: latency minus the provider's delay; PNG 1024x1024 as base64")
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_average()}")
+    print(
+        "gateway: POST to each server, provider answering at once; payloads: 130k = 1024x1024 "
+        "PNG ~130 KB, 1.5m = 1024x1024 PNG ~1.9 MB, 4k = 3840x2160 PNG ~15 MB (as base64); "
+        "every answer a distinct file"
+    )
     if gateway_too and not args.litellm:
-        print("litellm: not measured (no `litellm` with its proxy extras: see bench/proxy.py)")
+        print(
+            "litellm: not measured (no `litellm` with its proxy extras: bash bench/litellm_venv.sh)"
+        )
+    if proxy.available() and args.litellm:
+        print(f"litellm: {proxy.version()}")
     print()
+    if summary:
+        print_table(SUMMARY_HEADERS, summary)
+        print()
     print_table(HEADERS, rows)
-    if shares:
-        print("\nimagegate at c=64, delay 0: where the serial Python work goes")
+    for payload, payload_shares in shares:
+        print(f"\nimagegate at c=64, {payload}: where the serial Python work goes")
         print("(py-spy samples of the thread holding the GIL, by innermost library)")
-        for name, share in shares[:12]:
+        for name, share in payload_shares[:12]:
             print(f"  {share:6.1%}  {name}")
     print(
         f"\n{time.monotonic() - started:.0f} s; work dir {work}{'' if args.keep else ' (removed)'}"
     )
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

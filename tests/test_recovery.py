@@ -19,6 +19,7 @@ from imagegate.ids import uuid7
 from imagegate.recovery import INTERRUPTED, Recovery, RecoveryPolicy
 from imagegate.service import OP_NAME
 from imagegate.store import LocalFileStore
+from imagegate.store.objectstore import ObjectFileStore
 
 PROJECT = "alice/recovery"
 
@@ -122,3 +123,19 @@ async def test_start_up_removes_temp_files_a_killed_write_left(
     assert new.exists() == (database == "shared")
     assert removed == (2 if database == "sqlite" else 1)
     assert await store.get(PROJECT, digest) == b"complete"
+
+
+async def test_start_up_removes_images_a_killed_answer_left_half_decoded(tmp_path: Path) -> None:
+    """Images being decoded from a provider's answer are staged in the project's folder
+    (local disk) or the staging folder (object store): a process killed meanwhile leaves
+    them there, and the next start removes the old ones."""
+    local = LocalFileStore(tmp_path / "files")
+    objects = ObjectFileStore(object(), tmp_path / "staging")
+    for store in (local, objects):
+        old, new = store.stage(PROJECT), store.stage(PROJECT)
+        old.write(b"half an image")
+        an_hour_ago = time.time() - 3600
+        os.utime(old.path, (an_hour_ago, an_hour_ago))
+        assert await store.remove_temp_files(900) == 1
+        assert not old.path.exists() and new.path.exists()
+        new.discard()

@@ -49,7 +49,12 @@ def open_file_store(settings: Settings) -> FileStore:
         from imagegate.store.objectstore import ObjectFileStore  # needs obstore
 
         return ObjectFileStore.from_url(
-            url, settings.environ, endpoint=settings.s3_endpoint, allow_http=settings.s3_allow_http
+            url,
+            settings.environ,
+            endpoint=settings.s3_endpoint,
+            allow_http=settings.s3_allow_http,
+            # Images being decoded wait here, on local disk, for their upload.
+            staging_dir=settings.data_dir / "staging",
         )
     raise ValueError(f"unsupported files URL {url!r}: use file:///path or s3://bucket/prefix")
 

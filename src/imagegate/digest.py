@@ -11,7 +11,12 @@ DIGEST_PATTERN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 def weave_digest(data: bytes) -> str:
     """SHA-256, URL-safe base64, `-`→`X`, `_`→`Y`, no padding: 43 alphanumeric characters."""
-    encoded = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).decode()
+    return weave_digest_of(hashlib.sha256(data).digest())
+
+
+def weave_digest_of(sha256: bytes) -> str:
+    """The Weave digest of bytes whose raw SHA-256 is `sha256` (hashed as they streamed)."""
+    encoded = base64.urlsafe_b64encode(sha256).decode()
     return encoded.replace("-", "X").replace("_", "Y").rstrip("=")
 
 

@@ -108,6 +108,10 @@ async def early_answer(
             log.warning("a generation answered early failed: %r", exc)
             yield failed(exc)
             return
-        yield bytes(rendered.body)
+        if isinstance(rendered, StreamingResponse):  # streamed from the file store
+            async for chunk in rendered.body_iterator:
+                yield chunk.encode() if isinstance(chunk, str) else bytes(chunk)
+        else:
+            yield bytes(rendered.body)
 
     return StreamingResponse(body(), media_type="application/json", headers=NO_BUFFERING)

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 
 from imagegate import keepalive
+from imagegate.b64_answer import Base64Answer, ImageB64
 from imagegate.core import Imagegate
 from imagegate.error_answers import openai_error
 from imagegate.errors import as_tree_error, failure_kind
@@ -105,9 +106,12 @@ async def _json_answer(app: Imagegate, generation: Generation, base_url: str) ->
     if failure is not None:
         failure.headers.update(headers)
         return failure
-    generation = await with_bytes(app, generation)
     link = app.generation.image_link(generation.project_id, base_url)
-    return JSONResponse(images_response(generation, link), headers=headers)
+    if generation.response_format == "url":
+        return JSONResponse(images_response(generation, link), headers=headers)
+    # Each image's base64 streamed from the file store into the JSON around it.
+    answer = Base64Answer(app.files, generation)
+    return await answer.response(images_response(generation, link, answer.marker), headers)
 
 
 async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
@@ -140,17 +144,21 @@ def error_answer(generation: Generation) -> JSONResponse | None:
 
 
 def images_response(
-    generation: Generation, link: Callable[[GeneratedImage], str] | None = None
+    generation: Generation,
+    link: Callable[[GeneratedImage], str] | None = None,
+    b64: ImageB64 = lambda image: image.b64,
 ) -> dict[str, Any]:
     """OpenAI's `ImagesResponse`, derived from the Generation (the one place it is made).
-    Images need their bytes (`with_bytes`) unless URLs were asked for."""
+    `b64` gives each image's base64 (by default from its bytes, which `with_bytes`
+    gives; `Base64Answer.marker` for an answer streamed from the file store) unless URLs
+    were asked for."""
     data = []
     for image in generation.images:
         item: dict[str, Any]
         if generation.response_format == "url" and image.stored and link is not None:
             item = {"url": link(image)}
         else:
-            item = {"b64_json": image.b64}
+            item = {"b64_json": b64(image)}
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         data.append(item)

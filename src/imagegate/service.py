@@ -4,27 +4,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import io
 import logging
-import re
 import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from imagegate import __version__
-from imagegate.digest import weave_digest
 from imagegate.errors import (
     BudgetExceeded,
     ImagegateError,
-    ImagesNotStored,
     InternalError,
     InvalidInput,
-    InvalidProviderOutput,
     ProviderAuthError,
     ProviderError,
     RateLimited,
@@ -33,6 +27,7 @@ from imagegate.errors import (
 )
 from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
+from imagegate.kept_images import ImageKeeper
 from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider
 from imagegate.providers.base import (
@@ -47,8 +42,9 @@ from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
 from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore, SecretUnreadable
+from imagegate.store.staging import StagedFile
 from imagegate.uploads import Upload, check_edit_inputs
-from imagegate.urls import DEFAULT_URL_TTL, SVG_MIMETYPE, image_url, sniff_image_type
+from imagegate.urls import DEFAULT_URL_TTL, image_url
 from imagegate.validation import effective_request, resolve_model
 from imagegate.weave_shape import (
     ANSWER_OPTIONS,
@@ -57,7 +53,6 @@ from imagegate.weave_shape import (
     ImageLink,
     call_output,
     call_summary,
-    content_metadata,
     content_ref,
 )
 
@@ -67,8 +62,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("imagegate.generation")
 
 __all__ = ["EDIT_OP_NAME", "OP_NAME", "GenerationService"]
-
-_SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
 @dataclass
@@ -118,6 +111,7 @@ class GenerationService:
         self.providers = providers
         self.calls = calls
         self.files = files
+        self.images = ImageKeeper(files)
         self.accounts = accounts
         self.secrets = secrets
         self.signing_key = signing_key
@@ -474,9 +468,15 @@ class GenerationService:
                 await on_partial(partial)
 
         keep_in = project_id if track else None
+        keep = self.images.keep
+        # The temp files a provider decodes its answer into: each is committed to the
+        # store or, whatever happens, discarded at the end.
+        staged: list[StagedFile] = []
         try:
             api_key = await self._api_key(request, project_id.split("/", 1)[0])
-            request = dataclasses.replace(request, api_key=api_key)
+            request = dataclasses.replace(
+                request, api_key=api_key, image_files=self.images.image_files(project_id, staged)
+            )
             provider = self.providers[request.spec.provider]
             streaming = getattr(provider, "generate_streaming", None)
             if request.stream and streaming is not None:
@@ -485,16 +485,13 @@ class GenerationService:
                 outcome.result = await provider.generate(request)
             outcome.provider_seconds = time.perf_counter() - started
             for index, image in enumerate(outcome.result.images):
+                kept = image.file if isinstance(image.file, StagedFile) else image.data
                 outcome.images.append(
-                    await self._keep(
-                        keep_in, image.data, index, image.revised_prompt, response_format
-                    )
+                    await keep(keep_in, kept, index, image.revised_prompt, response_format)
                 )
             for partial in partials:
                 data = base64.b64decode(partial.b64_json)
-                outcome.partials.append(
-                    await self._keep(keep_in, data, partial.index, None, "b64_json")
-                )
+                outcome.partials.append(await keep(keep_in, data, partial.index, None, "b64_json"))
         except (ProviderError, StorageError) as exc:
             outcome.fail(exc)
         except Exception:
@@ -504,6 +501,9 @@ class GenerationService:
             outcome.fail(
                 InternalError("internal error while generating; the server log has details")
             )
+        finally:
+            for file in staged:
+                file.discard()  # a no-op for those committed
         if outcome.provider_seconds is None:
             outcome.provider_seconds = time.perf_counter() - started
         return outcome
@@ -512,46 +512,14 @@ class GenerationService:
         """Store an edit's input files; their Content references for `inputs`."""
         refs = []
         for index, image in enumerate(request.images):
-            kept = await self._keep(project_id, image.data, index, None, "b64_json")
+            kept = await self.images.keep(project_id, image.data, index, None, "b64_json")
             refs.append(content_ref(kept.digest, kept.metadata_digest or ""))
         inputs: dict[str, Any] = {"image": refs}
         for name, overlay in (("mask", request.mask), ("markup", request.markup)):
             if overlay is not None:
-                kept = await self._keep(project_id, overlay.data, 0, None, "b64_json")
+                kept = await self.images.keep(project_id, overlay.data, 0, None, "b64_json")
                 inputs[name] = content_ref(kept.digest, kept.metadata_digest or "")
         return inputs
-
-    async def _keep(
-        self,
-        project_id: str | None,
-        data: bytes,
-        index: int,
-        revised_prompt: str | None,
-        response_format: str,
-    ) -> GeneratedImage:
-        """Inspect an image and, for a tracked call, store it with its Weave metadata file."""
-        mimetype, width, height = inspect_image(data)
-        digest = weave_digest(data)
-        metadata_digest = None
-        if project_id is not None:
-            try:
-                await self.files.put(project_id, data)
-                metadata = content_metadata(data, mimetype, index, response_format)
-                metadata_digest = await self.files.put(project_id, metadata)
-            except StorageError as exc:  # mapped by the file store, where it entered
-                log.error("storing an image for %s failed: %s", project_id, exc)
-                raise ImagesNotStored(exc.message) from exc
-        return GeneratedImage(
-            index=index,
-            digest=digest,
-            mimetype=mimetype,
-            size=len(data),
-            width=width,
-            height=height,
-            revised_prompt=revised_prompt,
-            metadata_digest=metadata_digest,
-            data=data,
-        )
 
     def image_link(self, project_id: str, base_url: str) -> ImageLink:
         """The signed, stable URL of a stored image of `project_id`."""
@@ -569,29 +537,8 @@ class GenerationService:
         return link
 
     async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
-        """An image's bytes: in memory for a fresh generation, else (a replay, a generation
-        read back from its call) from the file store."""
-        if image.data is not None:
-            return image.data
-        data = await self.files.get(generation.project_id, image.digest)
-        if data is None:
-            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
-        return data
-
-
-def inspect_image(data: bytes) -> tuple[str, int, int]:
-    """(true mimetype, width, height) of image bytes, or InvalidProviderOutput (Pillow's
-    errors, mapped here). SVG is markup, recognised by its root element; every other
-    type is what Pillow reads it as."""
-    if sniff_image_type(data) == SVG_MIMETYPE:
-        sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
-        return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            return Image.MIME.get(img.format or "", "application/octet-stream"), width, height
-    except Exception as exc:
-        raise InvalidProviderOutput("provider returned data that is not an image") from exc
+        """An image's bytes: in memory for an untracked generation, else from the store."""
+        return await self.images.image_bytes(generation, image)
 
 
 def _result_size(request: ImageRequest, images: list[GeneratedImage]) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from imagegate.digest import weave_digest
+from imagegate.digest import weave_digest_of
 from imagegate.errors import as_tree_error
 from imagegate.generation import (
     GeneratedImage,
@@ -59,22 +59,31 @@ def content_metadata(data: bytes, mimetype: str, index: int, response_format: st
     Unlike Weave's handler, which labels every base64 image `image/png`, the real type
     of the bytes is given, so a JPEG or WebP is not mislabelled.
     """
-    sha256 = hashlib.sha256(data).hexdigest()
+    sha256 = hashlib.sha256(data).digest()
+    return content_metadata_of(sha256, len(data), mimetype, index, response_format)
+
+
+def content_metadata_of(
+    sha256: bytes, size: int, mimetype: str, index: int, response_format: str
+) -> bytes:
+    """`content_metadata` of bytes known by their raw SHA-256 and size (hashed once,
+    as they were written)."""
+    hex_digest = sha256.hex()
     extension = _EXTENSIONS.get(mimetype, "")
     if response_format == "url":
         # from_url: the file name is the URL's last path segment, `<digest>.<ext>`.
-        filename = f"{weave_digest(data)}.{MIME_EXTENSIONS.get(mimetype, 'bin')}"
+        filename = f"{weave_digest_of(sha256)}.{MIME_EXTENSIONS.get(mimetype, 'bin')}"
         extension = "." + filename.rsplit(".", 1)[1]
         content_type, encoding = "bytes", "utf-8"
     else:
         kind = mimetype.split("/", 1)[0]
-        filename = f"{'file' if kind == 'application' else kind}-{sha256[:4]}{extension}"
+        filename = f"{'file' if kind == 'application' else kind}-{hex_digest[:4]}{extension}"
         content_type, encoding = "base64", "base64"
     # Key order and separators as pydantic's model_dump + json.dumps give them in weave.
     metadata = {
-        "size": len(data),
+        "size": size,
         "mimetype": mimetype,
-        "digest": sha256,
+        "digest": hex_digest,
         "filename": filename,
         "content_type": content_type,
         "input_type": "str",

@@ -68,6 +68,19 @@ class PartialImage:
 PartialSink = Callable[[PartialImage], Awaitable[None]]
 
 
+class ImageFile(Protocol):
+    """Where a provider decodes an image it receives (a temp file in the file store,
+    hashed as it is written: `imagegate.store.staging.StagedFile`)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+# Gives a new ImageFile for each image of an answer.
+ImageFiles = Callable[[], ImageFile]
+
+
 @dataclass(frozen=True)
 class ImageRequest:
     """Validated, effective parameters for one generation or edit."""
@@ -85,6 +98,9 @@ class ImageRequest:
     markup: InputImage | None = None
     # Streaming: how many partial images to send before the final one (None: no stream).
     partial_images: int | None = None
+    # Where a provider that can decode its answer as it arrives puts each image (else
+    # it answers with the bytes in memory).
+    image_files: ImageFiles | None = None
 
     @property
     def model(self) -> str:
@@ -120,8 +136,11 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    data: bytes
+    """An image a provider made: its bytes, or the file they were decoded into."""
+
+    data: bytes = b""
     revised_prompt: str | None = None
+    file: ImageFile | None = None
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import binascii
 import hashlib
+import io
 import random
 import re
 import time
@@ -38,8 +39,11 @@ from imagegate.errors import (
     ProviderTimeout,
 )
 from imagegate.pricing import add_usage
+from imagegate.providers.answer_stream import AnswerScanner, MalformedAnswer
 from imagegate.providers.base import (
     GeneratedImage,
+    ImageFile,
+    ImageFiles,
     ImageRequest,
     InputImage,
     ItemError,
@@ -76,16 +80,23 @@ class OpenAIProvider:
         cache_key = (spec.base_url, spec.api_version, hashlib.sha256(api_key.encode()).hexdigest())
         client = self._clients.get(cache_key)
         if client is None:
+            # The transport module imports the SDK: only when a client is first needed.
+            from imagegate.providers.transport import http_client
+
             if self.azure:
                 client = openai.AsyncAzureOpenAI(
                     api_key=api_key,
                     azure_endpoint=spec.base_url or "",
                     api_version=spec.api_version or DEFAULT_AZURE_API_VERSION,
                     max_retries=0,
+                    http_client=http_client(),
                 )
             else:
                 client = openai.AsyncOpenAI(
-                    api_key=api_key, base_url=spec.base_url or None, max_retries=0
+                    api_key=api_key,
+                    base_url=spec.base_url or None,
+                    max_retries=0,
+                    http_client=http_client(),
                 )
             self._clients[cache_key] = client
         return client
@@ -159,13 +170,15 @@ class OpenAIProvider:
         spec = request.spec
         assert request.api_key is not None
         api_key = request.api_key.reveal()
-        endpoint = self._endpoint(self._client(spec, api_key), request)
+        images = self._client(spec, api_key).images.with_streaming_response
+        endpoint = images.edit if request.is_edit else images.generate
         kwargs = self._kwargs(request, n)
-
         timeout_s = request.timeout_s
+        new_file = request.image_files or _MemoryFile
 
         async def call() -> Any:
-            return await endpoint(**kwargs, timeout=timeout_s)
+            # The answer is read as it arrives, each image decoded into its own file.
+            return await read_answer(endpoint, kwargs, timeout_s, new_file)
 
         return await generate_with_retries(
             spec, call, timeout_s=timeout_s, batch=batch, api_key=api_key
@@ -214,6 +227,61 @@ class _StreamedImage:
     b64_json: str | None
     url: str | None = None
     revised_prompt: str | None = None
+    file: ImageFile | None = None  # where its base64 was decoded to
+    invalid: str | None = None  # why that base64 was refused
+
+
+class _MemoryFile(io.BytesIO):
+    """An image decoded into memory, where the caller gave no files."""
+
+    def discard(self) -> None:
+        self.close()
+
+
+async def read_answer(
+    endpoint: Any, kwargs: dict[str, Any], timeout_s: float, new_file: ImageFiles
+) -> _Streamed:
+    """One request whose `ImagesResponse` is read as it arrives: each image's base64 is
+    decoded into a file of its own, never held whole. On any failure the files made so
+    far are discarded."""
+    scanner = AnswerScanner(new_file)
+    try:
+        async with endpoint(**kwargs, timeout=timeout_s) as response:
+            try:
+                async for chunk in response.iter_bytes():
+                    scanner.feed(chunk)
+            except (MalformedAnswer, openai.APIError):
+                raise
+            except Exception as exc:  # the SDK's transport, as its own calls map it
+                kind = openai.APITimeoutError if "Timeout" in type(exc).__name__ else None
+                if kind is not None:
+                    raise kind(request=response.http_request) from exc
+                raise openai.APIConnectionError(request=response.http_request) from exc
+        answer = scanner.close()
+        if not isinstance(answer, dict):
+            raise MalformedAnswer("not a JSON object")
+        items = []
+        for item in answer.get("data") or []:
+            if not isinstance(item, dict):
+                raise MalformedAnswer("an image that is not a JSON object")
+            number = item.get("b64_json")
+            image = _StreamedImage(None, item.get("url"), item.get("revised_prompt"))
+            if isinstance(number, str):
+                writer = scanner.writers[int(number)]
+                if writer.empty:  # "": no data (a URL, or nothing at all)
+                    writer.sink.discard()  # type: ignore[attr-defined]
+                else:
+                    image.file = writer.sink  # type: ignore[assignment]
+                    image.invalid = scanner.errors.get(int(number))
+            items.append(image)
+        # Usage as the SDK's own parsing gives it (every field it knows), so records
+        # and answers are what they were when the SDK read the whole body.
+        usage = openai.types.ImagesResponse.construct(**{**answer, "data": []}).usage
+    except BaseException:
+        for writer in scanner.writers:
+            writer.sink.discard()  # type: ignore[attr-defined]
+        raise
+    return _Streamed(items, usage)
 
 
 @dataclass
@@ -351,9 +419,8 @@ def classify_failure(
     else:
         # A 200 whose body is not the expected JSON: the provider is broken, and asking
         # again is unlikely to help.
-        error = InvalidProviderOutput(
-            f"malformed response from the provider ({type(exc).__name__})"
-        )
+        what = str(exc) if isinstance(exc, MalformedAnswer) else type(exc).__name__
+        error = InvalidProviderOutput(f"malformed response from the provider ({what})")
         return Failure(error, False)
     error = ProviderTimeout(message, details={"may_be_billed": True, "timeout_s": timeout_s})
     return Failure(error, spec.retry_timeouts, may_be_billed=True)
@@ -427,8 +494,11 @@ async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
     for item, outcome in zip(items, fetched, strict=True):
         if isinstance(outcome, ItemError):
             result.errors.append(outcome)
-        else:
+        elif isinstance(outcome, bytes):
             result.images.append(GeneratedImage(outcome, getattr(item, "revised_prompt", None)))
+        else:
+            revised = getattr(item, "revised_prompt", None)
+            result.images.append(GeneratedImage(revised_prompt=revised, file=outcome))
     if not result.images and result.errors:
         first = result.errors[0]
         raise ProviderError.of_type(first.error_type, first.message)
@@ -437,7 +507,17 @@ async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
     return result
 
 
-async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ItemError:
+async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ImageFile | ItemError:
+    file: ImageFile | None = getattr(item, "file", None)
+    if file is not None:
+        if getattr(item, "invalid", None):
+            file.discard()
+            return ItemError("provider returned invalid base64 image data", "provider_error")
+        if isinstance(file, _MemoryFile):
+            data = file.getvalue()
+            file.discard()
+            return data
+        return file
     if item.b64_json:
         try:
             return base64.b64decode(item.b64_json, validate=True)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
-import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
+from imagegate.store.staging import TEMP_PREFIX, StagedFile, remove_stale
 
-TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
+__all__ = ["TEMP_PREFIX", "FileStore", "LocalFileStore", "StagedFile"]
 
 
 class FileStore(Protocol):
@@ -23,7 +24,24 @@ class FileStore(Protocol):
         """Store `data`, returning its Weave digest; storing the same bytes twice is a no-op."""
         ...
 
+    def stage(self, project_id: str) -> StagedFile:
+        """A temp file to write an image of `project_id` into (then `put_staged` it, or
+        discard it)."""
+        ...
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        """Store what was written to `staged` (its temp file is gone afterwards, stored or
+        not), returning its Weave digest."""
+        ...
+
     async def get(self, project_id: str, digest: str) -> bytes | None: ...
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        """A file's bytes in chunks (of about `chunk_size`), or None if there is no such
+        file. Opened now; read as the iterator is."""
+        ...
 
     async def exists(self, project_id: str, digest: str) -> bool: ...
 
@@ -62,6 +80,33 @@ class LocalFileStore:
             raise StorageError(f"writing {path}: {exc!r}") from exc
         return digest
 
+    def stage(self, project_id: str) -> StagedFile:
+        # In the project's own directory, so committing is a rename on the same disk.
+        entity, project = split_project_id(project_id)
+        try:
+            return StagedFile(self.root / entity / project)
+        except OSError as exc:
+            raise StorageError(f"staging a file for {project_id}: {exc!r}") from exc
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        digest = staged.digest
+        path = self._path(project_id, digest)
+        try:
+            await asyncio.to_thread(self._commit, staged, path)
+        except OSError as exc:
+            raise StorageError(f"writing {path}: {exc!r}") from exc
+        finally:
+            staged.discard()  # a no-op once renamed
+        return digest
+
+    @staticmethod
+    def _commit(staged: StagedFile, path: Path) -> None:
+        staged.sync()
+        if path.exists():
+            return  # same digest, same bytes (the temp file is discarded)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.replace(staged.path, path)
+
     async def get(self, project_id: str, digest: str) -> bytes | None:
         path = self._path(project_id, digest)
         try:
@@ -70,6 +115,24 @@ class LocalFileStore:
             return None
         except OSError as exc:
             raise StorageError(f"reading {path}: {exc!r}") from exc
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        path = self._path(project_id, digest)
+        try:
+            file = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"reading {path}: {exc!r}") from exc
+
+        async def read() -> AsyncIterator[bytes]:
+            with file:
+                while chunk := await asyncio.to_thread(file.read, chunk_size):
+                    yield chunk
+
+        return read()
 
     async def exists(self, project_id: str, digest: str) -> bool:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)
@@ -98,16 +161,10 @@ class LocalFileStore:
         return await asyncio.to_thread(self._remove_temp_files, older_than_s)
 
     def _remove_temp_files(self, older_than_s: float | None) -> int:
-        cutoff = None if older_than_s is None else time.time() - older_than_s
-        removed = 0
-        for tmp in self.root.glob(f"*/*/*/{TEMP_PREFIX}*"):
-            try:
-                if cutoff is None or tmp.stat().st_mtime < cutoff:
-                    tmp.unlink()
-                    removed += 1
-            except FileNotFoundError:
-                pass  # its writer finished (or another sweep got it) meanwhile
-        return removed
+        # Whole files being written sit beside their digest's directory; images being
+        # decoded from a provider's answer, in the project's directory.
+        temps = [*self.root.glob(f"*/*/*/{TEMP_PREFIX}*"), *self.root.glob(f"*/*/{TEMP_PREFIX}*")]
+        return remove_stale(temps, older_than_s)
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

@@ -8,9 +8,12 @@ sees a partial image.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Mapping
+import tempfile
+from collections.abc import AsyncIterator, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +24,7 @@ from obstore.store import S3Store
 from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import StorageError
 from imagegate.names import split_project_id
+from imagegate.store.staging import StagedFile, remove_stale
 
 
 class ObjectStoreError(StorageError):
@@ -91,10 +95,12 @@ def s3_store(
 
 
 class ObjectFileStore:
-    """Bytes by (project, digest) in an object store."""
+    """Bytes by (project, digest) in an object store. Images being decoded are staged in
+    `staging_dir` on local disk and uploaded from there."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, staging_dir: Path | None = None) -> None:
         self.store = store
+        self.staging_dir = staging_dir or Path(tempfile.gettempdir()) / "imagegate-staging"
 
     @classmethod
     def from_url(
@@ -104,8 +110,9 @@ class ObjectFileStore:
         *,
         endpoint: str | None = None,
         allow_http: bool = False,
+        staging_dir: Path | None = None,
     ) -> ObjectFileStore:
-        return cls(s3_store(url, env, endpoint=endpoint, allow_http=allow_http))
+        return cls(s3_store(url, env, endpoint=endpoint, allow_http=allow_http), staging_dir)
 
     @staticmethod
     def _key(project_id: str, digest: str) -> str:
@@ -125,6 +132,31 @@ class ObjectFileStore:
             raise ObjectStoreError(f"storing {key}: {exc}") from exc
         return digest
 
+    def stage(self, project_id: str) -> StagedFile:
+        try:
+            return StagedFile(self.staging_dir)
+        except OSError as exc:
+            raise ObjectStoreError(f"staging a file for {project_id}: {exc!r}") from exc
+
+    async def remove_temp_files(self, older_than_s: float | None = None) -> int:
+        """Delete the staged files a process killed mid-answer left behind (only those
+        older than `older_than_s`, when given); how many."""
+        return await asyncio.to_thread(remove_stale, self.staging_dir.glob(".tmp-*"), older_than_s)
+
+    async def put_staged(self, project_id: str, staged: StagedFile) -> str:
+        digest = staged.digest
+        key = self._key(project_id, digest)
+        try:
+            await asyncio.to_thread(staged.sync)  # closed: the upload reads it anew
+            await obstore.put_async(self.store, key, staged.path)
+        except (BaseError, FileNotFoundError) as exc:
+            raise ObjectStoreError(f"storing {key}: {exc}") from exc
+        except OSError as exc:
+            raise ObjectStoreError(f"staging {key}: {exc!r}") from exc
+        finally:
+            staged.discard()
+        return digest
+
     async def get(self, project_id: str, digest: str) -> bytes | None:
         key = self._key(project_id, digest)
         try:
@@ -134,6 +166,26 @@ class ObjectFileStore:
             return None
         except _FAILED as exc:
             raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+    async def chunks(
+        self, project_id: str, digest: str, chunk_size: int
+    ) -> AsyncIterator[bytes] | None:
+        key = self._key(project_id, digest)
+        try:
+            result = await obstore.get_async(self.store, key)
+        except FileNotFoundError:
+            return None
+        except BaseError as exc:
+            raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+        async def read() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in result.stream(min_chunk_size=chunk_size):
+                    yield bytes(chunk)
+            except BaseError as exc:
+                raise ObjectStoreError(f"reading {key}: {exc}") from exc
+
+        return read()
 
     async def exists(self, project_id: str, digest: str) -> bool:
         key = self._key(project_id, digest)
