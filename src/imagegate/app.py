@@ -11,7 +11,21 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import __version__, metrics, web
-from imagegate.api import calls, files, images, models, projects, server
+from imagegate.api import (
+    call_writes,
+    calls,
+    feedback,
+    files,
+    graphql,
+    images,
+    models,
+    objects,
+    projects,
+    refs,
+    server,
+    tables,
+    unserved,
+)
 from imagegate.config import Settings
 from imagegate.core import Imagegate
 from imagegate.errors import install_handlers
@@ -20,6 +34,24 @@ from imagegate.recovery import Recovery
 from imagegate.store import FileStore
 
 UPLOAD_PATHS = frozenset({"/file/create", "/files/create"})
+TRACES_PREFIX = "/traces"
+
+
+class TracesAlias:
+    """Serve the whole trace API under /traces too, where `weave.init` puts it
+    (WANDB_BASE_URL + "/traces"): the path is rewritten before routing, so every route,
+    the request guard and the 501s behave the same on both paths."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(TRACES_PREFIX + "/"):
+            inner = path[len(TRACES_PREFIX) :]
+            if not inner.startswith("/ui"):  # the gallery lives at /ui only
+                scope = {**scope, "path": inner, "raw_path": inner.encode()}
+        await self.app(scope, receive, send)
 
 
 class RequestGuard:
@@ -125,10 +157,14 @@ def create_app(
     )
     app.state.imagegate = imagegate
     install_handlers(app)
-    for module in (images, calls, files, models, projects, server):
+    for module in (images, calls, call_writes, objects, tables, refs, feedback, files):
         app.include_router(module.router)
+    for module in (models, projects, server, graphql):
+        app.include_router(module.router)
+    unserved.install(app)  # after the routers: only what none of them serves
     web.install(app)  # the browser gallery under /ui
     app.add_middleware(RequestGuard, settings=settings)
+    app.add_middleware(TracesAlias)  # outside the guard: it sees the real path
     metrics.install(app, imagegate.metrics)  # outermost: counts the guard's 413s too
     return app
 

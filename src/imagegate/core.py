@@ -16,6 +16,7 @@ from imagegate.service import GenerationService
 from imagegate.store import AccountStore, CallStore, FileStore, LocalFileStore
 from imagegate.store.db import advisory_lock, create_engine, migrate
 from imagegate.store.secrets import SecretStore
+from imagegate.traces import Traces
 
 
 def default_providers() -> dict[str, Provider]:
@@ -67,6 +68,7 @@ class Imagegate:
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
         self.files = files or open_file_store(settings)
+        self.traces = Traces(self.engine, self.accounts, self.files)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
         self.secrets = SecretStore(self.engine, self.signing_key)

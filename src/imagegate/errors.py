@@ -67,6 +67,31 @@ class Conflict(ImagegateError):
     headers: ClassVar[dict[str, str] | None] = {"Retry-After": str(RETRY_AFTER_SECONDS)}
 
 
+class DigestMismatch(ImagegateError):
+    """The client's `expected_digest` is not the digest of what it sent (Weave's 409)."""
+
+    status_code = 409
+
+    def __init__(self, computed: str, expected: str) -> None:
+        super().__init__(f"digest mismatch: expected {expected}, computed {computed}")
+
+
+class Deleted(NotFound):
+    """Something that existed and was deleted: a 404 whose body says when, which tells
+    the Weave client not to retry."""
+
+    def __init__(self, message: str, deleted_at: str) -> None:
+        super().__init__(message)
+        self.deleted_at = deleted_at
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.message, "deleted_at": self.deleted_at}
+
+
+class NotImplementedByServer(ImagegateError):
+    status_code = 501
+
+
 class DatabaseUnavailable(ImagegateError):
     """The database cannot be reached (the log gets the reason; the caller, a 503)."""
 

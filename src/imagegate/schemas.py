@@ -71,6 +71,7 @@ class ImageGenerationCreateRes(BaseModel):
 class CallReadReq(ProjectScoped):
     id: str
     include_costs: bool | None = False
+    include_feedback: bool | None = False
     include_storage_size: bool | None = False
     include_total_storage_size: bool | None = False
 
@@ -109,7 +110,10 @@ class CallsQueryReq(ProjectScoped):
     sort_by: list[SortBy] | None = None
     query: dict[str, Any] | None = None
     include_costs: bool | None = False
+    include_feedback: bool | None = False
     columns: list[str] | None = None
+    expand_columns: list[str] | None = Field(default=None, max_length=100)
+    return_expanded_column_values: bool | None = True
 
 
 class CallsQueryStatsReq(ProjectScoped):

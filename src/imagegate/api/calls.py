@@ -27,6 +27,8 @@ router = APIRouter(tags=["Calls"])
 async def call_read(req: CallReadReq, app: App, caller: Caller) -> dict[str, Any]:
     authorize(caller, req.project_id)
     call = await app.calls.read(req.project_id, req.id, include_costs=bool(req.include_costs))
+    if call is not None and req.include_feedback:
+        await app.traces.with_feedback(req.project_id, [call])
     return {"call": call}
 
 
@@ -50,6 +52,14 @@ async def calls_stream_query(req: CallsQueryReq, app: App, caller: Caller) -> St
         )
     except QueryError as exc:
         raise BadRequest(str(exc)) from exc
+    expand = req.expand_columns if req.return_expanded_column_values is not False else None
+    calls = app.traces.enrich(
+        caller,
+        req.project_id,
+        calls,
+        include_feedback=bool(req.include_feedback),
+        expand_columns=expand or [],
+    )
     # The query runs here, before the answer starts: a database that refuses it gets a
     # status code (see errors.py), not a 200 stream cut short.
     first = await anext(calls, None)

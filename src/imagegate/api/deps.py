@@ -10,8 +10,12 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPBasic
 
 from imagegate.core import Imagegate
-from imagegate.errors import Forbidden, Unauthorized
+from imagegate.errors import NotFound, Unauthorized
+from imagegate.names import split_project_id
 from imagegate.store import Principal
+from imagegate.store.accounts import authorize
+
+__all__ = ["App", "Caller", "authorize", "current_principal", "get_imagegate", "project_from_path"]
 
 
 class _DeclaredBasic(HTTPBasic):
@@ -62,12 +66,13 @@ async def current_principal(
     return principal
 
 
-def authorize(principal: Principal, project_id: str) -> None:
-    """Members of a project's entity may use it; everyone else gets the same 403,
-    whether or not the project exists, so existence never leaks."""
-    entity = project_id.split("/", 1)[0]
-    if entity not in principal.entities:
-        raise Forbidden(f"you do not have access to project {project_id!r}")
+def project_from_path(entity: str, project: str) -> str:
+    """The project a route's `{entity}/{project}` names; a malformed one is a 404."""
+    try:
+        split_project_id(f"{entity}/{project}")
+    except ValueError as exc:
+        raise NotFound(str(exc)) from exc
+    return f"{entity}/{project}"
 
 
 Caller = Annotated[Principal, Depends(current_principal)]

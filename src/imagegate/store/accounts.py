@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from imagegate.errors import Forbidden
 from imagegate.ids import uuid7
 from imagegate.store.tables import api_keys, entities, memberships, projects, users
 
@@ -31,6 +32,14 @@ class Principal:
     user_id: str
     user_name: str
     entities: frozenset[str]
+
+
+def authorize(principal: Principal, project_id: str) -> None:
+    """Members of a project's entity may use it; everyone else gets the same 403,
+    whether or not the project exists, so existence never leaks."""
+    entity = project_id.split("/", 1)[0]
+    if entity not in principal.entities:
+        raise Forbidden(f"you do not have access to project {project_id!r}")
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,11 @@ class AccountStore:
                 .values(revoked_at=_now())
             )
         return bool(result.rowcount)
+
+    async def project_exists(self, project_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.scalar(sa.select(projects.c.id).where(projects.c.id == project_id))
+        return found is not None
 
     async def ensure_project(self, project_id: str) -> None:
         """Create `entity/project` if missing. The caller has checked membership."""

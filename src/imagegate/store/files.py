@@ -26,6 +26,11 @@ class FileStore(Protocol):
 
     async def exists(self, project_id: str, digest: str) -> bool: ...
 
+    async def delete(self, project_id: str, digest: str) -> None:
+        """Remove a file (no error if it is already gone). Only the purge calls this:
+        files are shared by content, so only it knows nothing references one."""
+        ...
+
     async def ping(self) -> None:
         """Raise unless the store can be used right now (cheap: for readiness checks)."""
         ...
@@ -61,6 +66,9 @@ class LocalFileStore:
 
     async def exists(self, project_id: str, digest: str) -> bool:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)
+
+    async def delete(self, project_id: str, digest: str) -> None:
+        await asyncio.to_thread(self._path(project_id, digest).unlink, missing_ok=True)
 
     async def ping(self) -> None:
         await asyncio.to_thread(self._check_writable)

@@ -130,6 +130,15 @@ class ObjectFileStore:
             raise ObjectStoreError(f"checking {key}: {exc}") from exc
         return True
 
+    async def delete(self, project_id: str, digest: str) -> None:
+        key = self._key(project_id, digest)
+        try:
+            await obstore.delete_async(self.store, key)
+        except FileNotFoundError:
+            pass  # already gone
+        except BaseError as exc:
+            raise ObjectStoreError(f"deleting {key}: {exc}") from exc
+
     async def ping(self) -> None:
         """Raise unless the bucket answers (one small LIST request)."""
         try:

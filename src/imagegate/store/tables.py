@@ -136,6 +136,7 @@ calls = sa.Table(
     sa.Index("ix_calls_project_started", "project_id", "started_at"),
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
+    sa.Index("ix_calls_project_parent", "project_id", "parent_id"),
 )
 
 # Provider keys per entity (OPENAI_API_KEY, ...), encrypted with the server's secret key:
@@ -171,4 +172,85 @@ idempotency_keys = sa.Table(
     sa.Column("lease_until", Timestamp, nullable=True),
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+# Weave objects (ops, datasets, user objects): one row per version, content-addressed by
+# the digest of `val`. `is_latest` marks the newest live version of each object_id.
+objects = sa.Table(
+    "objects",
+    metadata,
+    sa.Column(
+        "project_id",
+        sa.String(200),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("object_id", sa.String(256), primary_key=True),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # "op" or "object"
+    sa.Column("base_object_class", sa.String(128), nullable=True),
+    sa.Column("leaf_object_class", sa.String(128), nullable=True),
+    sa.Column("val", JSONType, nullable=True),
+    sa.Column("version_index", sa.Integer, nullable=False),
+    sa.Column("is_latest", sa.Integer, nullable=False),
+    sa.Column("wb_user_id", sa.String(36), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("deleted_at", Timestamp, nullable=True),
+    sa.Index("ix_objects_project_created", "project_id", "created_at"),
+)
+
+# Weave tables: rows are content-addressed (shared between tables that hold the same
+# row); a table is its ordered list of row digests, addressed by the digest of that list.
+table_rows = sa.Table(
+    "table_rows",
+    metadata,
+    sa.Column(
+        "project_id",
+        sa.String(200),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("val", JSONType, nullable=True),
+)
+
+weave_tables = sa.Table(
+    "weave_tables",
+    metadata,
+    sa.Column(
+        "project_id",
+        sa.String(200),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("row_digests", JSONType, nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+)
+
+# Feedback on a call or object (reactions, notes, scores), as Weave's feedback API has it.
+# The scorer/span fields Weave carries but imagegate never interprets stay in `extra`.
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column(
+        "project_id",
+        sa.String(200),
+        sa.ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("weave_ref", sa.String(1024), nullable=False),
+    sa.Column("feedback_type", sa.String(256), nullable=False),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("creator", sa.String(256), nullable=True),
+    sa.Column("annotation_ref", sa.String(1024), nullable=True),
+    sa.Column("runnable_ref", sa.String(1024), nullable=True),
+    sa.Column("call_ref", sa.String(1024), nullable=True),
+    sa.Column("trigger_ref", sa.String(1024), nullable=True),
+    sa.Column("queue_id", sa.String(64), nullable=True),
+    sa.Column("extra", JSONType, nullable=False),
+    sa.Column("wb_user_id", sa.String(36), nullable=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_feedback_project_ref", "project_id", "weave_ref"),
 )

@@ -1,0 +1,108 @@
+"""Calls written by trace clients (Weave's `@weave.op`): starts, ends, whole calls,
+display names and deletes. Batches go to the database as one executemany each, so a
+bulk load costs a statement per batch, not per call."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from imagegate.store.tables import calls
+
+MAX_TREE_DEPTH = 1000  # a deleted call takes its descendants; cycles cannot loop forever
+
+
+def _insert_new(conn: AsyncConnection) -> Any:
+    """INSERT that skips ids already stored: a client's retried batch is a no-op."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    return insert(calls).on_conflict_do_nothing(index_elements=[calls.c.id])
+
+
+class CallWriter:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Store calls (started or complete) in one statement; known ids are skipped."""
+        if not rows:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(_insert_new(conn), [dict(r) for r in rows])
+
+    async def end(self, ends: Sequence[Mapping[str, Any]]) -> None:
+        """Finish started calls, each only within its own project."""
+        if not ends:
+            return
+        stmt = (
+            calls.update()
+            .where(
+                calls.c.id == sa.bindparam("b_id"),
+                calls.c.project_id == sa.bindparam("b_project_id"),
+            )
+            .values(
+                ended_at=sa.bindparam("b_ended_at"),
+                output=sa.bindparam("b_output", type_=calls.c.output.type),
+                summary=sa.bindparam("b_summary", type_=calls.c.summary.type),
+                exception=sa.bindparam("b_exception"),
+            )
+        )
+        params = [{f"b_{k}": v for k, v in end.items()} for end in ends]
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt, params)
+
+    async def set_display_name(self, project_id: str, call_id: str, name: str | None) -> bool:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                calls.update()
+                .where(
+                    calls.c.project_id == project_id,
+                    calls.c.id == call_id,
+                    calls.c.deleted_at.is_(None),
+                )
+                .values(display_name=name)
+            )
+        return bool(result.rowcount)
+
+    async def delete(
+        self, project_id: str, call_ids: Iterable[str], now: datetime
+    ) -> list[dict[str, Any]]:
+        """Mark these live calls and all their descendants deleted; the deleted calls'
+        `id`, `inputs` and `output` (which name the files they referenced)."""
+        async with self.engine.begin() as conn:
+            ids = await _with_descendants(conn, project_id, set(call_ids))
+            if not ids:
+                return []
+            where = sa.and_(
+                calls.c.project_id == project_id,
+                calls.c.id.in_(ids),
+                calls.c.deleted_at.is_(None),
+            )
+            rows = (
+                await conn.execute(
+                    sa.select(calls.c.id, calls.c.inputs, calls.c.output).where(where)
+                )
+            ).all()
+            await conn.execute(calls.update().where(where).values(deleted_at=now))
+        return [dict(r._mapping) for r in rows]
+
+
+async def _with_descendants(conn: AsyncConnection, project_id: str, roots: set[str]) -> list[str]:
+    live = sa.and_(calls.c.project_id == project_id, calls.c.deleted_at.is_(None))
+    found = set(await conn.scalars(sa.select(calls.c.id).where(live, calls.c.id.in_(list(roots)))))
+    frontier = set(found)
+    for _ in range(MAX_TREE_DEPTH):
+        if not frontier:
+            break
+        children = set(
+            await conn.scalars(
+                sa.select(calls.c.id).where(live, calls.c.parent_id.in_(list(frontier)))
+            )
+        )
+        frontier = children - found
+        found |= frontier
+    return sorted(found)
