@@ -61,7 +61,9 @@ def _prompt(rng: random.Random, marked: bool) -> str:
     return ", ".join(words)[:120]
 
 
-def generate(count: int, *, seed: int = 15, now: datetime | None = None) -> Iterator[dict[str, Any]]:
+def generate(
+    count: int, *, seed: int = 15, now: datetime | None = None
+) -> Iterator[dict[str, Any]]:
     """`count` finished calls in the wire shape of `calls/complete`, oldest first."""
     rng = random.Random(seed)
     end = now or datetime.now(UTC)
