@@ -408,5 +408,7 @@ def test_compiles_for_postgresql() -> None:
         .order_by(*calls_order_by(sort_by))
     )
     sql = str(stmt.compile(dialect=postgresql.dialect()))
-    assert "jsonb_typeof" in sql and "strpos" in sql and "EXTRACT(epoch FROM" in sql
+    assert "jsonb_typeof" in sql and "ILIKE" in sql and "EXTRACT(epoch FROM" in sql
+    # JSON paths are written literally, as expression indexes name them; values are not.
+    assert "(calls.inputs ->> 'model') = %(" in sql and "gpt-image-1" not in sql
     assert "julianday" not in sql and "instr(" not in sql and "json_type(" not in sql

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from imagegate.store.query import calls_order_by, calls_where
+from imagegate.store.query import calls_before, calls_order_by, calls_where
 from imagegate.store.tables import calls
 
 # Columns every returned call carries even when the caller asks for fewer: the Weave
@@ -89,15 +89,22 @@ class CallStore:
         offset: int | None = None,
         columns: Sequence[str] | None = None,
         include_costs: bool = False,
+        before: tuple[datetime, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Matching calls, one at a time: a full-project stream never sits in memory.
 
         The query is built (and a bad one refused with QueryError) before this returns,
-        so an HTTP stream never starts for a query that cannot run.
+        so an HTTP stream never starts for a query that cannot run. `before` is a keyset
+        cursor, the (started_at, id) of the last call of the previous page; it reads
+        newest first whatever `sort_by` says.
         """
+        where = calls_where(project_id, filter, query)
+        if before is not None:
+            where = sa.and_(where, calls_before(*before))
+            sort_by = [{"field": "started_at", "direction": "desc"}]
         stmt = (
             sa.select(calls)
-            .where(calls_where(project_id, filter, query))
+            .where(where)
             .order_by(*calls_order_by(sort_by))
             .limit(limit)
             .offset(offset or None)

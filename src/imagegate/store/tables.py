@@ -110,6 +110,18 @@ api_keys = sa.Table(
     sa.Column("revoked_at", Timestamp, nullable=True),
 )
 
+# A call's status, as the database derives it (a generated column). The migration makes
+# it VIRTUAL on SQLite (ALTER TABLE cannot add a stored one); its indexes store it.
+CALL_STATUS_SQL = (
+    "CASE WHEN exception IS NOT NULL THEN 'error' "
+    "WHEN ended_at IS NULL THEN 'running' ELSE 'success' END"
+)
+NEWEST = sa.text("started_at DESC")
+LIVE: dict[str, Any] = {
+    "postgresql_where": sa.text("deleted_at IS NULL"),
+    "sqlite_where": sa.text("deleted_at IS NULL"),
+}
+
 calls = sa.Table(
     "calls",
     metadata,
@@ -133,7 +145,14 @@ calls = sa.Table(
     sa.Column("exception", sa.Text, nullable=True),
     sa.Column("wb_user_id", sa.String(36), nullable=True),
     sa.Column("deleted_at", Timestamp, nullable=True),
-    sa.Index("ix_calls_project_started", "project_id", "started_at"),
+    # Derived by the database on every write, whoever writes (see migration 0009).
+    sa.Column("status", sa.String(16), sa.Computed(CALL_STATUS_SQL, persisted=True)),
+    # Reads always ask for live calls (deleted_at IS NULL) and end their sort with `id`,
+    # so these partial indexes serve newest-first pages by a plain index scan. Migration
+    # 0009 also indexes inputs.model, and inputs.prompt by trigram on PostgreSQL.
+    sa.Index("ix_calls_live_started", "project_id", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_status", "project_id", "status", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_user", "project_id", "wb_user_id", NEWEST, "id", **LIVE),
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
     sa.Index("ix_calls_project_parent", "project_id", "parent_id"),
