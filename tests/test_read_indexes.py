@@ -1,5 +1,5 @@
-"""Migration 0009 (reads at scale) on a database that already holds calls, and the
-query plans it exists for: newest-first reads served by an index, with no sort."""
+"""Migrations 0009 and 0010 (reads at scale) on a database that already holds calls,
+and the query plans they exist for: newest-first reads served by an index, no sort."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from imagegate.config import Settings
 from imagegate.store.calls import CallStore
 from imagegate.store.db import alembic_config, create_engine, migrate
 from imagegate.store.query import calls_order_by, calls_where
+from imagegate.store.spend import call_counts
 from imagegate.store.tables import calls
 
 pytestmark = pytest.mark.asyncio
@@ -105,6 +106,8 @@ async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine
     assert status == {
         "c001": "success", "c002": "error", "c003": "running", "c004": "success", "c005": "error"
     }  # fmt: skip
+    async with upgraded.connect() as conn:  # 0010 filled the rollups from these calls
+        assert await call_counts(conn, [PROJECT]) == {PROJECT: (4, 1)}
     store = CallStore(upgraded)
 
     async def ids(query: dict[str, Any] | None = None, **kw: Any) -> list[str]:

@@ -31,7 +31,7 @@ async def test_migrations_run_at_start_and_are_idempotent(tmp_path: Path) -> Non
                 version = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
                 mode = await conn.scalar(sa.text("PRAGMA journal_mode"))
                 tables = set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
-    assert version == "0009_read_indexes"
+    assert version == "0010_call_rollups"
     assert mode == "wal"
     assert {
         "users",
@@ -84,7 +84,7 @@ async def test_postgres_migrations_from_replicas_starting_at_once(pg_cluster: Pg
         for engine in engines:
             await engine.dispose()
         pg_cluster.drop_database(database)
-    assert version == "0009_read_indexes"
+    assert version == "0010_call_rollups"
     # JSONB, so the calls query API can index into JSON; timestamps carry their zone.
     assert types == {
         "inputs": "jsonb",

@@ -158,6 +158,23 @@ calls = sa.Table(
     sa.Index("ix_calls_project_parent", "project_id", "parent_id"),
 )
 
+# Hourly figures of live calls per (project, hour of started_at, model), kept by
+# database triggers on every write (migration 0010). Rows are signed deltas: a key may
+# have several rows on PostgreSQL, so readers always sum. model "" counts all calls.
+call_rollups = sa.Table(
+    "call_rollups",
+    metadata,
+    sa.Column("project_id", sa.String(200), nullable=False),
+    sa.Column("hour", Timestamp, nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("images", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("unpriced", sa.BigInteger, nullable=False),
+    sa.Index("ix_call_rollups_key", "project_id", "hour", "model"),
+)
+
 # Provider keys per entity (OPENAI_API_KEY, ...), encrypted with the server's secret key:
 # a copy of the database alone reveals none of them.
 provider_secrets = sa.Table(
