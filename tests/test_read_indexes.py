@@ -123,6 +123,16 @@ async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine
     literal_percent = {"$expr": {"$contains": {"input": {"$getField": "inputs.prompt"},
                        "substr": {"$literal": "50_"}}}}  # fmt: skip
     assert await ids(literal_percent) == []  # "_" is no wildcard
+
+    def search(substr: str, insensitive: bool) -> dict[str, Any]:
+        return {"$expr": {"$contains": {"input": {"$getField": "inputs.prompt"},
+                "substr": {"$literal": substr}, "case_insensitive": insensitive}}}  # fmt: skip
+
+    # Through SQLite's trigram table, which the migration filled from the stored calls.
+    assert await ids(search("heliotrope", True)) == ["c004"]
+    assert await ids(search("heliotrope", False)) == []  # stored as "HELIOTROPE"
+    assert await ids(search("HELIOTROPE", False)) == ["c004"]
+    assert await ids(search("o", False)) == ["c004", "c003", "c002", "c001"]  # too short
     # Writes after the migration keep the status current, whoever writes.
     async with upgraded.begin() as conn:
         await conn.execute(sa.text("UPDATE calls SET ended_at = started_at WHERE id = 'c003'"))
@@ -189,6 +199,21 @@ async def test_prompt_search_uses_the_trigram_index_on_postgresql(upgraded: Asyn
         sql = str(stmt.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         plan = "\n".join(r[0] for r in (await conn.exec_driver_sql(f"EXPLAIN {sql}")).all())
     assert "ix_calls_live_prompt_trgm" in plan, plan
+
+
+async def test_prompt_search_reads_the_trigram_table_on_sqlite(upgraded: AsyncEngine) -> None:
+    if upgraded.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL uses its trigram index (above)")
+    query = {"$expr": {"$contains": {"input": {"$getField": "inputs.prompt"},
+             "substr": {"$literal": "heliotrope"}, "case_insensitive": True}}}  # fmt: skip
+    stmt = (
+        sa.select(calls.c.id)
+        .where(calls_where(PROJECT, None, query))
+        .order_by(*calls_order_by(NEWEST))
+    )
+    plan = await _plan(upgraded, stmt)
+    # The candidates come from the trigram table, then are read by rowid.
+    assert "calls_prompt_fts" in plan and "INTEGER PRIMARY KEY (rowid=?)" in plan, plan
 
 
 async def _plan(engine: AsyncEngine, stmt: sa.Select[Any]) -> str:

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.store.query import calls_before, calls_order_by, calls_where
+from imagegate.store.spend import call_counts
 from imagegate.store.tables import calls
 
 # Columns every returned call carries even when the caller asks for fewer: the Weave
@@ -129,14 +130,20 @@ class CallStore:
         query: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> tuple[int, bool]:
-        """How many calls match, capped at `limit`, and whether more exist past it."""
+        """How many calls match, capped at `limit`, and whether more exist past it.
+
+        The whole project's count comes from the hourly rollups (store/spend.py), a sum
+        over about one row per hour instead of a walk over every call.
+        """
         matching = sa.select(calls.c.id).where(calls_where(project_id, filter, query))
         if limit is not None:
             matching = matching.limit(limit + 1)
         async with self.engine.connect() as conn:
-            total = int(
-                await conn.scalar(sa.select(sa.func.count()).select_from(matching.subquery())) or 0
-            )
+            if query is None and not any((filter or {}).values()):
+                total = (await call_counts(conn, [project_id])).get(project_id, (0, 0))[0]
+            else:
+                stmt = sa.select(sa.func.count()).select_from(matching.subquery())
+                total = int(await conn.scalar(stmt) or 0)
         if limit is not None and total > limit:
             return limit, True
         return total, False

@@ -22,7 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from imagegate.store.tables import JSONType, Timestamp, calls
+from imagegate.store.tables import JSONType, Timestamp, calls, calls_prompt_fts
 
 AsType = Literal["string", "number", "int", "bool", "any"]
 Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
@@ -327,9 +327,30 @@ def _contains(spec: Any, depth: int) -> sa.ColumnElement[bool]:
             if insensitive
             else (sa.func.strpos(text, substr) > 0)
         )
+    exact = sa.func.instr(text, substr) > 0
     if insensitive:
-        text, substr = sa.func.lower(text), sa.func.lower(substr)
-    return _PerDialect(sa.func.instr(text, substr) > 0, pg, type_=sa.Boolean())
+        exact = sa.func.instr(sa.func.lower(text), sa.func.lower(substr)) > 0
+    sqlite = exact
+    if op == "$literal" and spec["input"] == {"$getField": "inputs.prompt"}:
+        sqlite = _prompt_search(_value(arg, "string"), exact)
+    return _PerDialectTest(sqlite, pg, type_=sa.Boolean())
+
+
+def _prompt_search(substr: str, exact: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """SQLite: `exact`, narrowed first to the calls calls_prompt_fts says can match.
+
+    Its trigram LIKE is case-insensitive, so it finds a superset of either kind of
+    match; it needs 3 characters, and has no escape for LIKE's wildcards, so a shorter
+    substring or one holding % or _ is searched by `exact` alone.
+    """
+    if len(substr) < 3 or "%" in substr or "_" in substr:
+        return exact
+    candidates = sa.select(calls_prompt_fts.c.rowid).where(
+        calls_prompt_fts.c.prompt.like(sa.literal(f"%{substr}%", sa.String()))
+    )
+    # By rowid: SQLite then reads the few candidates by rowid instead of walking the
+    # sort's index and probing each call.
+    return sa.and_(sa.literal_column("calls.rowid").in_(candidates), exact)
 
 
 def _common_kind(left: Any, right: Any, depth: int) -> Kind:
@@ -431,6 +452,14 @@ class _PerDialect(FunctionElement[Any]):
     def __init__(self, sqlite: Any, postgresql: Any, *, type_: Any) -> None:
         super().__init__(sqlite, postgresql)
         self.type = type_
+
+
+class _PerDialectTest(_PerDialect):
+    """A _PerDialect that is a whole boolean test: written bare in WHERE, not as
+    `(...) = 1` on SQLite, so SQLite's planner sees its terms (a rowid IN list)."""
+
+    inherit_cache = True
+    _is_implicitly_boolean = True
 
 
 @compiles(_PerDialect, "sqlite")

@@ -158,6 +158,27 @@ calls = sa.Table(
     sa.Index("ix_calls_project_parent", "project_id", "parent_id"),
 )
 
+# SQLite: prompt search. An FTS5 trigram table of inputs.prompt (rowid = the call's
+# rowid, kept by triggers) narrows `$contains` on the prompt to calls that can match;
+# the exact test still runs on each. Migration 0009 makes it; so does create_all.
+_PROMPT = """json_extract(NEW.inputs, '$."prompt"')"""
+_IS_TEXT = """json_type(NEW.inputs, '$."prompt"') = 'text'"""
+SQLITE_PROMPT_FTS = (
+    "CREATE VIRTUAL TABLE calls_prompt_fts USING fts5(id UNINDEXED, prompt, tokenize='trigram')",
+    "CREATE TRIGGER calls_prompt_fts_insert AFTER INSERT ON calls WHEN "
+    f"{_IS_TEXT} BEGIN INSERT INTO calls_prompt_fts (rowid, id, prompt) "
+    f"VALUES (NEW.rowid, NEW.id, {_PROMPT}); END",
+    "CREATE TRIGGER calls_prompt_fts_delete AFTER DELETE ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; END",
+    "CREATE TRIGGER calls_prompt_fts_update AFTER UPDATE OF inputs ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; "
+    f"INSERT INTO calls_prompt_fts (rowid, id, prompt) SELECT NEW.rowid, NEW.id, {_PROMPT} "
+    f"WHERE {_IS_TEXT}; END",
+)
+for _statement in SQLITE_PROMPT_FTS:
+    sa.event.listen(calls, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
+calls_prompt_fts = sa.table("calls_prompt_fts", sa.column("rowid"), sa.column("prompt"))
+
 # Hourly figures of live calls per (project, hour of started_at, model), kept by
 # database triggers on every write (migration 0010). Rows are signed deltas: a key may
 # have several rows on PostgreSQL, so readers always sum. model "" counts all calls.

@@ -10,6 +10,8 @@
 - `inputs.model` as an expression index (the gallery's model filter, counts per model).
 - PostgreSQL: a trigram index on `inputs.prompt`, for `$contains` (ILIKE). It needs the
   pg_trgm extension; where that cannot be created, prompt search still works, by scan.
+- SQLite: `calls_prompt_fts`, an FTS5 trigram table of `inputs.prompt` kept by triggers,
+  which narrows a `$contains` on the prompt to the calls that can match.
 
 Works on a database that already holds calls: the column is computed for every row,
 and the indexes are built from them.
@@ -63,6 +65,68 @@ def upgrade() -> None:
             "CREATE INDEX ix_calls_live_prompt_trgm ON calls "
             f"USING gin ((inputs ->> 'prompt') gin_trgm_ops) {LIVE}"
         )
+    if dialect == "sqlite":
+        for statement in SQLITE_PROMPT_FTS:
+            op.execute(statement)
+        op.execute(
+            "INSERT INTO calls_prompt_fts (rowid, id, prompt) SELECT rowid, id, "
+            """json_extract(inputs, '$."prompt"') FROM calls """
+            """WHERE json_type(inputs, '$."prompt"') = 'text'"""
+        )
+        _sqlite_stats()
+
+
+# Frozen copy of tables.py's SQLITE_PROMPT_FTS (create_all makes the same for tests).
+_PROMPT = """json_extract(NEW.inputs, '$."prompt"')"""
+_IS_TEXT = """json_type(NEW.inputs, '$."prompt"') = 'text'"""
+SQLITE_PROMPT_FTS = (
+    "CREATE VIRTUAL TABLE calls_prompt_fts USING fts5(id UNINDEXED, prompt, tokenize='trigram')",
+    "CREATE TRIGGER calls_prompt_fts_insert AFTER INSERT ON calls WHEN "
+    f"{_IS_TEXT} BEGIN INSERT INTO calls_prompt_fts (rowid, id, prompt) "
+    f"VALUES (NEW.rowid, NEW.id, {_PROMPT}); END",
+    "CREATE TRIGGER calls_prompt_fts_delete AFTER DELETE ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; END",
+    "CREATE TRIGGER calls_prompt_fts_update AFTER UPDATE OF inputs ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; "
+    f"INSERT INTO calls_prompt_fts (rowid, id, prompt) SELECT NEW.rowid, NEW.id, {_PROMPT} "
+    f"WHERE {_IS_TEXT}; END",
+)
+
+
+# SQLite plans without statistics until someone runs ANALYZE, and then guesses ten rows
+# per project: it would walk a project's newest-first index for a prompt search instead
+# of reading the trigram table's few candidates. These rows describe the shape instead
+# (projects of many calls, a few models, statuses and users); ANALYZE replaces them
+# with measured ones, which lead to the same plans.
+SQLITE_STATS = {
+    None: "1000000",
+    "sqlite_autoindex_calls_1": "1000000 1",
+    "ix_calls_live_started": "1000000 100000 1 1",
+    "ix_calls_live_status": "1000000 100000 30000 1 1",
+    "ix_calls_live_user": "1000000 100000 5000 1 1",
+    "ix_calls_live_model": "1000000 100000 20000 1 1",
+    "ix_calls_project_op": "1000000 100000 50000",
+    "ix_calls_project_trace": "1000000 100000 1",
+}
+
+
+def _sqlite_stats() -> None:
+    conn = op.get_bind()
+    if not conn.scalar(sa.text("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_stat1'")):
+        conn.execute(sa.text("ANALYZE sqlite_master"))  # creates sqlite_stat1, empty
+    names = "SELECT name FROM sqlite_master WHERE tbl_name = 'calls' AND type = 'index'"
+    stats: dict[str | None, str] = {None: SQLITE_STATS[None]}
+    for index in conn.scalars(sa.text(names)):
+        # An index this list does not know (a later migration's): by project, then wide.
+        width = len(conn.execute(sa.text(f"PRAGMA index_info('{index}')")).all())
+        stats[index] = SQLITE_STATS.get(index, "1000000 100000" + " 100" * (width - 1))
+    conn.execute(sa.text("DELETE FROM sqlite_stat1 WHERE tbl = 'calls'"))
+    for index, stat in stats.items():
+        conn.execute(
+            sa.text("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('calls', :i, :s)"),
+            {"i": index, "s": stat},
+        )
+    conn.execute(sa.text("ANALYZE sqlite_master"))  # and this connection reloads them
 
 
 def _pg_trgm() -> bool:
@@ -81,6 +145,10 @@ def _pg_trgm() -> bool:
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "sqlite":
+        for name in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS calls_prompt_fts_{name}")
+        op.execute("DROP TABLE IF EXISTS calls_prompt_fts")
     for name in ("ix_calls_live_prompt_trgm", "ix_calls_live_model", *INDEXES):
         op.execute(f"DROP INDEX IF EXISTS {name}")
     op.execute("CREATE INDEX ix_calls_project_started ON calls (project_id, started_at)")
