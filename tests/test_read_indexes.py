@@ -147,6 +147,7 @@ async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine
 PLANS: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None, str]] = [
     ("newest first", None, None, "ix_calls_live_started"),
     ("by user", {"wb_user_ids": ["u1"]}, None, "ix_calls_live_user"),
+    ("trace roots", {"trace_roots_only": True}, None, "ix_calls_live_started"),
     (
         "by status",
         None,
