@@ -40,7 +40,7 @@ def text_chunk(text: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + b"tEXt" + data + crc.to_bytes(4, "big")
 
 
-def responder(delay_s: float) -> Any:
+def responder(delay_s: float, partial_delay_s: float = 0.0) -> Any:
     head, tail = png_variants(realistic_png())
     counter = itertools.count()
 
@@ -50,7 +50,15 @@ def responder(delay_s: float) -> Any:
             int(time.time()),
             base64.b64encode(png),
         )
-        return Reply(body=body, delay_s=delay_s)
+        # Streamed requests get server-sent events instead: each partial image (the same
+        # realistic PNG) `partial_delay_s` after the previous one, then the final image.
+        return Reply(
+            body=body,
+            delay_s=delay_s,
+            partial_delay_s=partial_delay_s,
+            partial_image=png,
+            image=png,
+        )
 
     return respond
 
@@ -59,10 +67,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--delay-ms", type=float, default=0.0)
+    parser.add_argument("--partial-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     server = FakeOpenAI()
     server.port, server.url = args.port, f"http://127.0.0.1:{args.port}"
-    server.responder = responder(args.delay_ms / 1000)
+    server.responder = responder(args.delay_ms / 1000, args.partial_delay_ms / 1000)
     server.start()
     # What the fake keeps of each request is for tests; here it would only grow.
     while True:

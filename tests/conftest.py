@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,12 +194,14 @@ class LiveServer:
 
 
 def start_server(
-    data_dir: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    data_dir: Path | None, env: dict[str, str] | None = None, args: Sequence[str] = ()
 ) -> LiveServer:
-    """`imagegate serve` in a real process; returns once /health answers."""
+    """`imagegate serve` in a real process; returns once /health answers. Without
+    `data_dir`, no --data-dir flag: the environment (IMAGEGATE_DATA_DIR) decides."""
     port = free_port()
+    where = ["--data-dir", str(data_dir)] if data_dir is not None else []
     proc = subprocess.Popen(
-        [str(IMAGEGATE_BIN), "serve", "--port", str(port), "--data-dir", str(data_dir), *args],
+        [str(IMAGEGATE_BIN), "serve", "--port", str(port), *where, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -224,6 +227,7 @@ def start_server(
     output.extend(proc.stdout.readlines())
     text = "".join(output)
     match = re.search(r"^\s+(ig_\S+)\s*$", text, re.MULTILINE)
+    data_dir = data_dir or Path((env or {}).get("IMAGEGATE_DATA_DIR", "imagegate-data"))
     server = LiveServer(url, match[1] if match else "", data_dir, proc, output)
     _drain_output(server)
     return server
@@ -267,3 +271,20 @@ def _drain_output(server: LiveServer) -> None:
             server.output.append(line)
 
     threading.Thread(target=read, daemon=True).start()
+
+
+@pytest.fixture
+async def replicas(settings: Settings) -> AsyncIterator[list[httpx.AsyncClient]]:
+    """Two apps on the same database and files, as two replicas would be."""
+    async with AsyncExitStack() as stack:
+        clients = []
+        for _ in range(2):
+            application = create_app(settings)
+            await stack.enter_async_context(application.router.lifespan_context(application))
+            transport = httpx.ASGITransport(app=application)
+            clients.append(
+                await stack.enter_async_context(
+                    httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60)
+                )
+            )
+        yield clients

@@ -31,8 +31,23 @@ class Replicas:
         for server in self.servers:
             stop_server(server)
 
+    def log_marks(self) -> list[int]:
+        """Where each replica's output ends now: pass to `served` to count from here."""
+        return [len(server.output) for server in self.servers]
 
-def start_replicas(pg: PgCluster, s3: S3Server, root: Path, count: int = 3) -> Replicas:
+    def served(self, marks: list[int], request: str = "POST /image/create") -> list[int]:
+        """How many `request`s each replica answered with 200 since `marks`, from its own
+        access log: the server's word for which replica served what."""
+        line = f'"{request} HTTP/1.1" 200'
+        return [
+            sum(line in entry for entry in server.output[mark:])
+            for server, mark in zip(self.servers, marks, strict=True)
+        ]
+
+
+def start_replicas(
+    pg: PgCluster, s3: S3Server, root: Path, count: int = 3, extra_env: dict[str, str] | None = None
+) -> Replicas:
     """`count` replicas on a fresh database and bucket prefix, all started at once (so
     they migrate and bootstrap concurrently), sharing one URL-signing secret."""
     database = pg.create_database()
@@ -41,6 +56,7 @@ def start_replicas(pg: PgCluster, s3: S3Server, root: Path, count: int = 3) -> R
         "IMAGEGATE_DATABASE_URL": pg.url(database),
         "IMAGEGATE_FILES_URL": s3.files_url(),
         "IMAGEGATE_SECRET_KEY": secrets.token_urlsafe(32),
+        **(extra_env or {}),
     }
     with ThreadPoolExecutor(count) as pool:
         servers = list(pool.map(lambda i: start_server(root / f"r{i}", env), range(count)))

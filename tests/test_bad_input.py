@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -110,15 +110,33 @@ async def test_body_that_is_not_a_request_is_422(client, users: Users, settings,
     await assert_nothing_stored(client, users.alice, settings)
 
 
-async def test_oversized_body_is_rejected_with_413(client, users: Users, settings) -> None:
-    body = json.dumps({"project_id": "alice/demo", "inputs": {**GOOD, "prompt": "x" * 20_000_000}})
-    res = await client.post(
-        "/image/create",
-        content=body.encode(),
-        headers={**basic(users.alice), "Content-Type": "application/json"},
-    )
+class CountingBody:
+    """A 20 MiB request body handed over in 64 KiB chunks, counting what the server pulls."""
+
+    def __init__(self, size: int = 20 * 1024 * 1024, chunk: int = 65536) -> None:
+        self.size, self.chunk, self.pulled = size, chunk, 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        while self.pulled < self.size:
+            self.pulled += self.chunk
+            yield b" " * self.chunk
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+async def test_oversized_body_is_refused_before_it_is_read(
+    client, users: Users, settings, declared: bool
+) -> None:
+    body = CountingBody()
+    headers = {**basic(users.alice), "Content-Type": "application/json"}
+    if declared:
+        headers["Content-Length"] = str(body.size)
+    res = await client.post("/image/create", content=body, headers=headers)
     assert res.status_code == 413
     assert "larger than the limit" in res.json()["detail"]
+    # Declared: refused on the header, before the first chunk. Streamed: cut off at the
+    # chunk that crosses the limit, never the whole 20 MiB.
+    read_at_most = 0 if declared else settings.max_request_bytes + body.chunk
+    assert body.pulled <= read_at_most, body.pulled
     await assert_nothing_stored(client, users.alice, settings)
 
 

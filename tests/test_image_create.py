@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 from typing import Any
@@ -34,18 +35,40 @@ async def read_call(client: httpx.AsyncClient, key: str, call_id: str, project: 
     return res.json()["call"]
 
 
-async def test_generates_png_as_base64_and_records_call(client, users: Users) -> None:
+async def file_content(
+    client: httpx.AsyncClient, key: str, digest: str, project: str = "alice/demo"
+) -> bytes:
+    res = await client.post(
+        "/file/content", json={"project_id": project, "digest": digest}, headers=basic(key)
+    )
+    assert res.status_code == 200, res.text
+    assert res.headers["content-type"] == "application/octet-stream"
+    return res.content
+
+
+def assert_content_ref(ref: Any) -> None:
+    assert ref["_type"] == "CustomWeaveType"
+    assert ref["weave_type"] == {"type": "weave.type_wrappers.Content.content.Content"}
+    assert set(ref["files"]) == {"content", "metadata.json"}
+
+
+async def test_answers_and_records_weaves_shape(client, users: Users) -> None:
     res = await create(client, users.alice, prompt="a red fox in a blue forest", n=2)
     assert res.status_code == 200, res.text
     body = res.json()
     call_id = body["weave_call_id"]
     assert call_id and call_id[14] == "7"  # UUIDv7
     response = body["response"]
+    assert response["model"] == "local/procedural"
     assert response["size"] == "1024x1024"
     assert len(response["data"]) == 2
-    pngs = [base64.b64decode(item["b64_json"]) for item in response["data"]]
-    assert pngs[0] != pngs[1]
-    for png, item in zip(pngs, response["data"], strict=True):
+    # As Weave answers: the Content reference *is* data[i].b64_json; no raw base64 anywhere.
+    pngs = []
+    for index, item in enumerate(response["data"]):
+        ref = item["b64_json"]
+        assert_content_ref(ref)
+        png = await file_content(client, users.alice, ref["files"]["content"])
+        pngs.append(png)
         img = Image.open(io.BytesIO(png))
         assert img.format == "PNG" and img.size == (1024, 1024)
         assert item["content"] == {
@@ -55,6 +78,17 @@ async def test_generates_png_as_base64_and_records_call(client, users: Users) ->
             "width": 1024,
             "height": 1024,
         }
+        metadata = json.loads(
+            await file_content(client, users.alice, ref["files"]["metadata.json"])
+        )
+        assert metadata["digest"] == hashlib.sha256(png).hexdigest()
+        assert metadata["metadata"] == {"source_index": index, "_original_schema": "b64_json"}
+        assert "url" not in item
+    assert pngs[0] != pngs[1]
+    assert len(res.text) < 4000  # references only: no image bytes in the answer
+    # Usage keeps the provider's keys and adds Weave's chat-style names.
+    usage = response["usage"]
+    assert usage["prompt_tokens"] == usage["completion_tokens"] == usage["total_tokens"] == 0
 
     call = await read_call(client, users.alice, call_id)
     assert call["op_name"] == "weave.image_generation_create"
@@ -68,32 +102,12 @@ async def test_generates_png_as_base64_and_records_call(client, users: Users) ->
     assert isinstance(inputs["seed"], int)  # drawn and recorded: reproducible
     summary = call["summary"]
     assert summary["weave"]["status"] == "success"
+    assert summary["weave"]["trace_name"] == "weave.image_generation_create"
     assert summary["weave"]["latency_ms"] >= 0
     assert summary["usage"]["local/procedural"]["requests"] == 1
     assert summary["usage"]["local/procedural"]["images"] == 2
-
-    # Output holds Content references, not base64, and both files are stored.
-    assert "b64_json" not in json.dumps(call["output"])
-    for png, item in zip(pngs, call["output"]["data"], strict=True):
-        ref = item["image"]
-        assert ref["_type"] == "CustomWeaveType"
-        assert ref["weave_type"]["type"] == "weave.type_wrappers.Content.content.Content"
-        assert ref["files"]["content"] == weave_digest(png)
-        stored = await client.post(
-            "/file/content",
-            json={"project_id": "alice/demo", "digest": ref["files"]["content"]},
-            headers=basic(users.alice),
-        )
-        assert stored.status_code == 200 and stored.content == png
-        assert stored.headers["content-type"] == "application/octet-stream"
-        meta = await client.post(
-            "/file/content",
-            json={"project_id": "alice/demo", "digest": ref["files"]["metadata.json"]},
-            headers=basic(users.alice),
-        )
-        metadata = json.loads(meta.content)
-        assert metadata["mimetype"] == "image/png" and metadata["size"] == len(png)
-        assert metadata["digest"] == weave_digest(png) and metadata["extension"] == ".png"
+    # Weave uses one dict twice: the stored output is the answer.
+    assert call["output"] == response
 
 
 async def test_recorded_seed_reproduces_the_images(client, users: Users) -> None:
@@ -102,8 +116,8 @@ async def test_recorded_seed_reproduces_the_images(client, users: Users) -> None
     again = await create(
         client, users.alice, prompt="green hills", n=2, seed=call["inputs"]["seed"]
     )
-    assert [d["content"]["digest"] for d in again.json()["response"]["data"]] == [
-        d["content"]["digest"] for d in first["response"]["data"]
+    assert [d["b64_json"]["files"] for d in again.json()["response"]["data"]] == [
+        d["b64_json"]["files"] for d in first["response"]["data"]
     ]
     other = await create(
         client, users.alice, prompt="green hills", n=1, seed=call["inputs"]["seed"] + 1
@@ -117,24 +131,38 @@ async def test_recorded_seed_reproduces_the_images(client, users: Users) -> None
 async def test_size_is_honoured(client, users: Users) -> None:
     res = await create(client, users.alice, size="512x256", seed=3)
     item = res.json()["response"]["data"][0]
-    assert Image.open(io.BytesIO(base64.b64decode(item["b64_json"]))).size == (512, 256)
+    png = await file_content(client, users.alice, item["b64_json"]["files"]["content"])
+    assert Image.open(io.BytesIO(png)).size == (512, 256)
     assert item["content"]["width"] == 512 and item["content"]["height"] == 256
 
 
-async def test_url_response_format_serves_a_stable_signed_url(client, users: Users) -> None:
+async def test_url_response_format_puts_the_content_at_url(client, users: Users) -> None:
     res = await create(client, users.alice, response_format="url", seed=11)
-    item = res.json()["response"]["data"][0]
+    body = res.json()
+    item = body["response"]["data"][0]
+    # Weave's url case: the Content reference replaces data[i].url.
     assert "b64_json" not in item
-    url = httpx.URL(item["url"])
+    assert_content_ref(item["url"])
+    metadata = json.loads(
+        await file_content(client, users.alice, item["url"]["files"]["metadata.json"])
+    )
+    assert metadata["metadata"] == {"source_index": 0, "_original_schema": "url"}
+    # imagegate's addition: a stable signed link, in the answer only (it names the host).
+    link = item["content"]["url"]
+    call = await read_call(client, users.alice, body["weave_call_id"])
+    assert call["output"]["data"][0]["url"] == item["url"]
+    assert "url" not in call["output"]["data"][0]["content"]
+    url = httpx.URL(link)
     assert url.path.startswith("/files/alice/demo/")
-    image = await client.get(item["url"])  # no API key: the signature is the credential
+    image = await client.get(link)  # no API key: the signature is the credential
     assert image.status_code == 200
     assert image.headers["content-type"] == "image/png"
     assert image.headers["x-content-type-options"] == "nosniff"
-    assert weave_digest(image.content) == item["content"]["digest"]
+    assert weave_digest(image.content) == item["url"]["files"]["content"]
+    assert metadata["digest"] == hashlib.sha256(image.content).hexdigest()
     # Same image, same URL.
     again = await create(client, users.alice, response_format="url", seed=11)
-    assert again.json()["response"]["data"][0]["url"] == item["url"]
+    assert again.json()["response"]["data"][0]["content"]["url"] == link
     # A forged signature, or none and no key, is refused.
     forged = await client.get(url.copy_with(params={"sig": "A" * 24}))
     assert forged.status_code == 401
@@ -151,8 +179,13 @@ async def test_untracked_generation_stores_nothing(client, users: Users, setting
     assert res.status_code == 200
     body = res.json()
     assert body["weave_call_id"] is None
-    assert body["response"]["data"][0]["b64_json"]
-    assert body["response"]["data"][0]["content"]["digest"] is None
+    # Nothing stored, so no Content to reference: the provider's raw base64.
+    item = body["response"]["data"][0]
+    png = base64.b64decode(item["b64_json"])
+    assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert item["content"]["digest"] is None and item["content"]["size"] == len(png)
+    assert body["response"]["model"] == "local/procedural"
+    assert body["response"]["usage"]["total_tokens"] == 0
     stats = await client.post(
         "/calls/query_stats", json={"project_id": "alice/quiet"}, headers=basic(users.alice)
     )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import dataclasses
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,53 +16,63 @@ from prometheus_client.parser import text_string_to_metric_families
 from imagegate.app import create_app
 from imagegate.config import Settings
 from imagegate.metrics import Metrics
-from imagegate.providers import ImageRequest, ProviderError, ProviderResult
-from imagegate.providers.base import GeneratedImage, ItemError
 from tests.conftest import Users, basic
-from tests.fake_openai import small_png
+from tests.fake_openai import FakeOpenAI, Reply, error_body
 
-CATALOG = """
+KEY = "sk-metrics-0123456789abcdef"
+
+
+def catalog(fake: FakeOpenAI) -> str:
+    return f"""
 [models."test/priced"]
-provider = "fixed"
+provider = "openai"
+upstream_model = "priced"
+base_url = "{fake.url}/v1"
 params = ["size"]
 sizes = ["1024x1024"]
-prices = { per_image = { "-:1024x1024" = 0.04 } }
+retry_base_s = 0.01
+prices = {{ per_image = {{ "-:1024x1024" = 0.04 }} }}
 
 [models."test/limited"]
-provider = "limited"
+alias_of = "test/priced"
+upstream_model = "limited"
 
+# One image per request, so n=2 is two requests: one succeeds, the other fails.
 [models."test/half"]
-provider = "half"
+alias_of = "test/priced"
+upstream_model = "half"
+max_n_per_request = 1
 """
 
 
-class FixedProvider:
-    async def generate(self, request: ImageRequest) -> ProviderResult:
-        return ProviderResult(images=[GeneratedImage(small_png(i)) for i in range(request.n)])
-
-
-class LimitedProvider:
-    async def generate(self, request: ImageRequest) -> ProviderResult:
-        raise ProviderError("slow down", error_type="rate_limit", status_code=429)
-
-
-class HalfProvider:
-    async def generate(self, request: ImageRequest) -> ProviderResult:
-        return ProviderResult(
-            images=[GeneratedImage(small_png(0))], errors=[ItemError("gone", "provider_error")]
-        )
-
-
 @pytest.fixture
-def settings(settings: Settings, tmp_path: Path) -> Settings:
+def settings(
+    settings: Settings, tmp_path: Path, fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
+    fake.reset()
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
     models = tmp_path / "models.toml"
-    models.write_text(CATALOG)
+    models.write_text(catalog(fake))
     return replace(settings, models_file=models)
 
 
-@pytest.fixture
-def providers() -> dict[str, Any]:
-    return {"fixed": FixedProvider(), "limited": LimitedProvider(), "half": HalfProvider()}
+def responder() -> Callable[[dict[str, Any]], Reply]:
+    """Each model's behaviour at the fake: `limited` is always rate limited (every retry
+    too); `half` answers its first request and fails every later one."""
+    half_served = 0
+
+    def answer(body: dict[str, Any]) -> Reply:
+        nonlocal half_served
+        if body["model"] == "limited":
+            return Reply(429, json=error_body("slow down", "rate_limit_exceeded"),
+                         headers={"Retry-After": "0"})  # fmt: skip
+        if body["model"] == "half":
+            half_served += 1
+            if half_served > 1:
+                return Reply(500, json=error_body("gone", "server_error"))
+        return Reply()
+
+    return answer
 
 
 def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -85,13 +96,18 @@ async def create(client: httpx.AsyncClient, key: str, **inputs: Any) -> httpx.Re
     )
 
 
-async def test_generations_images_errors_and_cost_per_model(client, users: Users) -> None:
+async def test_generations_images_errors_and_cost_per_model(
+    client, users: Users, fake: FakeOpenAI
+) -> None:
+    fake.responder = responder()
     await create(client, users.alice, model="local/procedural", size="256x256", n=2)
     await create(client, users.alice, model="test/priced", n=3)
     await create(client, users.alice, model="test/limited")
-    await create(client, users.alice, model="test/half")
+    await create(client, users.alice, model="test/half", n=2)
     assert (await create(client, users.alice, model="local/procedural", n=11)).status_code == 422
     assert (await client.get("/no/such/page")).status_code == 404
+    sent = [r.body["model"] for r in fake.requests]
+    assert sent.count("limited") == 3 and sent.count("half") == 4, sent  # with their retries
 
     res = await client.get("/metrics")  # no API key: scrapers have none
     assert res.status_code == 200
@@ -106,6 +122,7 @@ async def test_generations_images_errors_and_cost_per_model(client, users: Users
     assert value(m, errors, model="test/limited", error_type="rate_limit") == 1
     assert value(m, "imagegate_generations_total", model="test/half", status="partial") == 1
     assert value(m, errors, model="test/half", error_type="partial_failure") == 1
+    assert value(m, "imagegate_images_total", model="test/half") == 1
     latency = "imagegate_provider_latency_seconds_count"
     assert value(m, latency, model="local/procedural") == 1
     assert value(m, latency, model="test/limited") == 1
@@ -143,11 +160,8 @@ def test_models_outside_the_catalog_share_one_label() -> None:
 
 
 @pytest.fixture
-async def guarded(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[httpx.AsyncClient]:
-    monkeypatch.setenv("IMAGEGATE_METRICS_TOKEN", "scrape-secret")
-    app: FastAPI = create_app(settings)
+async def guarded(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app: FastAPI = create_app(dataclasses.replace(settings, metrics_token="scrape-secret"))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,13 @@ def catalog(fake: FakeOpenAI) -> str:
 [models."gpt-image-1.5"]
 base_url = "{v1}"
 retry_base_s = 0.05
-timeout_s = 1.0
+
+# The only model with a short timeout: the fake never answers it (see test_hung_...).
+# Every other model keeps the catalog's generous one, so a loaded machine cannot turn
+# a slow success into a timeout and a retry.
+[models."test/hung"]
+alias_of = "gpt-image-1.5"
+timeout_s = 0.5
 
 [models."gpt-image-2"]
 base_url = "{v1}"
@@ -101,6 +107,14 @@ async def read_call(client: httpx.AsyncClient, key: str, call_id: str) -> dict[s
     return res.json()["call"]
 
 
+async def file_content(client: httpx.AsyncClient, key: str, digest: str) -> bytes:
+    res = await client.post(
+        "/file/content", json={"project_id": "alice/openai", "digest": digest}, headers=basic(key)
+    )
+    assert res.status_code == 200, res.text
+    return res.content
+
+
 async def test_base64_success_passes_every_parameter(client, users: Users, fake) -> None:
     body = await generate(
         client,
@@ -131,11 +145,26 @@ async def test_base64_success_passes_every_parameter(client, users: Users, fake)
         "user": "end-user-7",
     }
     data = body["response"]["data"]
-    assert [base64.b64decode(d["b64_json"]) for d in data] == [small_png(0), small_png(1)]
+    digests = [d["b64_json"]["files"]["content"] for d in data]
+    stored = [await file_content(client, users.alice, digest) for digest in digests]
+    assert stored == [small_png(0), small_png(1)]
+    assert body["response"]["model"] == "gpt-image-1.5"
     call = await read_call(client, users.alice, body["weave_call_id"])
     assert call["inputs"]["quality"] == "high" and call["inputs"]["user"] == "end-user-7"
-    assert call["summary"]["attempts"][0]["status_code"] == 200
+    attempts = call["summary"]["attempts"]
+    assert [a["status_code"] for a in attempts] == [200], attempts
+    assert len(fake.requests) == 1, attempts
     assert call["attributes"]["imagegate"]["provider"] == "openai"
+
+
+async def test_slow_success_is_one_attempt_not_a_timeout(client, users: Users, fake) -> None:
+    """A reply 1.2 s late (a busy machine) is a success on the first attempt."""
+    fake.push(Reply(delay_s=1.2))
+    body = await generate(client, users.alice, model="gpt-image-1.5")
+    call = await read_call(client, users.alice, body["weave_call_id"])
+    attempts = call["summary"]["attempts"]
+    assert [a["status_code"] for a in attempts] == [200], attempts
+    assert "data" in body["response"], body["response"]
 
 
 @pytest.mark.parametrize(
@@ -190,7 +219,11 @@ async def test_costs_only_with_include_costs(client, users: Users, fake) -> None
 
 @pytest.mark.parametrize(
     ("model", "replacement"),
-    [("gpt-image-1", "gpt-image-2"), ("dall-e-3", "gpt-image-2"), ("dall-e-2", "gpt-image-2")],
+    [
+        ("gpt-image-1", "gpt-image-2.5-sunburst"),
+        ("dall-e-3", "gpt-image-2"),
+        ("dall-e-2", "gpt-image-2"),
+    ],
 )
 async def test_retired_model_refused_without_a_request(
     client, users: Users, fake, model: str, replacement: str
@@ -247,8 +280,8 @@ async def test_rate_limit_then_success_honours_retry_after(client, users: Users,
     assert fake.requests[1].at - fake.requests[0].at >= 0.95  # waited as told
     call = await read_call(client, users.alice, body["weave_call_id"])
     attempts = call["summary"]["attempts"]
-    assert [a["status_code"] for a in attempts] == [429, 200]
-    assert attempts[0]["error_type"] == "rate_limit" and attempts[0]["retry_after_s"] >= 1
+    assert [a["status_code"] for a in attempts] == [429, 200], attempts
+    assert attempts[0]["error_type"] == "rate_limit" and attempts[0]["retry_after_s"] >= 1, attempts
 
 
 async def test_server_errors_give_up_after_three_attempts(client, users: Users, fake) -> None:
@@ -258,16 +291,21 @@ async def test_server_errors_give_up_after_three_attempts(client, users: Users, 
     assert body["response"]["status_code"] == 500
     assert len(fake.requests) == 3
     call = await read_call(client, users.alice, body["weave_call_id"])
-    assert [a["status_code"] for a in call["summary"]["attempts"]] == [500, 500, 500]
+    attempts = call["summary"]["attempts"]
+    assert [a["status_code"] for a in attempts] == [500, 500, 500], attempts
     assert call["summary"]["weave"]["status"] == "error"
 
 
-async def test_hung_provider_times_out(client, users: Users, fake) -> None:
-    fake.push(*[Reply(delay_s=3)] * 3)
-    body = await generate(client, users.alice, model="gpt-image-1.5")
-    assert body["response"]["error_type"] == "timeout"
+async def test_hung_provider_times_out_without_paying_twice(client, users: Users, fake) -> None:
+    fake.push(*[Reply(hang=True)] * 3)
+    body = await generate(client, users.alice, model="test/hung")
+    assert body["response"]["error_type"] == "timeout", body
+    assert "may have done (and billed)" in body["response"]["error"]
     call = await read_call(client, users.alice, body["weave_call_id"])
-    assert [a["error_type"] for a in call["summary"]["attempts"]] == ["timeout"] * 3
+    # Sent, then no answer: the provider may have billed it, so it is asked only once.
+    assert len(fake.requests) == 1
+    assert [a["error_type"] for a in call["summary"]["attempts"]] == ["timeout"]
+    assert call["summary"]["timeout_s"] == 0.5
 
 
 async def test_malformed_json_is_a_clear_provider_error(client, users: Users, fake) -> None:
@@ -291,10 +329,13 @@ async def test_url_images_are_downloaded_and_kept(
     assert fake.downloads == 2
     for item, index in zip(body["response"]["data"], (3, 4), strict=True):
         assert item["content"]["digest"] == weave_digest(small_png(index))
+        # Where Weave puts the Content: at the key the caller asked for.
+        assert item[response_format]["files"]["content"] == weave_digest(small_png(index))
         if response_format == "url":
-            assert item["url"].startswith("http://testserver/files/alice/openai/")
-            assert str(fake.port) not in item["url"]  # never the provider's URL
-            got = await client.get(item["url"])
+            link = item["content"]["url"]
+            assert link.startswith("/files/alice/openai/")  # relative: no Host decides it
+            assert str(fake.port) not in json.dumps(body)  # never the provider's URL
+            got = await client.get(link)
             assert got.content == small_png(index)
 
 
@@ -338,7 +379,7 @@ async def test_partial_failure_keeps_the_good_images(client, users: Users, fake)
     for item in call["output"]["data"]:
         stored = await client.post(
             "/file/content",
-            json={"project_id": "alice/openai", "digest": item["image"]["files"]["content"]},
+            json={"project_id": "alice/openai", "digest": item["b64_json"]["files"]["content"]},
             headers=basic(users.alice),
         )
         assert stored.status_code == 200
@@ -404,6 +445,16 @@ async def test_models_endpoint(client, users: Users) -> None:
     assert models["gpt-image-2"]["options"]["quality"] == ["low", "medium", "high", "auto"]
     assert models["gpt-image-1.5"]["state"] == "deprecated"
     assert models["gpt-image-1"]["state"] == "shut_down"
-    assert models["gpt-image-1"]["replacement"] == "gpt-image-2"
+    assert models["gpt-image-1"]["replacement"] == "gpt-image-2.5-sunburst"
     assert models["acme/fast"]["defaults"] == {"quality": "low"}
-    assert models["local/procedural"]["params"] == ["response_format", "seed", "size"]
+    assert models["local/procedural"]["params"] == [
+        "frame_count",
+        "frame_duration_ms",
+        "output_format",
+        "response_format",
+        "safety_identifier",
+        "seed",
+        "size",
+        "stream",
+        "user",
+    ]

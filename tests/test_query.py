@@ -144,7 +144,7 @@ async def test_scoping_and_default_order(engine: AsyncEngine) -> None:
         ({"wb_user_ids": ["u2"]}, ["c02", "c04"]),
         ({"trace_roots_only": True}, ["c01", "c02", "c03", "c06", "c07", "c08"]),
         ({"trace_roots_only": False}, ALL),
-        ({"op_names": [], "call_ids": None, "input_refs": ["x"]}, ALL),  # empty = no filter
+        ({"op_names": [], "call_ids": None, "input_refs": []}, ALL),  # empty = no filter
         ({"op_names": ["generate"], "wb_user_ids": ["u1"]}, ["c01", "c03", "c06", "c08"]),
     ],
 )

@@ -34,7 +34,7 @@ async def test_not_ready_while_the_file_store_is_down(
         imagegate.files.root.parent.mkdir(parents=True, exist_ok=True)
         imagegate.files.root.write_text("a file where the store's directory must be")
     else:
-        imagegate.files.store = s3_store("s3://no-such-bucket/x")
+        imagegate.files.store = s3_store("s3://no-such-bucket/x", imagegate.settings.environ)
     res = await client.get("/ready")
     assert res.status_code == 503
     assert res.json() == {"status": "unavailable", "database": "ok", "files": "unavailable"}

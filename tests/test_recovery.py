@@ -59,7 +59,8 @@ async def test_start_up_ends_orphaned_calls_but_not_a_live_replicas(
 ) -> None:
     async with running(settings) as first:
         await first.accounts.create_key("alice")
-        old = await start_call(first, datetime.now(UTC) - timedelta(hours=1))
+        stale = timedelta(seconds=RecoveryPolicy.stale_after_s + 600)
+        old = await start_call(first, datetime.now(UTC) - stale)
         fresh = await start_call(first, datetime.now(UTC))
         # A second server starts on the same database while the first still runs.
         async with running(settings) as second:

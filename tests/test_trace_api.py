@@ -207,7 +207,7 @@ async def test_deleting_a_generation_stops_serving_its_images(client, users: Use
         {"project_id": PROJECT, "inputs": {**inputs, "response_format": "url"}},
     )
     call_id = res["weave_call_id"]
-    url = res["response"]["data"][0]["url"]
+    url = res["response"]["data"][0]["content"]["url"]  # the signed link (gen's Weave shape)
     assert (await client.get(url)).status_code == 200
     read = await ok(client, users.alice, "/call/read", {"project_id": PROJECT, "id": call_id})
     digests = referenced_files(read["call"]["output"])
@@ -411,6 +411,7 @@ async def test_unserved_client_routes_answer_501_at_once(client, users: Users) -
     for path in ("/project/stats", "/traces/project/stats", "/v2/acme/traces/ops", "/cost/query"):
         res = await post(client, users.alice, path, {"project_id": PROJECT})
         assert res.status_code == 501, path
+        assert res.headers["x-should-retry"] == "false"  # so the client reports it at once
         assert "imagegate does not implement" in res.json()["detail"]
     assert (
         await client.get("/traces/v2/acme/traces/ops", headers=basic(users.alice))
@@ -456,8 +457,65 @@ async def test_graphql_answers_what_weave_init_asks(client, users: Users) -> Non
                              (UPSERT, {"name": "carolwas", "entity": "acme"})):  # fmt: skip
         refused = (await graphql(client, users.carol, query, **variables)).json()
         assert refused["errors"][0]["extensions"]["code"] == "PERMISSION_ERROR"
+    info = await graphql(client, users.alice, "query ServerInfo { serverInfo { frontendHost } }")
+    assert info.json() == {"data": {"serverInfo": {"frontendHost": "http://testserver"}}}
+    access = (
+        "query Entity($entityName: String!) "
+        "{ viewer { username } entity(name: $entityName) { readOnly } }"
+    )
+    member = (await graphql(client, users.bob, access, entityName="acme")).json()["data"]
+    assert member == {"viewer": {"username": "bob"}, "entity": {"readOnly": False}}
+    outsider = (await graphql(client, users.carol, access, entityName="acme")).json()["data"]
+    assert outsider["entity"] is None
     other = await graphql(client, users.alice, "query Other { whatever }")
     assert "Project" in other.json()["errors"][0]["message"]
     assert (
         await graphql(client, None, PROJECT_QUERY, name="x", entityName="acme")
     ).status_code == 401
+
+
+async def test_a_retry_never_replays_a_deleted_generation(client, users: Users) -> None:
+    body = {
+        "project_id": PROJECT,
+        "inputs": {"model": "local/procedural", "prompt": "a red fox", "size": "256x256"},
+    }
+    headers = {**basic(users.alice), "X-Weave-Retry-Id": "retry-1"}
+    first = await client.post("/image/create", json=body, headers=headers)
+    call_id = first.json()["weave_call_id"]
+    replay = await client.post("/image/create", json=body, headers=headers)
+    assert replay.json()["weave_call_id"] == call_id  # replayed while it exists
+    ref = f"{REF}/call/{call_id}"
+    note = {"project_id": PROJECT, "weave_ref": ref, "feedback_type": "wandb.note.1",
+            "payload": {"note": "gone soon"}}  # fmt: skip
+    await ok(client, users.alice, "/feedback/create", note)
+
+    await ok(client, users.alice, "/calls/delete", {"project_id": PROJECT, "call_ids": [call_id]})
+    again = await client.post("/image/create", json=body, headers=headers)
+    assert again.status_code == 200, again.text
+    assert again.json()["weave_call_id"] != call_id  # generated anew, not the deleted one
+    left = await ok(client, users.alice, "/feedback/query", {"project_id": PROJECT})
+    assert left["result"] == []  # feedback on a deleted call goes with it
+
+
+async def test_thread_run_and_ref_filters(client, users: Users) -> None:
+    ref = f"{REF}/object/dataset:abc%_*"  # LIKE wildcards in a ref are taken literally
+    in_thread = complete_call(thread_id="t-1", turn_id="turn-1", wb_run_id="acme/traces/run1")
+    takes_ref = complete_call(inputs={"data": ref})
+    gives_ref = complete_call(output=[ref])
+    lookalike = complete_call(inputs={"data": f"{REF}/object/dataset:abcX_*"})
+    batch = {"batch": [in_thread, takes_ref, gives_ref, lookalike]}
+    await ok(client, users.alice, "/v2/acme/traces/calls/complete", batch)
+
+    async def ids(**flt: Any) -> list[str]:
+        return [c["id"] for c in await stream(client, users.alice, filter=flt)]
+
+    assert await ids(thread_ids=["t-1"]) == [in_thread["id"]]
+    assert await ids(turn_ids=["turn-1"]) == [in_thread["id"]]
+    assert await ids(wb_run_ids=["acme/traces/run1"]) == [in_thread["id"]]
+    [read] = await stream(client, users.alice, filter={"call_ids": [in_thread["id"]]})
+    assert (read["thread_id"], read["turn_id"], read["wb_run_id"]) == (
+        "t-1", "turn-1", "acme/traces/run1",
+    )  # fmt: skip
+    assert await ids(input_refs=[ref]) == [takes_ref["id"]]
+    assert await ids(output_refs=[ref]) == [gives_ref["id"]]
+    assert await ids(thread_ids=[]) == await ids()  # empty is no filter, as in Weave

@@ -149,3 +149,32 @@ async def snapshot(client: httpx.AsyncClient, key: str) -> str:
         assert res.status_code == 200
         parts.append(res.text)
     return json.dumps(parts)
+
+
+async def test_refs_never_read_through_to_another_project(
+    client, users: Users, acme: dict[str, Any]
+) -> None:
+    """Carol stores refs to acme's table and object in her own project: reading them back
+    through her refs, or expanding them in her calls, gives nothing of acme's."""
+    acme_table = f"weave:///{ACME}/table/{acme['table']}"
+    acme_obj = f"weave:///{ACME}/object/secret:{acme['obj_digest']}"
+    val = {"rows": acme_table, "other": acme_obj}
+    obj = await ok(
+        client, users.carol, "/obj/create",
+        {"obj": {"project_id": CAROL, "object_id": "sneaky", "val": val}},
+    )  # fmt: skip
+    mine = f"weave:///{CAROL}/object/sneaky:{obj['digest']}"
+    refs = [f"{mine}/attr/rows/id/{acme['row']}", f"{mine}/key/other/key/plan"]
+    vals = (await ok(client, users.carol, "/refs/read_batch", {"refs": refs}))["vals"]
+    assert vals == [None, None]
+
+    call = complete_call(project_id=CAROL, inputs={"x": acme_obj})
+    await ok(client, users.carol, "/v2/carol/own/calls/complete", {"batch": [call]})
+    res = await client.post(
+        "/calls/stream_query",
+        json={"project_id": CAROL, "expand_columns": ["inputs.x"]},
+        headers=basic(users.carol),
+    )
+    assert res.status_code == 200
+    assert "world domination" not in res.text
+    assert json.loads(res.text.splitlines()[0])["inputs"]["x"] == acme_obj

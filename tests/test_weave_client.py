@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
+# A plain import: a broken Weave install fails this module instead of skipping it.
+from weave.trace_server_bindings import remote_http_trace_server as remote
 
 from imagegate.digest import weave_digest
 from tests.conftest import LiveServer
-
-remote = pytest.importorskip("weave.trace_server_bindings.remote_http_trace_server")
 
 
 def test_weave_client_round_trip(live_server: LiveServer) -> None:
@@ -41,10 +40,24 @@ def test_weave_client_round_trip(live_server: LiveServer) -> None:
     )
     assert [c.id for c in streamed] == [call_id]
 
-    ref = call.output["data"][0]["image"]
+    ref = call.output["data"][0]["b64_json"]  # where Weave puts the Content
     content = server.file_content_read(
         {"project_id": "admin/weave", "digest": ref["files"]["content"]}
     )
     assert weave_digest(content.content) == ref["files"]["content"]
     assert content.content.startswith(b"\x89PNG")
-    assert data[0]["content"]["digest"] == ref["files"]["content"]
+    assert data[0]["b64_json"] == ref
+    assert call.summary["weave"]["trace_name"] == "weave.image_generation_create"
+
+    # weave's own deserialiser opens the stored output: each image becomes a Content.
+    from weave.trace.serialization.serialize import from_json
+    from weave.type_wrappers.Content.content import Content
+
+    opened = from_json(call.output, "admin/weave", server)
+    assert opened["model"] == "local/procedural"
+    for index, item in enumerate(opened["data"]):
+        image = item["b64_json"]
+        assert isinstance(image, Content)
+        assert image.mimetype == "image/png" and image.data.startswith(b"\x89PNG")
+        assert weave_digest(image.data) == data[index]["content"]["digest"]
+        assert image.metadata == {"source_index": index, "_original_schema": "b64_json"}

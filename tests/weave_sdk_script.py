@@ -16,6 +16,7 @@ from typing import Any
 
 os.environ["WEAVE_PRINT_CALL_LINK"] = "false"  # a quiet transcript
 
+import httpx
 import weave  # (after the setting, which weave reads at import)
 from PIL import Image
 from weave.type_wrappers.Content.content import Content
@@ -39,6 +40,29 @@ def contents(value: Any) -> list[Content]:
     return []
 
 
+def server_seconds(route_part: str, figure: str = "sum") -> float:
+    """Seconds the server has spent answering routes containing `route_part` (or with
+    figure="count", how many it answered), from its Prometheus metrics: what a timing
+    owes to the server rather than to the client."""
+    text = httpx.get(os.environ["WANDB_BASE_URL"] + "/metrics").text
+    total = 0.0
+    prefix = f"imagegate_http_request_duration_seconds_{figure}"
+    for line in text.splitlines():
+        if line.startswith(prefix) and route_part in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def file_status(project: str, digest: str) -> int:
+    """Asked over plain HTTP: the client caches file contents it has read."""
+    res = httpx.post(
+        os.environ["WANDB_BASE_URL"] + "/traces/file/content",
+        json={"project_id": project, "digest": digest},
+        auth=("api", os.environ["WANDB_API_KEY"]),
+    )
+    return res.status_code
+
+
 @weave.op
 def render(prompt: str, size: int) -> Image.Image:
     colour = (200, 40, 40) if "red" in prompt else (40, 40, 200)
@@ -56,22 +80,32 @@ def step(i: int) -> int:
 
 
 def main(project: str) -> None:
+    server_before = server_seconds("/graphql") + server_seconds("/server_info")
     started = time.perf_counter()
     client = weave.init(project)
     results["init_s"] = round(time.perf_counter() - started, 3)
-    say(f"weave.init({project!r}): {results['init_s']:.3f} s")
+    server_s = server_seconds("/graphql") + server_seconds("/server_info") - server_before
+    say(
+        f"weave.init({project!r}): {results['init_s']:.3f} s "
+        f"(of which the server spent {server_s * 1000:.0f} ms answering)"
+    )
 
     out, root = pipeline.call("a red square")
     step(-1)  # saves the op, so the timed flush below sends only calls
     say(f"pipeline -> {sorted(out)}, image {out['image'].size}, call {root.id}")
     client.flush()  # the op definitions and first calls, before timing the batch
 
+    server_before = server_seconds("calls/complete")
     for i in range(OPS):
         step(i)
     started = time.perf_counter()
     client.flush()
     results["flush_100_s"] = round(time.perf_counter() - started, 3)
-    say(f"flush() after {OPS} op calls: {results['flush_100_s']:.3f} s")
+    server_s = server_seconds("calls/complete") - server_before
+    say(
+        f"flush() after {OPS} op calls: {results['flush_100_s']:.3f} s "
+        f"(of which the server spent {server_s * 1000:.0f} ms storing them)"
+    )
 
     calls = list(client.get_calls())
     results["calls"] = len(calls)
@@ -123,7 +157,26 @@ def main(project: str) -> None:
     }
     say(f"image_create: {results['image_create']}")
 
+    asked = server_seconds('"/project/stats"', "count")
+    started = time.perf_counter()
+    try:
+        client.server.project_stats({"project_id": project})
+        results["unserved"] = "no error"
+    except Exception as exc:  # what the client raises for the 501
+        results["unserved"] = str(exc)
+    results["unserved_s"] = round(time.perf_counter() - started, 3)
+    results["unserved_requests"] = server_seconds('"/project/stats"', "count") - asked
+    say(
+        f"an endpoint imagegate lacks: {results['unserved']} ({results['unserved_s']} s, "
+        f"{results['unserved_requests']:.0f} request)"
+    )
+
+    raw_child = client.server.call_read({"project_id": project, "id": child.id}).call
+    files = sorted(raw_child.output["files"].values())
     call.delete()
+    results["deleted_image_files"] = files
+    results["deleted_image_status"] = [file_status(project, d) for d in files]
+    say(f"the deleted image's files now answer: {results['deleted_image_status']}")
     remaining = [c.id for c in client.get_calls()]
     results["deleted_gone"] = root.id not in remaining and child.id not in remaining
     results["after_delete"] = len(remaining)

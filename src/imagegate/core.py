@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from imagegate.admin import Admin
 from imagegate.config import Settings
 from imagegate.idempotency import IdempotencyStore
+from imagegate.limits import KeyedLimiter
 from imagegate.metrics import Metrics
 from imagegate.providers import Catalog, Provider, load_catalog
 from imagegate.providers import litellm as litellm_provider
@@ -14,8 +16,12 @@ from imagegate.providers.local import ProceduralProvider
 from imagegate.providers.openai import OpenAIProvider
 from imagegate.service import GenerationService
 from imagegate.store import AccountStore, CallStore, FileStore, LocalFileStore
+from imagegate.store.budgets import BudgetStore
 from imagegate.store.db import advisory_lock, create_engine, migrate
+from imagegate.store.ratelimit import Limits, RateLimiter
 from imagegate.store.secrets import SecretStore
+from imagegate.store.sessions import SessionStore
+from imagegate.store.teams import TeamStore
 from imagegate.traces import Traces
 
 
@@ -42,7 +48,9 @@ def open_file_store(settings: Settings) -> FileStore:
     if parts.scheme == "s3":
         from imagegate.store.objectstore import ObjectFileStore  # needs obstore
 
-        return ObjectFileStore.from_url(url)
+        return ObjectFileStore.from_url(
+            url, settings.environ, endpoint=settings.s3_endpoint, allow_http=settings.s3_allow_http
+        )
     raise ValueError(f"unsupported files URL {url!r}: use file:///path or s3://bucket/prefix")
 
 
@@ -63,17 +71,31 @@ class Imagegate:
     ) -> None:
         self.settings = settings
         self.engine = create_engine(
-            settings.resolved_database_url, timeout=settings.database_timeout
+            settings.resolved_database_url,
+            timeout=settings.database_timeout,
+            queue_timeout=settings.database_queue_timeout,
         )
         self.accounts = AccountStore(self.engine)
         self.calls = CallStore(self.engine)
+        self.sessions = SessionStore(self.engine)
         self.files = files or open_file_store(settings)
-        self.traces = Traces(self.engine, self.accounts, self.files)
         self.catalog = catalog or load_catalog(settings.models_file)
         self.signing_key = settings.signing_key()
-        self.secrets = SecretStore(self.engine, self.signing_key)
+        self.secrets = SecretStore(self.engine, settings.encryption_keys())
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
+        self.teams = TeamStore(self.engine)
+        self.budgets = BudgetStore(self.engine)
+        limits = Limits(
+            key_requests=settings.rate_limit_key_requests,
+            key_images=settings.rate_limit_key_images,
+            project_requests=settings.rate_limit_project_requests,
+            project_images=settings.rate_limit_project_images,
+        )
+        for scope in ("key", "project"):
+            for kind in ("requests", "images"):
+                self.metrics.rate_limit.labels(scope, kind).set(getattr(limits, f"{scope}_{kind}"))
+        self.rate_limiter = RateLimiter(self.engine, limits)
         self.generation = GenerationService(
             catalog=self.catalog,
             providers=self.providers,
@@ -82,19 +104,26 @@ class Imagegate:
             accounts=self.accounts,
             secrets=self.secrets,
             signing_key=self.signing_key,
+            url_ttl=settings.url_ttl,
             metrics=self.metrics,
+            environ=settings.environ,
+            budgets=self.budgets,
+            rate_limiter=self.rate_limiter,
+            allow_unpriced_under_budget=settings.budget_allow_unpriced,
         )
 
+        self.admin = Admin(self.accounts, self.teams, self.budgets, self.secrets)
+        self.reads = KeyedLimiter(settings.reads_per_key, settings.read_wait)
         self.idempotency = IdempotencyStore(
             self.engine,
-            self.files,
             ttl=settings.idempotency_ttl,
             wait=settings.idempotency_wait,
             lease=settings.idempotency_lease,
         )
+        self.traces = Traces(self.engine, self.accounts, self.files, self.idempotency)
 
     async def start(self) -> None:
-        await migrate(self.engine)
+        await migrate(self.engine, files=self.files)
 
     async def close(self) -> None:
         for provider in self.providers.values():
@@ -110,4 +139,4 @@ class Imagegate:
             await advisory_lock(conn, "imagegate:bootstrap")
             if await self.accounts.user_count():
                 return None
-            return await self.accounts.create_key("admin", "admin")
+            return await self.accounts.create_key("admin", "admin", is_admin=True)

@@ -1,5 +1,11 @@
-"""Idempotent /image/create: a request carrying `Idempotency-Key` (or the Weave client's
+"""Idempotent generation: a request carrying `Idempotency-Key` (or the Weave client's
 `X-Weave-Retry-Id`) is generated at most once per (project, user, key).
+
+Clients built on Stainless's SDKs (the Weave client, OpenAI's Python SDK) retry a
+timed-out or dropped request by themselves, with an identical body, no key, and only
+`x-stainless-retry-count: 1` (then 2) to say so. Such a request gets a key derived from
+its body: the first attempt (count 0) registers under it, and a retry joins the attempt
+that is still running or replays the one that has finished, instead of paying again.
 
 The database enforces it, so it holds across replicas: the first request claims the key
 by INSERTing its row; a second INSERT of the same primary key fails, and that request
@@ -11,13 +17,12 @@ only until the lease runs out; then the next request for the key takes it over.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import Conflict, ImagegateError, InvalidInput
-from imagegate.store.files import FileStore
+from imagegate.generation import Generation
 from imagegate.store.tables import idempotency_keys as keys
 
 log = logging.getLogger("imagegate.idempotency")
@@ -36,6 +41,36 @@ log = logging.getLogger("imagegate.idempotency")
 HEADERS = ("Idempotency-Key", "X-Weave-Retry-Id")  # the first one present wins
 MAX_KEY_CHARS = 255
 SWEEP_EVERY = 60.0  # seconds between deletes of expired keys, per process
+# Sent by Stainless-generated SDKs: 0 on a first attempt, n on their own n-th retry.
+RETRY_COUNT_HEADER = "x-stainless-retry-count"
+RETRY_KEY_PREFIX = "sdk-retry:"
+# A retry follows its first attempt within the client's timeout and backoff; a finished
+# answer is kept this long for one, and a retry waits this long at most for a running one
+# (a holder that stops is taken over sooner, when its lease runs out).
+RETRY_JOIN_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """The key a request is made once under: the caller's own, or one derived from the
+    body for an SDK's automatic retry."""
+
+    key: str
+    derived: bool = False  # from the body: an SDK's attempt, not the caller's key
+    retry: bool = False  # derived, and the SDK says this repeats an earlier attempt
+
+
+def request_key(headers: Mapping[str, str], body_hash: str) -> RequestKey | None:
+    """The request's key: its idempotency header, else (for a Stainless SDK's request)
+    one derived from the body; None when the request is to be made as it comes."""
+    explicit = idempotency_key(headers)
+    if explicit is not None:
+        return RequestKey(explicit)
+    count = headers.get(RETRY_COUNT_HEADER)
+    if count is None:
+        return None
+    retry = count.strip() not in ("", "0")
+    return RequestKey(RETRY_KEY_PREFIX + body_hash, derived=True, retry=retry)
 
 
 def idempotency_key(headers: Mapping[str, str]) -> str | None:
@@ -87,18 +122,52 @@ class IdempotencyStore:
     def __init__(
         self,
         engine: AsyncEngine,
-        files: FileStore,
         *,
         ttl: float,
         wait: float,
         lease: float,
     ) -> None:
         self.engine = engine
-        self.files = files
         self.ttl = timedelta(seconds=ttl)
         self.wait = wait
         self.lease = timedelta(seconds=lease)
         self._last_sweep = 0.0
+
+    def run_once(
+        self,
+        headers: Mapping[str, str],
+        *,
+        project_id: str,
+        user_id: str,
+        request_hash: str,
+        work: Callable[[], Awaitable[Generation]],
+    ) -> Awaitable[Generation]:
+        """`work()`'s generation, under the request's key (`request_key`) if it has one:
+        what every door calls. A malformed key is refused (422) right here, before
+        anything is awaited."""
+        key = request_key(headers, request_hash)
+        if key is None:
+            return work()
+        if not key.derived:
+            return self.run(
+                project_id=project_id,
+                user_id=user_id,
+                key=key.key,
+                request_hash=request_hash,
+                work=work,
+            )
+        return self.run(
+            project_id=project_id,
+            user_id=user_id,
+            key=key.key,
+            request_hash=request_hash,
+            work=work,
+            # A first attempt is new work even when an identical one ran before (asking
+            # twice for the same prompt is legitimate): it takes the key over.
+            fresh=not key.retry,
+            ttl=RETRY_JOIN_SECONDS,
+            wait=RETRY_JOIN_SECONDS,
+        )
 
     async def run(
         self,
@@ -107,14 +176,25 @@ class IdempotencyStore:
         user_id: str,
         key: str,
         request_hash: str,
-        work: Callable[[], Awaitable[dict[str, Any]]],
-    ) -> dict[str, Any]:
-        """`work()`'s answer, computed at most once per key while the key lives."""
+        work: Callable[[], Awaitable[Generation]],
+        fresh: bool = False,
+        ttl: float | None = None,
+        wait: float | None = None,
+    ) -> Generation:
+        """`work()`'s generation, made at most once per key while the key lives: a repeat
+        gets the first one back, and so (derived the same way) the same answer. With
+        `fresh`, the work runs whatever the key holds and the key then refers to it."""
         await self._maybe_sweep()
         pk = _Key(project_id, user_id, key)
-        owner, stored = await self._claim(pk, request_hash)
+        lifetime = self.ttl if ttl is None else timedelta(seconds=ttl)
+        if fresh:
+            owner, stored = await self._replace(pk, request_hash, lifetime), None
+            if owner is None:  # an identical first attempt took the key meanwhile
+                return await work()
+        else:
+            owner, stored = await self._claim(pk, request_hash, lifetime, wait)
         if owner is None:
-            return await self._rehydrate(project_id, stored)
+            return _replayed(stored)
         renew = asyncio.create_task(self._renew(pk, owner))
         try:
             result = await work()
@@ -128,16 +208,30 @@ class IdempotencyStore:
         await self._complete(pk, owner, result)
         return result
 
-    async def _claim(self, pk: _Key, request_hash: str) -> tuple[str | None, Any]:
+    async def forget_calls(self, project_id: str, call_ids: Sequence[str]) -> None:
+        """Drop the stored answers of these (deleted) calls: a retry must not replay a
+        deleted generation. A later retry with the same key generates anew."""
+        async with self.engine.begin() as conn:
+            for call_id in call_ids:
+                await conn.execute(
+                    keys.delete().where(
+                        keys.c.project_id == project_id,
+                        sa.cast(keys.c.response, sa.Text).like(f"%{call_id}%"),
+                    )
+                )
+
+    async def _claim(
+        self, pk: _Key, request_hash: str, ttl: timedelta, wait: float | None
+    ) -> tuple[str | None, Any]:
         """(our owner token, None) once we hold the key, or (None, stored answer)."""
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + (self.wait if wait is None else wait)
         delay = 0.02
         insert = True
         vanished = 0  # INSERT refused, yet no row: a race, or (repeated) a bug
         while True:
             now = _now()
             owner = uuid.uuid4().hex
-            if insert and await self._insert(pk, request_hash, owner, now):
+            if insert and await self._insert(pk, request_hash, owner, now, ttl):
                 return owner, None
             # Someone holds the key: see what they have. Waiting re-reads the row
             # rather than re-INSERTing, which would log an error on each try.
@@ -172,7 +266,19 @@ class IdempotencyStore:
             await asyncio.sleep(max(0.0, min(delay, deadline - time.monotonic())))
             delay = min(delay * 2, 0.25)
 
-    async def _insert(self, pk: _Key, request_hash: str, owner: str, now: datetime) -> bool:
+    async def _replace(self, pk: _Key, request_hash: str, ttl: timedelta) -> str | None:
+        """Claim the key whatever it holds (our owner token), or None when a concurrent
+        claim won the race."""
+        owner = uuid.uuid4().hex
+        async with self.engine.begin() as conn:
+            await conn.execute(keys.delete().where(pk.where()))
+        if await self._insert(pk, request_hash, owner, _now(), ttl):
+            return owner
+        return None
+
+    async def _insert(
+        self, pk: _Key, request_hash: str, owner: str, now: datetime, ttl: timedelta
+    ) -> bool:
         """Claim the key; False when its row exists (the primary key refuses a second)."""
         try:
             async with self.engine.begin() as conn:
@@ -186,7 +292,7 @@ class IdempotencyStore:
                         owner=owner,
                         created_at=now,
                         lease_until=now + self.lease,
-                        expires_at=now + self.ttl,
+                        expires_at=now + ttl,
                     )
                 )
         except IntegrityError:
@@ -216,13 +322,18 @@ class IdempotencyStore:
             except Exception as exc:  # the next round may succeed; the lease has slack
                 log.warning("renewing idempotency lease %s failed: %s", pk, exc)
 
-    async def _complete(self, pk: _Key, owner: str, result: dict[str, Any]) -> None:
+    async def _complete(self, pk: _Key, owner: str, result: Generation) -> None:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(
                     keys.update()
                     .where(pk.where(), keys.c.owner == owner)
-                    .values(state="done", owner=None, lease_until=None, response=_compact(result))
+                    .values(
+                        state="done",
+                        owner=None,
+                        lease_until=None,
+                        response={"generation": result.to_record()},
+                    )
                 )
         except Exception:
             # The generation is done and recorded; the caller should still get it. Only a
@@ -253,37 +364,11 @@ class IdempotencyStore:
                 )
             )
 
-    async def _rehydrate(self, project_id: str, stored: Any) -> dict[str, Any]:
-        """A stored answer as first sent: base64 images are read back from the file store."""
-        result: dict[str, Any] = dict(stored)
-        data = (result.get("response") or {}).get("data")
-        if not isinstance(data, list):
-            return result
-        items = []
-        for item in data:
-            digest = (item.get("content") or {}).get("digest")
-            if "b64_json" in item and item["b64_json"] is None and digest:
-                image = await self.files.get(project_id, digest)
-                if image is None:
-                    raise ImagegateError(f"stored image {digest} of a replayed answer is missing")
-                item = {**item, "b64_json": base64.b64encode(image).decode()}
-            items.append(item)
-        result["response"] = {**result["response"], "data": items}
-        return result
 
-
-def _compact(result: dict[str, Any]) -> dict[str, Any]:
-    """The answer as stored: base64 of an image the file store keeps becomes null (the
-    digest finds it again), so a row does not carry megabytes of base64."""
-    response = result.get("response")
-    if not result.get("weave_call_id") or not isinstance(response, dict):
-        return result  # untracked: the images exist nowhere else
-    data = response.get("data")
-    if not isinstance(data, list):
-        return result
-    compacted = []
-    for item in data:
-        if item.get("b64_json") and (item.get("content") or {}).get("digest"):
-            item = {**item, "b64_json": None}
-        compacted.append(item)
-    return {**result, "response": {**response, "data": compacted}}
+def _replayed(stored: Any) -> Generation:
+    """The generation kept with a finished key (images the file store has are kept by
+    digest only; an untracked generation's images, stored nowhere else, with their bytes)."""
+    record = stored.get("generation") if isinstance(stored, dict) else None
+    if record is None:
+        raise ImagegateError("the answer kept for this idempotency key is unreadable")
+    return Generation.from_record(record)

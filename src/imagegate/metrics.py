@@ -11,10 +11,9 @@ set it requires `Authorization: Bearer <token>`.
 from __future__ import annotations
 
 import hmac
-import os
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse, Response
@@ -22,12 +21,16 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     disable_created_metrics,
 )
 from prometheus_client.exposition import generate_latest
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from imagegate.generation import Generation
 
 OTHER_MODEL = "other"
 UNMATCHED_ROUTE = "unmatched"
@@ -91,26 +94,40 @@ class Metrics:
             "Calls found unfinished after a crash and ended as interrupted",
             registry=r,
         )
+        self.rate_limit = Gauge(
+            "imagegate_rate_limit_per_minute",
+            "Configured rate limits per key or project (0: none), by scope and kind",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "imagegate_rate_limited",
+            "Requests refused with 429 by a rate limit, by scope and kind",
+            ["scope", "kind"],
+            registry=r,
+        )
+        self.budget_refused = Counter(
+            "imagegate_budget_exceeded",
+            "Generations refused by a hard budget, by budget scope",
+            ["scope"],
+            registry=r,
+        )
 
     def model_label(self, model: str) -> str:
         return model if model in self.models else OTHER_MODEL
 
-    def generation(self, model: str, summary: Mapping[str, Any], provider_s: float) -> None:
-        """Record one finished generation from the summary stored with its call."""
-        label = self.model_label(model)
-        error_type = (summary.get("error") or {}).get("type")
-        if error_type is None and summary.get("errors"):
-            error_type = "partial_failure"
-        status = "success" if error_type is None else "error"
-        if error_type == "partial_failure":
-            status = "partial"
+    def generation(self, generation: Generation) -> None:
+        """Record one finished generation."""
+        label = self.model_label(generation.model)
+        error_type = generation.error_type
+        status = {None: "success", "partial_failure": "partial"}.get(error_type, "error")
         self.generations.labels(label, status).inc()
         if error_type is not None:
             self.errors.labels(label, error_type).inc()
-        self.images.labels(label).inc(int(summary.get("images") or 0))
-        self.provider_latency.labels(label).observe(provider_s)
-        cost = ((summary.get("costs") or {}).get(model) or {}).get("total_cost")
-        if isinstance(cost, int | float) and cost > 0:
+        self.images.labels(label).inc(len(generation.images))
+        self.provider_latency.labels(label).observe(generation.provider_seconds or 0.0)
+        cost = generation.total_cost
+        if cost is not None and cost > 0:
             self.cost.labels(label).inc(cost)
 
     def interrupted(self, count: int) -> None:
@@ -173,8 +190,7 @@ class _RouteRecorder:
 
 
 def install(app: FastAPI, metrics: Metrics, token: str | None = None) -> None:
-    """Serve `GET /metrics` and count requests. `token` defaults to IMAGEGATE_METRICS_TOKEN."""
-    token = token if token is not None else os.environ.get("IMAGEGATE_METRICS_TOKEN") or None
+    """Serve `GET /metrics` and count requests; with a `token`, only to who sends it."""
     disable_created_metrics()  # no `_created` series: they double a scrape for no use here
 
     @app.get(

@@ -104,3 +104,17 @@ def compute_cost(
         return record
     record["total_cost"] = round(record["input_cost"] + record["output_cost"], 10)
     return record
+
+
+def estimate_cost(
+    spec: ModelSpec, *, prompt: str, images: int, quality: str | None, size: str
+) -> float | None:
+    """What a generation will probably cost (USD) before it runs, for budget
+    reservations: the per-image price, or the catalog's output-token estimate plus the
+    prompt at about 4 characters a token; None when the model has no price."""
+    record = compute_cost(spec, {}, images=images, quality=quality, size=size)
+    total = record.get("total_cost")
+    if not isinstance(total, int | float):
+        return None
+    text_input = spec.token_prices.get("text_input", 0.0)
+    return float(total) + (len(prompt) + 3) // 4 * text_input / 1_000_000

@@ -11,7 +11,7 @@ Which calls are orphans depends on who else may be running them:
   an orphan of a previous process.
 - PostgreSQL: replicas share the database, and a starting replica must not fail the
   calls its live siblings are running. Only calls unfinished for longer than any
-  generation can take (`IMAGEGATE_STALE_CALL_AFTER`, 15 minutes by default) are orphans.
+  generation can take (`IMAGEGATE_STALE_CALL_AFTER`, 65 minutes by default) are orphans.
 In both cases a background task repeats the stale sweep (every
 `IMAGEGATE_RECOVERY_INTERVAL` seconds), catching calls whose task died without a crash.
 """
@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from imagegate.config import Settings
     from imagegate.core import Imagegate
 
 log = logging.getLogger("imagegate.recovery")
@@ -38,18 +38,15 @@ INTERRUPTED_SUMMARY = {"images": 0, "error": {"type": "interrupted", "status_cod
 @dataclass(frozen=True)
 class RecoveryPolicy:
     # A call unfinished for this long (seconds) is taken as orphaned on any backend. It
-    # must exceed the longest generation (timeout_s x max_attempts plus retry waits).
-    stale_after_s: float = 15 * 60.0
+    # must exceed the longest generation (timeout_s x max_attempts plus retry waits): in
+    # the packaged catalog, 1200 s (2.5's xhigh/max) x 3 attempts and two waits of 30 s.
+    stale_after_s: float = 65 * 60.0
     # How often (seconds) the stale sweep runs while the server is up; 0 turns it off.
     interval_s: float = 60.0
 
     @classmethod
-    def from_env(cls) -> RecoveryPolicy:
-        env = os.environ
-        return cls(
-            stale_after_s=float(env.get("IMAGEGATE_STALE_CALL_AFTER") or cls.stale_after_s),
-            interval_s=float(env.get("IMAGEGATE_RECOVERY_INTERVAL") or cls.interval_s),
-        )
+    def from_settings(cls, settings: Settings) -> RecoveryPolicy:
+        return cls(stale_after_s=settings.stale_call_after, interval_s=settings.recovery_interval)
 
 
 class Recovery:
@@ -57,7 +54,7 @@ class Recovery:
 
     def __init__(self, imagegate: Imagegate, policy: RecoveryPolicy | None = None) -> None:
         self.imagegate = imagegate
-        self.policy = policy or RecoveryPolicy.from_env()
+        self.policy = policy or RecoveryPolicy.from_settings(imagegate.settings)
         self._task: asyncio.Task[None] | None = None
 
     @property

@@ -19,6 +19,21 @@ class ProjectScoped(BaseModel):
         return value
 
 
+class SvgReasoning(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh", "max"] | None = None
+
+
+class SvgOptions(BaseModel):
+    """OpenAI's `svg` object: which model authors the SVG, and its reasoning effort."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, max_length=256)
+    reasoning: SvgReasoning | None = None
+
+
 class ImageGenerationRequestInputs(BaseModel):
     # Unknown fields are dropped, never echoed into the stored call or the response.
     model_config = ConfigDict(extra="ignore", title="ImageGenerationRequestInputs")
@@ -41,8 +56,25 @@ class ImageGenerationRequestInputs(BaseModel):
         default=None, description="0-100, for jpeg and webp"
     )
     moderation: str | None = Field(default=None, description="low or auto")
-    user: str | None = Field(default=None, max_length=256, description="End-user id")
-    stream: bool | None = Field(default=None, description="Not supported; must be omitted")
+    complexity: str | None = Field(
+        default=None, description="low, medium or high: planning effort, apart from quality"
+    )
+    frame_count: StrictInt | None = Field(default=None, description="GIF output: 2-16 frames")
+    frame_duration_ms: StrictInt | None = Field(
+        default=None, description="GIF output: delay per frame in ms (default 200)"
+    )
+    svg: SvgOptions | None = Field(default=None, description="SVG output: the author model")
+    input_fidelity: str | None = Field(default=None, description="Edits: high or low")
+    safety_identifier: str | None = Field(
+        default=None, max_length=256, description="Stable end-user id (wins over user)"
+    )
+    user: str | None = Field(default=None, max_length=256, description="End-user id (deprecated)")
+    stream: bool | None = Field(
+        default=None, description="Not supported here (use POST /v1/images/generations)"
+    )
+    partial_images: StrictInt | None = Field(
+        default=None, description="Streaming only (POST /v1/images/generations)"
+    )
 
 
 class ImageGenerationCreateReq(ProjectScoped):
@@ -98,6 +130,11 @@ class CallsFilter(BaseModel):
     trace_ids: list[str] | None = None
     parent_ids: list[str] | None = None
     wb_user_ids: list[str] | None = None
+    thread_ids: list[str] | None = None
+    turn_ids: list[str] | None = None
+    wb_run_ids: list[str] | None = None
+    input_refs: list[str] | None = None
+    output_refs: list[str] | None = None
     trace_roots_only: bool | None = None
 
 

@@ -5,55 +5,84 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import json
 import logging
-import os
+import re
 import time
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from imagegate import __version__
-from imagegate.errors import InvalidInput
+from imagegate.digest import weave_digest
+from imagegate.errors import (
+    BudgetExceeded,
+    ImagegateError,
+    InvalidInput,
+    RateLimited,
+    StorageError,
+    StorageUnavailable,
+)
+from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
 from imagegate.ids import uuid7
-from imagegate.pricing import compute_cost, normalize_usage
+from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider, ProviderError
-from imagegate.providers.base import ItemError, ProviderResult, Secret
-from imagegate.schemas import ImageGenerationCreateReq
+from imagegate.providers.base import (
+    EditFiles,
+    PartialImage,
+    PartialSink,
+    ProviderResult,
+    Secret,
+)
+from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
-from imagegate.store.secrets import SecretStore
-from imagegate.urls import image_url
+from imagegate.store.budgets import BudgetStore, Reservation
+from imagegate.store.ratelimit import RateLimiter
+from imagegate.store.secrets import SecretStore, SecretUnreadable
+from imagegate.uploads import Upload, check_edit_inputs
+from imagegate.urls import DEFAULT_URL_TTL, SVG_MIMETYPE, image_url, sniff_image_type
 from imagegate.validation import effective_request, resolve_model
+from imagegate.weave_shape import (
+    ANSWER_OPTIONS,
+    EDIT_OP_NAME,
+    OP_NAME,
+    ImageLink,
+    call_output,
+    call_summary,
+    content_metadata,
+    content_ref,
+)
 
 if TYPE_CHECKING:
     from imagegate.metrics import Metrics
 
 log = logging.getLogger("imagegate.generation")
 
-OP_NAME = "weave.image_generation_create"
-CONTENT_TYPE = "weave.type_wrappers.Content.content.Content"
+__all__ = ["EDIT_OP_NAME", "OP_NAME", "GenerationService"]
+
+_SVG_SIDE = re.compile(rb'<svg[^>]*?\s(width|height)="(\d+)(?:px)?"')
 
 
-@dataclass(frozen=True)
-class StoredImage:
-    data: bytes
-    digest: str | None  # None when the call is not tracked (nothing is stored)
-    metadata_digest: str | None
-    mimetype: str
-    width: int
-    height: int
-    revised_prompt: str | None
+@dataclass
+class _Outcome:
+    """What one provider run gave: its result, the images kept, or why it failed."""
 
-    def content(self) -> dict[str, Any]:
-        return {
-            "digest": self.digest,
-            "mimetype": self.mimetype,
-            "size": len(self.data),
-            "width": self.width,
-            "height": self.height,
-        }
+    result: ProviderResult
+    images: list[GeneratedImage] = field(default_factory=list)
+    partials: list[GeneratedImage] = field(default_factory=list)  # a stream's, kept
+    error: GenerationError | None = None
+    provider_seconds: float | None = None  # the provider alone, without storing
+
+    def fail(self, exc: ProviderError) -> None:
+        self.images = self.partials = []  # a failure keeps no images, even stored ones
+        self.error = GenerationError(
+            message=exc.message,
+            error_type=exc.error_type,
+            status_code=exc.status_code,
+            details=exc.details,
+        )
 
 
 class GenerationService:
@@ -67,7 +96,12 @@ class GenerationService:
         accounts: AccountStore,
         secrets: SecretStore,
         signing_key: bytes,
+        url_ttl: int = DEFAULT_URL_TTL,
         metrics: Metrics | None = None,
+        environ: Mapping[str, str] | None = None,
+        budgets: BudgetStore | None = None,
+        rate_limiter: RateLimiter | None = None,
+        allow_unpriced_under_budget: bool = False,
     ) -> None:
         self.catalog = catalog
         self.providers = providers
@@ -76,35 +110,183 @@ class GenerationService:
         self.accounts = accounts
         self.secrets = secrets
         self.signing_key = signing_key
+        self.url_ttl = url_ttl
         self.metrics = metrics
+        # Where server-wide provider keys come from (Settings.environ).
+        self.environ: Mapping[str, str] = environ if environ is not None else {}
+        self.budgets = budgets
+        self.rate_limiter = rate_limiter
+        self.allow_unpriced_under_budget = allow_unpriced_under_budget
 
-    def prepare(self, req: ImageGenerationCreateReq) -> ImageRequest:
-        """The effective request, or InvalidInput (422) before anything is stored or paid."""
-        spec = resolve_model(self.catalog, set(self.providers), req.inputs.model)
-        request = effective_request(spec, req.inputs)
-        if req.inputs.response_format == "url" and req.track_llm_call is False:
+    def check_edit(
+        self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
+    ) -> EditFiles:
+        """An edit's files, checked against the model (InvalidInput if not)."""
+        spec = resolve_model(self.catalog, set(self.providers), inputs.model)
+        if not spec.edits:
+            effective_request(spec, inputs, edit=True)  # raises: names what edits
+        return check_edit_inputs(spec, uploads, max_total_bytes=max_total_bytes)
+
+    def prepare(
+        self,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool,
+        edit: EditFiles | None = None,
+        allow_stream: bool = False,
+        usable: Collection[str] | None = None,
+    ) -> ImageRequest:
+        """The effective request, or InvalidInput (422) before anything is stored or paid.
+        An unknown model's message lists `usable` models (by default every servable one)."""
+        spec = resolve_model(self.catalog, set(self.providers), inputs.model, usable)
+        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
+        if edit is not None:
+            request = dataclasses.replace(
+                request, images=edit.images, mask=edit.mask, markup=edit.markup
+            )
+        if inputs.response_format == "url" and not track:
             raise InvalidInput(
                 ["body", "inputs", "response_format"],
                 "response_format 'url' needs the images kept: use track_llm_call true or b64_json",
             )
         return request
 
+    async def check(
+        self,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool,
+        edit: EditFiles | None = None,
+        allow_stream: bool = False,
+    ) -> ImageRequest:
+        """`prepare` for a request in `project_id`: an unknown model's message lists the
+        models its team can use."""
+        usable = None
+        if self.catalog.get(inputs.model) is None:
+            usable = await self.usable_models([project_id.split("/", 1)[0]])
+        return self.prepare(
+            inputs, track=track, edit=edit, allow_stream=allow_stream, usable=usable
+        )
+
+    async def usable_models(self, entities: Iterable[str]) -> list[str]:
+        """The servable, not shut-down models that have credentials for one of `entities`:
+        none needed, the server's environment, or an entity's own provider key."""
+        names: set[str] = set()
+        for entity in entities:
+            names |= {name for name, _ in await self.secrets.names(entity)}
+        usable = []
+        for name in self.catalog.names:
+            spec = self.catalog.get(name)
+            if spec is None or spec.provider not in self.providers or spec.state() == "shut_down":
+                continue
+            key = spec.key_env
+            if key is None or self.environ.get(key) or key in names:
+                usable.append(name)
+        return usable
+
     async def _api_key(self, request: ImageRequest, entity: str) -> Secret | None:
         """The entity's own key if it set one, else the server's environment."""
         name = request.spec.key_env
         if not name:
             return None
-        value = await self.secrets.get(entity, name) or os.environ.get(name)
+        try:
+            stored = await self.secrets.get(entity, name)
+        except SecretUnreadable as exc:  # an operator's mistake: say which, not "internal"
+            raise ProviderError(str(exc), error_type="auth") from exc
+        value = stored or self.environ.get(name)
         return Secret(value) if value else None
 
-    async def create(
-        self, principal: Principal, req: ImageGenerationCreateReq, base_url: str
-    ) -> dict[str, Any]:
-        request = self.prepare(req)
+    async def generate(
+        self,
+        principal: Principal,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        *,
+        track: bool = True,
+        edit: EditFiles | None = None,
+        on_partial: PartialSink | None = None,
+    ) -> Generation:
+        """Generate (or, with `edit`, edit), store and record one request's images: the
+        typed result every door derives its answer from. InvalidInput (422), RateLimited
+        (429) and BudgetExceeded (402) come before anything is stored or any provider is
+        called. With `on_partial` the request may stream: each partial image goes to it as
+        soon as the provider has it."""
+        request = await self.check(
+            project_id, inputs, track=track, edit=edit, allow_stream=on_partial is not None
+        )
+        if self.rate_limiter is not None:
+            try:
+                await self.rate_limiter.take(
+                    key_id=principal.key_id, project_id=project_id, images=request.n
+                )
+            except RateLimited as exc:
+                if self.metrics is not None:
+                    self.metrics.rate_limited.labels(exc.limit["scope"], exc.limit["kind"]).inc()
+                raise
+        reservation, estimate = await self._reserve(project_id, request)
+        cost = estimate  # if the generation dies half-way, assume it was paid
+        try:
+            generation = await self._generate(
+                principal,
+                project_id,
+                inputs,
+                request,
+                track=track,
+                warnings=reservation.warnings,
+                on_partial=on_partial,
+            )
+            cost = generation.total_cost or 0.0
+            return generation
+        finally:
+            if self.budgets is not None and reservation.held:
+                try:
+                    await self.budgets.settle(reservation, cost)
+                except Exception:  # the answer stands; the reservation stays held
+                    log.exception("settling the budget of %s failed", project_id)
+
+    async def _reserve(self, project_id: str, request: ImageRequest) -> tuple[Reservation, float]:
+        """Hold the estimated cost against the project's and team's budgets."""
+        if self.budgets is None:
+            return Reservation(), 0.0
+        estimate = estimate_cost(
+            request.spec,
+            prompt=request.prompt,
+            images=request.n,
+            quality=request.params.get("quality"),
+            size=request.size,
+        )
+        try:
+            if estimate is None:
+                if not await self.budgets.has_budget(project_id):
+                    return Reservation(), 0.0
+                if not self.allow_unpriced_under_budget:
+                    raise BudgetExceeded(
+                        f"model {request.model!r} has no price, and project {project_id!r} has "
+                        "a budget: this server does not allow unpriced models under a budget "
+                        "(setting budget_allow_unpriced)"
+                    )
+                estimate = 0.0
+            return await self.budgets.reserve(project_id, estimate), estimate
+        except BudgetExceeded as exc:
+            if self.metrics is not None:
+                scope = (exc.budget or {}).get("scope", "unpriced")
+                self.metrics.budget_refused.labels(scope).inc()
+            raise
+
+    async def _generate(
+        self,
+        principal: Principal,
+        project_id: str,
+        inputs: ImageGenerationRequestInputs,
+        request: ImageRequest,
+        *,
+        track: bool,
+        warnings: list[str],
+        on_partial: PartialSink | None = None,
+    ) -> Generation:
         spec = request.spec
-        response_format = req.inputs.response_format or "b64_json"
-        track = req.track_llm_call is not False
-        project_id = req.project_id
+        response_format = inputs.response_format or "b64_json"
         effective_inputs = {
             "model": request.model,
             "prompt": request.prompt,
@@ -114,230 +296,249 @@ class GenerationService:
             **({"seed": request.seed} if request.seed is not None else {}),
             **request.params,
         }
-        warnings = []
+        if request.stream:
+            effective_inputs.update(stream=True, partial_images=request.partial_images)
+        warnings = list(warnings)
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
         call_id = uuid7() if track else None
         started_at = datetime.now(UTC)
         if call_id:
-            await self.accounts.ensure_project(project_id)
             # Recorded before the provider is paid, so no generation goes unrecorded.
-            await self.calls.start(
-                {
-                    "id": call_id,
-                    "project_id": project_id,
-                    "op_name": OP_NAME,
-                    "display_name": None,
-                    "trace_id": uuid7(),
-                    "parent_id": None,
-                    "started_at": started_at,
-                    "attributes": {
-                        "imagegate": {
-                            "version": __version__,
-                            "provider": spec.provider,
-                            "upstream_model": spec.upstream_model,
-                        }
-                    },
-                    "inputs": effective_inputs,
-                    "wb_user_id": principal.user_id,
-                }
+            await self._start_call(
+                call_id, project_id, principal, request, effective_inputs, started_at
             )
-
-        provider_started = time.perf_counter()
-        provider_s: float | None = None  # the provider alone, without storing
-        error: ProviderError | None = None
-        result = ProviderResult(images=[])
-        images: list[StoredImage] = []
-        try:
-            api_key = await self._api_key(request, project_id.split("/", 1)[0])
-            request = dataclasses.replace(request, api_key=api_key)
-            result = await self.providers[spec.provider].generate(request)
-            provider_s = time.perf_counter() - provider_started
-            keep_in = project_id if track else None
-            for index, image in enumerate(result.images):
-                images.append(await self._keep(keep_in, image.data, index, image.revised_prompt))
-        except ProviderError as exc:
-            error = exc
-            result.attempts = exc.attempts or result.attempts
-        except Exception:
-            # A bug: the caller gets a clear answer, the details go to the log (never the
-            # response: they may carry paths or secrets).
-            log.exception("generation %s failed", call_id)
-            error = ProviderError(
-                "internal error while generating; the server log has details",
-                error_type="internal_error",
-            )
-        provider_ms = round((time.perf_counter() - provider_started) * 1000)
-        if error is not None:
-            images = []
-        usage = normalize_usage(result.usage)
-        summary = _summary(request, images, usage, provider_ms, error, result)
-        exception = _exception_text(error, result.errors, request.n)
-        created = int(started_at.timestamp())
+        outcome = await self._run(request, project_id, track, response_format, on_partial)
+        generation = Generation(
+            call_id=call_id,
+            project_id=project_id,
+            user_id=principal.user_id,
+            model=request.model,
+            inputs=effective_inputs,
+            response_format=response_format,
+            size=_result_size(request, outcome.images),
+            output_format=request.output_format,
+            options={k: request.params[k] for k in ANSWER_OPTIONS if k in request.params},
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+            images=tuple(outcome.images),
+            partial_images=tuple(outcome.partials),
+            usage=outcome.result.usage,
+            cost=compute_cost(
+                spec,
+                normalize_usage(outcome.result.usage),
+                images=len(outcome.images),
+                quality=request.params.get("quality"),  # type: ignore[arg-type]
+                size=request.size,
+            ),
+            error=outcome.error,
+            failures=tuple(
+                ImageFailure(message=e.message, error_type=e.error_type, status_code=e.status_code)
+                for e in outcome.result.errors
+            ),
+            warnings=tuple(warnings),
+            attempts=tuple(outcome.result.attempts),
+            provider_seconds=outcome.provider_seconds,
+            timeout_s=request.timeout_s,
+        )
         if call_id:
             await self.calls.finish(
                 call_id,
-                ended_at=datetime.now(UTC),
-                output=None if error else _call_output(created, request, images, result.usage),
-                summary=summary,
-                exception=exception,
+                ended_at=generation.ended_at or started_at,
+                output=call_output(generation),
+                summary=call_summary(generation),
+                exception=generation.exception_text(),
             )
         if self.metrics is not None:
-            self.metrics.generation(request.model, summary, provider_s or provider_ms / 1000)
-        if error is not None:
-            body: dict[str, Any] = {"error": error.message, "error_type": error.error_type}
-            if error.status_code is not None:
-                body["status_code"] = error.status_code
-            body.update(error.details)
-            return {"response": body, "weave_call_id": call_id}
-        response: dict[str, Any] = {
-            "created": created,
-            "data": [
-                self._response_item(project_id, image, response_format, base_url)
-                for image in images
-            ],
-            "size": request.size,
-            "output_format": request.params.get("output_format", spec.output_format),
-            **{k: request.params[k] for k in ("quality", "background") if k in request.params},
-            "usage": result.usage,
-        }
-        if result.errors:
-            response["errors"] = [e.as_dict() for e in result.errors]
-        if warnings:
-            response["warnings"] = warnings
-        return {"response": response, "weave_call_id": call_id}
+            self.metrics.generation(generation)
+        return generation
+
+    async def _start_call(
+        self,
+        call_id: str,
+        project_id: str,
+        principal: Principal,
+        request: ImageRequest,
+        inputs: dict[str, object],
+        started_at: datetime,
+    ) -> None:
+        await self.accounts.ensure_project(project_id)
+        if request.is_edit:
+            # The inputs are kept like outputs: Content references to stored files.
+            try:
+                inputs.update(await self._keep_inputs(project_id, request))
+            except ProviderError as exc:  # the file store failed: nothing recorded yet
+                raise StorageUnavailable(exc.message) from exc
+        await self.calls.start(
+            {
+                "id": call_id,
+                "project_id": project_id,
+                "op_name": EDIT_OP_NAME if request.is_edit else OP_NAME,
+                "display_name": None,
+                "trace_id": uuid7(),
+                "parent_id": None,
+                "started_at": started_at,
+                "attributes": {
+                    "imagegate": {
+                        "version": __version__,
+                        "provider": request.spec.provider,
+                        "upstream_model": request.spec.upstream_model,
+                    }
+                },
+                "inputs": inputs,
+                "wb_user_id": principal.user_id,
+            }
+        )
+
+    async def _run(
+        self,
+        request: ImageRequest,
+        project_id: str,
+        track: bool,
+        response_format: str,
+        on_partial: PartialSink | None = None,
+    ) -> _Outcome:
+        """Ask the provider (streaming when asked and the provider can), then inspect (and
+        for a tracked call store) each image and partial image. Failures come back in the
+        outcome, never raised."""
+        started = time.perf_counter()
+        outcome = _Outcome(result=ProviderResult(images=[]))
+        partials: list[PartialImage] = []
+
+        async def collect(partial: PartialImage) -> None:
+            partials.append(partial)
+            if on_partial is not None:
+                await on_partial(partial)
+
+        keep_in = project_id if track else None
+        try:
+            api_key = await self._api_key(request, project_id.split("/", 1)[0])
+            request = dataclasses.replace(request, api_key=api_key)
+            provider = self.providers[request.spec.provider]
+            streaming = getattr(provider, "generate_streaming", None)
+            if request.stream and streaming is not None:
+                outcome.result = await streaming(request, collect)
+            else:
+                outcome.result = await provider.generate(request)
+            outcome.provider_seconds = time.perf_counter() - started
+            for index, image in enumerate(outcome.result.images):
+                outcome.images.append(
+                    await self._keep(
+                        keep_in, image.data, index, image.revised_prompt, response_format
+                    )
+                )
+            for partial in partials:
+                data = base64.b64decode(partial.b64_json)
+                outcome.partials.append(
+                    await self._keep(keep_in, data, partial.index, None, "b64_json")
+                )
+        except ProviderError as exc:
+            outcome.fail(exc)
+            outcome.result.attempts = exc.attempts or outcome.result.attempts
+        except Exception:
+            # A bug: the caller gets a clear answer, the details go to the log (never the
+            # response: they may carry paths or secrets).
+            log.exception("generation of %s failed", request.model)
+            outcome.fail(
+                ProviderError(
+                    "internal error while generating; the server log has details",
+                    error_type="internal_error",
+                )
+            )
+        if outcome.provider_seconds is None:
+            outcome.provider_seconds = time.perf_counter() - started
+        return outcome
+
+    async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
+        """Store an edit's input files; their Content references for `inputs`."""
+        refs = []
+        for index, image in enumerate(request.images):
+            kept = await self._keep(project_id, image.data, index, None, "b64_json")
+            refs.append(content_ref(kept.digest, kept.metadata_digest or ""))
+        inputs: dict[str, Any] = {"image": refs}
+        for name, overlay in (("mask", request.mask), ("markup", request.markup)):
+            if overlay is not None:
+                kept = await self._keep(project_id, overlay.data, 0, None, "b64_json")
+                inputs[name] = content_ref(kept.digest, kept.metadata_digest or "")
+        return inputs
 
     async def _keep(
-        self, project_id: str | None, data: bytes, index: int, revised_prompt: str | None
-    ) -> StoredImage:
+        self,
+        project_id: str | None,
+        data: bytes,
+        index: int,
+        revised_prompt: str | None,
+        response_format: str,
+    ) -> GeneratedImage:
         """Inspect an image and, for a tracked call, store it with its Weave metadata file."""
-        try:
-            with Image.open(io.BytesIO(data)) as img:
-                width, height = img.size
-                mimetype = Image.MIME.get(img.format or "", "application/octet-stream")
-        except Exception as exc:
-            raise ProviderError("provider returned data that is not an image") from exc
-        digest = metadata_digest = None
+        mimetype, width, height = inspect_image(data)
+        digest = weave_digest(data)
+        metadata_digest = None
         if project_id is not None:
             try:
-                digest = await self.files.put(project_id, data)
-                metadata = _content_metadata(digest, data, mimetype, index, width, height)
+                await self.files.put(project_id, data)
+                metadata = content_metadata(data, mimetype, index, response_format)
                 metadata_digest = await self.files.put(project_id, metadata)
-            except OSError as exc:
+            except (StorageError, OSError) as exc:
                 log.error("storing an image for %s failed: %s", project_id, exc)
                 raise ProviderError(
                     "the images could not be stored; the server log has details",
                     error_type="storage_error",
                 ) from exc
-        return StoredImage(data, digest, metadata_digest, mimetype, width, height, revised_prompt)
-
-    def _response_item(
-        self, project_id: str, image: StoredImage, response_format: str, base_url: str
-    ) -> dict[str, Any]:
-        item: dict[str, Any]
-        if response_format == "url" and image.digest:
-            url = image_url(base_url, self.signing_key, project_id, image.digest, image.mimetype)
-            item = {"url": url}
-        else:
-            item = {"b64_json": base64.b64encode(image.data).decode()}
-        if image.revised_prompt:
-            item["revised_prompt"] = image.revised_prompt
-        item["content"] = image.content()
-        return item
-
-
-def _exception_text(error: ProviderError | None, errors: list[ItemError], n: int) -> str | None:
-    if error is not None:
-        return f"{error.error_type}: {error.message}"
-    if errors:
-        # Some images made it, some did not: the call is marked as failed so it shows up
-        # among errors, while its output keeps the images that were made.
-        first = errors[0]
-        return (
-            f"partial_failure: {len(errors)} of {n} images failed "
-            f"({first.error_type}: {first.message})"
+        return GeneratedImage(
+            index=index,
+            digest=digest,
+            mimetype=mimetype,
+            size=len(data),
+            width=width,
+            height=height,
+            revised_prompt=revised_prompt,
+            metadata_digest=metadata_digest,
+            data=data,
         )
-    return None
+
+    def image_link(self, project_id: str, base_url: str) -> ImageLink:
+        """The signed, stable URL of a stored image of `project_id`."""
+
+        def link(image: GeneratedImage) -> str:
+            return image_url(
+                base_url,
+                self.signing_key,
+                project_id,
+                image.digest,
+                image.mimetype,
+                ttl=self.url_ttl,
+            )
+
+        return link
+
+    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
+        """An image's bytes: in memory for a fresh generation, else (a replay, a generation
+        read back from its call) from the file store."""
+        if image.data is not None:
+            return image.data
+        data = await self.files.get(generation.project_id, image.digest)
+        if data is None:
+            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
+        return data
 
 
-def _content_metadata(
-    digest: str, data: bytes, mimetype: str, index: int, width: int, height: int
-) -> bytes:
-    ext = mimetype.rsplit("/", 1)[-1]
-    metadata = {
-        "size": len(data),
-        "mimetype": mimetype,
-        "digest": digest,
-        "filename": f"image_{index}.{ext}",
-        "content_type": "bytes",
-        "input_type": "bytes",
-        "encoding": "utf-8",
-        "metadata": {"width": width, "height": height},
-        "extension": f".{ext}",
-    }
-    return json.dumps(metadata, sort_keys=True).encode()
+def inspect_image(data: bytes) -> tuple[str, int, int]:
+    """(true mimetype, width, height) of image bytes, or ProviderError. SVG is markup,
+    recognised by its root element; every other type is what Pillow reads it as."""
+    if sniff_image_type(data) == SVG_MIMETYPE:
+        sides = {m[1].decode(): int(m[2]) for m in _SVG_SIDE.finditer(data[:4096])}
+        return SVG_MIMETYPE, sides.get("width", 0), sides.get("height", 0)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            width, height = img.size
+            return Image.MIME.get(img.format or "", "application/octet-stream"), width, height
+    except Exception as exc:
+        raise ProviderError("provider returned data that is not an image") from exc
 
 
-def content_ref(content_digest: str, metadata_digest: str) -> dict[str, Any]:
-    """A Weave `Content` object as it appears inside a stored call."""
-    return {
-        "_type": "CustomWeaveType",
-        "weave_type": {"type": CONTENT_TYPE},
-        "files": {"content": content_digest, "metadata.json": metadata_digest},
-    }
-
-
-def _call_output(
-    created: int, request: ImageRequest, images: list[StoredImage], usage: dict[str, Any]
-) -> dict[str, Any]:
-    """The provider-shaped response as stored: each image a Content reference, no base64."""
-    data = []
-    for image in images:
-        assert image.digest and image.metadata_digest
-        item: dict[str, Any] = {
-            "image": content_ref(image.digest, image.metadata_digest),
-            "content": image.content(),
-        }
-        if image.revised_prompt:
-            item["revised_prompt"] = image.revised_prompt
-        data.append(item)
-    return {
-        "created": created,
-        "data": data,
-        "size": request.size,
-        "output_format": request.params.get("output_format", request.spec.output_format),
-        "usage": usage,
-    }
-
-
-def _summary(
-    request: ImageRequest,
-    images: list[StoredImage],
-    usage: dict[str, int],
-    provider_ms: int,
-    error: ProviderError | None,
-    result: ProviderResult,
-) -> dict[str, Any]:
-    cost = compute_cost(
-        request.spec,
-        usage,
-        images=len(images),
-        quality=request.params.get("quality"),  # type: ignore[arg-type]
-        size=request.size,
-    )
-    summary: dict[str, Any] = {
-        "usage": {request.model: {"requests": 1, "images": len(images), **usage}},
-        "costs": {request.model: cost},
-        "provider_latency_ms": provider_ms,
-        "images": len(images),
-        "attempts": result.attempts,
-    }
-    if result.errors:
-        summary["errors"] = [e.as_dict() for e in result.errors]
-    if error is not None:
-        summary["error"] = {
-            "type": error.error_type,
-            "status_code": error.status_code,
-            **error.details,
-        }
-    return summary
+def _result_size(request: ImageRequest, images: list[GeneratedImage]) -> str:
+    """The size answered: an edit's is what came out (a model may keep its input's size)."""
+    if request.is_edit and images and images[0].width:
+        return f"{images[0].width}x{images[0].height}"
+    return request.size

@@ -15,8 +15,10 @@ from urllib.parse import unquote
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import BadRequest
+from imagegate.idempotency import IdempotencyStore
 from imagegate.ids import uuid7
 from imagegate.names import split_project_id
+from imagegate.service import OP_NAME
 from imagegate.store import AccountStore, Principal
 from imagegate.store.accounts import authorize
 from imagegate.store.call_writes import CallWriter
@@ -56,14 +58,24 @@ def _start_row(start: CallStart | CallComplete, caller: Principal) -> dict[str, 
         "summary": None,
         "exception": None,
         "wb_user_id": caller.user_id,  # always the caller's own
+        "thread_id": start.thread_id,
+        "turn_id": start.turn_id,
+        "wb_run_id": start.wb_run_id,
     }
 
 
 class Traces:
-    def __init__(self, engine: AsyncEngine, accounts: AccountStore, files: FileStore) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        accounts: AccountStore,
+        files: FileStore,
+        idempotency: IdempotencyStore,
+    ) -> None:
         self.engine = engine
         self.accounts = accounts
         self.files = files
+        self.idempotency = idempotency
         self.calls = CallWriter(engine)
         self.objects = ObjectStore(engine)
         self.tables = TableStore(engine)
@@ -73,7 +85,7 @@ class Traces:
         """Authorize every project a batch names, then make sure each exists."""
         unique = sorted(set(project_ids))
         for project_id in unique:
-            authorize(caller, project_id)
+            authorize(caller, project_id, generate=True)
         for project_id in unique:
             await self.accounts.ensure_project(project_id)
 
@@ -84,7 +96,7 @@ class Traces:
     ) -> None:
         """Store finished calls; with `project_id` (the v2 route's), every item must be in it."""
         if project_id is not None:
-            authorize(caller, project_id)
+            authorize(caller, project_id, generate=True)
             _all_in(project_id, (c.project_id for c in batch))
         await self._projects(caller, (c.project_id for c in batch))
         rows = []
@@ -103,7 +115,7 @@ class Traces:
         self, caller: Principal, starts: Sequence[CallStart], project_id: str | None = None
     ) -> list[dict[str, str]]:
         if project_id is not None:
-            authorize(caller, project_id)
+            authorize(caller, project_id, generate=True)
             _all_in(project_id, (s.project_id for s in starts))
         await self._projects(caller, (s.project_id for s in starts))
         rows = [_start_row(start, caller) for start in starts]
@@ -114,10 +126,10 @@ class Traces:
         self, caller: Principal, ends: Sequence[CallEnd], project_id: str | None = None
     ) -> None:
         if project_id is not None:
-            authorize(caller, project_id)
+            authorize(caller, project_id, generate=True)
             _all_in(project_id, (e.project_id for e in ends))
         for pid in {e.project_id for e in ends}:
-            authorize(caller, pid)
+            authorize(caller, pid, generate=True)
         await self.calls.end(
             [
                 {
@@ -135,7 +147,7 @@ class Traces:
     async def rename(
         self, caller: Principal, project_id: str, call_id: str, name: str | None
     ) -> bool:
-        authorize(caller, project_id)
+        authorize(caller, project_id, generate=True)
         # Weave sends "" to remove a display name.
         return await self.calls.set_display_name(project_id, call_id, name or None)
 
@@ -143,8 +155,11 @@ class Traces:
         self, caller: Principal, project_id: str, call_ids: Sequence[str]
     ) -> int:
         """Delete calls with their descendants, then purge the files only they referenced."""
-        authorize(caller, project_id)
+        authorize(caller, project_id, generate=True)
         deleted = await self.calls.delete(project_id, call_ids, datetime.now(UTC))
+        generations = [c["id"] for c in deleted if c["op_name"] == OP_NAME]
+        await self.idempotency.forget_calls(project_id, generations)
+        await self.feedback.purge_refs(project_id, [call_ref(project_id, c["id"]) for c in deleted])
         digests: set[str] = set()
         for call in deleted:
             digests |= file_digests(call["output"]) | file_digests(call["inputs"])
@@ -203,15 +218,24 @@ class Traces:
     async def expand(
         self, caller: Principal, calls: Sequence[dict[str, Any]], columns: Sequence[str]
     ) -> None:
-        """Replace refs at these dotted paths (`output`, `inputs.model`...) by their values."""
+        """Replace refs at these dotted paths (`output`, `inputs.model`...) by their values.
+
+        Refs into projects the caller may not use, or malformed ones, stay as they are."""
         for call in calls:
             for column in columns:
                 parts = column.split(".")
                 parent: Any = call
                 for part in parts[:-1]:
                     parent = parent.get(part) if isinstance(parent, dict) else None
-                if isinstance(parent, dict) and _is_ref(parent.get(parts[-1])):
-                    [value] = await self.read_refs(caller, [parent[parts[-1]]])
+                ref = parent.get(parts[-1]) if isinstance(parent, dict) else None
+                if not _is_ref(ref):
+                    continue
+                try:
+                    target = _parse_ref(ref)
+                except BadRequest:
+                    continue
+                if target[0].split("/")[0] in caller.entities:
+                    value = await self._resolve(*target)
                     if value is not None:
                         parent[parts[-1]] = value
 
@@ -263,7 +287,7 @@ class Traces:
     async def purge_feedback(
         self, caller: Principal, project_id: str, query: Mapping[str, Any]
     ) -> int:
-        authorize(caller, project_id)
+        authorize(caller, project_id, generate=True)
         return await self.feedback.purge(project_id, query)
 
     # --- refs ------------------------------------------------------------------------
@@ -297,8 +321,11 @@ class Traces:
                 index = int(key)
                 value = value[index] if -len(value) <= index < len(value) else None
             elif edge == "id" and isinstance(value, str) and _is_ref(value):
+                # Only a table of the ref's own project: a stored value naming another
+                # project's table must not read through to it.
                 table = _parse_ref(value)
-                value = await self.tables.row(table[0], key) if table[1] == "table" else None
+                same = table[1] == "table" and table[0] == project_id
+                value = await self.tables.row(project_id, key) if same else None
             else:
                 return None
         return value
@@ -317,7 +344,7 @@ class Traces:
 
 def _check_feedback_target(caller: Principal, item: FeedbackCreate) -> None:
     """Feedback belongs to the project it is about: its ref must point inside it."""
-    authorize(caller, item.project_id)
+    authorize(caller, item.project_id, generate=True)
     if not item.weave_ref.startswith(f"{REF_PREFIX}{item.project_id}/"):
         raise BadRequest(f"weave_ref {item.weave_ref!r} is not in project {item.project_id!r}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Collection
 
 from imagegate.errors import InvalidInput
 from imagegate.providers import Catalog, ImageRequest, ModelSpec
@@ -16,12 +17,23 @@ PROVIDER_PARAMS = (
     "output_format",
     "output_compression",
     "moderation",
+    "complexity",
+    "frame_count",
+    "frame_duration_ms",
+    "svg",
+    "input_fidelity",
+    "safety_identifier",
     "user",
 )
+# Only with output_format gif (OpenAI: frame_count 2-16, default 9; delay capped at 655,350 ms).
+GIF_PARAMS = ("frame_count", "frame_duration_ms")
+MAX_PARTIAL_IMAGES = 3
 
 
-def _fail(field: str, message: str, value: object = None) -> InvalidInput:
-    return InvalidInput(["body", "inputs", field], message, value)
+def _fail(field: str, message: str, value: object = None, code: str | None = None) -> InvalidInput:
+    if hasattr(value, "model_dump"):  # an object input (`svg`), echoed as JSON
+        value = value.model_dump(exclude_none=True)
+    return InvalidInput(["body", "inputs", field], message, value, code)
 
 
 def _check_text(field: str, value: str) -> None:
@@ -35,23 +47,44 @@ def _check_text(field: str, value: str) -> None:
         raise _fail(field, f"{field} is not valid Unicode (an unpaired surrogate)") from exc
 
 
-def resolve_model(catalog: Catalog, servable: set[str], name: str) -> ModelSpec:
+def resolve_model(
+    catalog: Catalog, servable: set[str], name: str, usable: Collection[str] | None = None
+) -> ModelSpec:
+    """The model's catalog entry. An unknown name's message lists the models one can
+    use: servable, not shut down, and (when `usable` is given) among those."""
     spec = catalog.get(name)
     if spec is None or spec.provider not in servable:
         available = ", ".join(
             n
             for n in catalog.names
-            if (s := catalog.get(n)) and s.provider in servable and s.state() != "shut_down"
+            if (s := catalog.get(n))
+            and s.provider in servable
+            and s.state() != "shut_down"
+            and (usable is None or n in usable)
         )
-        raise _fail("model", f"unknown model {name!r}; available models: {available}", name)
+        message = f"unknown model {name!r}; available models: {available}"
+        raise _fail("model", message, name, code="model_not_found")
     if spec.state() == "shut_down":
         # Refused here, before any provider call: the provider would only say 404.
-        raise _fail("model", spec.retirement_message(), name)
+        raise _fail("model", spec.retirement_message(), name, code="model_not_found")
     return spec
 
 
-def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> ImageRequest:
-    """Validate every input against the model's catalog entry; apply its defaults."""
+def effective_request(
+    spec: ModelSpec,
+    inputs: ImageGenerationRequestInputs,
+    *,
+    allow_stream: bool = False,
+    edit: bool = False,
+) -> ImageRequest:
+    """Validate every input against the model's catalog entry; apply its defaults.
+
+    `allow_stream`: the caller can answer with server-sent events (the OpenAI door);
+    `edit`: the request edits images (they are checked by `check_edit_inputs`).
+    """
+    if edit and not spec.edits:
+        editors = "a model that edits images (GET /v1/models lists them)"
+        raise _fail("model", f"{spec.name} does not edit images; use {editors}", spec.name)
     prompt = inputs.prompt
     if not prompt.strip():
         raise _fail("prompt", "prompt must not be empty")
@@ -65,8 +98,9 @@ def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> 
     n = 1 if inputs.n is None else inputs.n
     if not 1 <= n <= spec.max_n:
         raise _fail("n", f"n must be between 1 and {spec.max_n}", inputs.n)
-    if inputs.stream:
-        raise _fail("stream", "streaming is not supported by /image/create; omit stream")
+    partial_images = _check_stream(spec, inputs, allow_stream, n)
+    if inputs.input_fidelity is not None and not edit:
+        raise _fail("input_fidelity", "input_fidelity applies to edits only", inputs.input_fidelity)
 
     for name in ("size", "seed", *PROVIDER_PARAMS):
         if getattr(inputs, name) is not None and name not in spec.params:
@@ -83,8 +117,11 @@ def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> 
             raise _fail(name, f"{name} must be one of {', '.join(allowed)}", value)
         if isinstance(value, str):
             _check_text(name, value)
+        if name == "svg":
+            value = _svg_options(value)
         params[name] = value
     output_format = params.get("output_format", spec.output_format)
+    _check_animated_and_vector(params, str(output_format), n, partial_images)
     if "output_compression" in params:
         compression = params["output_compression"]
         if not isinstance(compression, int) or not 0 <= compression <= 100:
@@ -102,4 +139,72 @@ def effective_request(spec: ModelSpec, inputs: ImageGenerationRequestInputs) -> 
     if seed is None and "seed" in spec.params:
         # Drawn here and recorded in the call, so every generation can be reproduced.
         seed = secrets.randbelow(2**31)
-    return ImageRequest(spec=spec, prompt=prompt, n=n, size=size, seed=seed, params=params)
+    return ImageRequest(
+        spec=spec,
+        prompt=prompt,
+        n=n,
+        size=size,
+        seed=seed,
+        params=params,
+        partial_images=partial_images,
+    )
+
+
+def _check_stream(
+    spec: ModelSpec, inputs: ImageGenerationRequestInputs, allow_stream: bool, n: int
+) -> int | None:
+    """The number of partial images to stream, or None for a plain answer."""
+    if not inputs.stream:
+        if inputs.partial_images is not None:
+            raise _fail("partial_images", "partial_images needs stream: true")
+        return None
+    if not allow_stream:
+        raise _fail(
+            "stream", "streaming is not supported by /image/create; use /v1/images/generations"
+        )
+    if "stream" not in spec.params:
+        raise _fail("stream", f"{spec.name} does not stream", True)
+    if n != 1:
+        # Stream events carry no image index, so one stream carries one image.
+        raise _fail("n", "a streamed request makes one image: use n 1", n)
+    if inputs.response_format == "url":
+        raise _fail("response_format", "stream events carry base64 images: omit response_format")
+    partial_images = inputs.partial_images or 0
+    if not 0 <= partial_images <= MAX_PARTIAL_IMAGES:
+        raise _fail(
+            "partial_images", f"partial_images must be 0 to {MAX_PARTIAL_IMAGES}", partial_images
+        )
+    return partial_images
+
+
+def _svg_options(value: object) -> dict[str, object]:
+    """`svg` as sent on: {model?, reasoning?: {effort?}}, without unset fields."""
+    options = value.model_dump(exclude_none=True) if hasattr(value, "model_dump") else value
+    assert isinstance(options, dict)
+    if isinstance(options.get("model"), str):
+        _check_text("svg", options["model"])
+    return options
+
+
+def _check_animated_and_vector(
+    params: dict[str, object], output_format: str, n: int, partial_images: int | None
+) -> None:
+    """GIF and SVG output take fewer options than raster output (per OpenAI's SDK)."""
+    for name in GIF_PARAMS:
+        if name in params and output_format != "gif":
+            raise _fail(name, f"{name} needs output_format gif", params[name])
+    if "svg" in params and output_format != "svg":
+        raise _fail("svg", "svg options need output_format svg")
+    frames = params.get("frame_count")
+    if frames is not None and not (isinstance(frames, int) and 2 <= frames <= 16):
+        raise _fail("frame_count", "frame_count must be 2 to 16", frames)
+    duration = params.get("frame_duration_ms")
+    if duration is not None and not (isinstance(duration, int) and 10 <= duration <= 655_350):
+        raise _fail("frame_duration_ms", "frame_duration_ms must be 10 to 655350", duration)
+    if output_format in ("gif", "svg"):
+        if partial_images is not None:
+            raise _fail("stream", f"{output_format} output cannot be streamed", True)
+        if "output_compression" in params:
+            raise _fail("output_compression", f"{output_format} output takes no compression")
+    if output_format == "svg" and n != 1:
+        raise _fail("n", "svg output makes one image: use n 1", n)

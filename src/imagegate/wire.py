@@ -1,7 +1,7 @@
 """Wire models of the trace-server endpoints beyond /image/create and the call reads:
 calls written by clients, objects, tables, refs and feedback. Shapes and names follow
 Weave 0.54's own (`weave/vendor/weave_server_sdk/types/`); fields imagegate does not
-keep are accepted and dropped."""
+keep are accepted and dropped (pydantic's default, `extra="ignore"`)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,10 @@ from imagegate.schemas import ProjectScoped, RowCount, SortBy
 Id = Field(min_length=1, max_length=36)  # call and trace ids are UUID strings
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
 # --- calls -----------------------------------------------------------------------------
 
 
-class CallStart(ProjectScoped, _Lenient):
+class CallStart(ProjectScoped):
     id: str | None = Field(default=None, min_length=1, max_length=36)
     op_name: str = Field(min_length=1, max_length=256)
     display_name: str | None = Field(default=None, max_length=256)
@@ -31,9 +27,12 @@ class CallStart(ProjectScoped, _Lenient):
     started_at: datetime
     attributes: dict[str, Any] = Field(default_factory=dict)
     inputs: dict[str, Any] = Field(default_factory=dict)
+    thread_id: str | None = Field(default=None, max_length=128)
+    turn_id: str | None = Field(default=None, max_length=128)
+    wb_run_id: str | None = Field(default=None, max_length=256)
 
 
-class CallEnd(ProjectScoped, _Lenient):
+class CallEnd(ProjectScoped):
     id: str = Id
     ended_at: datetime
     output: Any = None
@@ -52,7 +51,7 @@ class CallComplete(CallStart):
     exception: str | None = None
 
 
-class CallStartReq(_Lenient):
+class CallStartReq(BaseModel):
     start: CallStart
 
 
@@ -61,34 +60,34 @@ class CallStartRes(BaseModel):
     trace_id: str
 
 
-class CallEndReq(_Lenient):
+class CallEndReq(BaseModel):
     end: CallEnd
 
 
-class CallsCompleteReq(_Lenient):
+class CallsCompleteReq(BaseModel):
     batch: list[CallComplete]
 
 
-class UpsertStart(_Lenient):
+class UpsertStart(BaseModel):
     mode: Literal["start"]
     req: CallStartReq
 
 
-class UpsertEnd(_Lenient):
+class UpsertEnd(BaseModel):
     mode: Literal["end"]
     req: CallEndReq
 
 
-class CallUpsertBatchReq(_Lenient):
+class CallUpsertBatchReq(BaseModel):
     batch: list[UpsertStart | UpsertEnd]
 
 
-class CallUpdateReq(ProjectScoped, _Lenient):
+class CallUpdateReq(ProjectScoped):
     call_id: str = Id
     display_name: str | None = Field(default=None, max_length=256)
 
 
-class CallsDeleteReq(ProjectScoped, _Lenient):
+class CallsDeleteReq(ProjectScoped):
     call_ids: list[str] = Field(max_length=10_000)
 
 
@@ -101,14 +100,14 @@ class CallsDeleteRes(BaseModel):
 ObjectName = Field(min_length=1, max_length=256)
 
 
-class ObjCreate(ProjectScoped, _Lenient):
+class ObjCreate(ProjectScoped):
     object_id: str = ObjectName
     val: Any
     builtin_object_class: str | None = None
     expected_digest: str | None = None
 
 
-class ObjCreateReq(_Lenient):
+class ObjCreateReq(BaseModel):
     obj: ObjCreate
 
 
@@ -117,13 +116,13 @@ class ObjCreateRes(BaseModel):
     object_id: str | None = None
 
 
-class ObjReadReq(ProjectScoped, _Lenient):
+class ObjReadReq(ProjectScoped):
     object_id: str = ObjectName
     digest: str = Field(min_length=1, max_length=64)
     metadata_only: bool | None = False
 
 
-class ObjectsFilter(_Lenient):
+class ObjectsFilter(BaseModel):
     object_ids: list[str] | None = None
     is_op: bool | None = None
     latest_only: bool | None = None
@@ -132,7 +131,7 @@ class ObjectsFilter(_Lenient):
     leaf_object_classes: list[str] | None = None
 
 
-class ObjQueryReq(ProjectScoped, _Lenient):
+class ObjQueryReq(ProjectScoped):
     filter: ObjectsFilter | None = None
     limit: RowCount | None = None
     offset: RowCount | None = None
@@ -140,7 +139,7 @@ class ObjQueryReq(ProjectScoped, _Lenient):
     metadata_only: bool | None = False
 
 
-class ObjDeleteReq(ProjectScoped, _Lenient):
+class ObjDeleteReq(ProjectScoped):
     object_id: str = ObjectName
     digests: list[str] | None = None
 
@@ -148,12 +147,12 @@ class ObjDeleteReq(ProjectScoped, _Lenient):
 # --- tables ----------------------------------------------------------------------------
 
 
-class TableCreate(ProjectScoped, _Lenient):
+class TableCreate(ProjectScoped):
     rows: list[dict[str, Any]]
     expected_digest: str | None = None
 
 
-class TableCreateReq(_Lenient):
+class TableCreateReq(BaseModel):
     table: TableCreate
 
 
@@ -162,26 +161,26 @@ class TableCreateRes(BaseModel):
     row_digests: list[str]
 
 
-class AppendSpec(_Lenient):
+class AppendSpec(BaseModel):
     row: dict[str, Any]
 
 
-class PopSpec(_Lenient):
+class PopSpec(BaseModel):
     index: int
 
 
-class InsertSpec(_Lenient):
+class InsertSpec(BaseModel):
     index: int
     row: dict[str, Any]
 
 
-class TableUpdate(_Lenient):
+class TableUpdate(BaseModel):
     append: AppendSpec | None = None
     pop: PopSpec | None = None
     insert: InsertSpec | None = None
 
 
-class TableUpdateReq(ProjectScoped, _Lenient):
+class TableUpdateReq(ProjectScoped):
     base_digest: str = Field(min_length=1, max_length=64)
     updates: list[TableUpdate]
 
@@ -191,11 +190,11 @@ class TableUpdateRes(BaseModel):
     updated_row_digests: list[str]
 
 
-class TableRowFilter(_Lenient):
+class TableRowFilter(BaseModel):
     row_digests: list[str] | None = None
 
 
-class TableQueryReq(ProjectScoped, _Lenient):
+class TableQueryReq(ProjectScoped):
     digest: str = Field(min_length=1, max_length=64)
     filter: TableRowFilter | None = None
     limit: RowCount | None = None
@@ -203,11 +202,11 @@ class TableQueryReq(ProjectScoped, _Lenient):
     sort_by: list[SortBy] | None = None
 
 
-class TableQueryStatsReq(ProjectScoped, _Lenient):
+class TableQueryStatsReq(ProjectScoped):
     digest: str = Field(min_length=1, max_length=64)
 
 
-class RefsReadBatchReq(_Lenient):
+class RefsReadBatchReq(BaseModel):
     refs: list[str] = Field(max_length=1000)
 
 
@@ -240,7 +239,7 @@ class FeedbackReplaceReq(FeedbackCreate):
     feedback_id: str = Field(min_length=1, max_length=64)
 
 
-class FeedbackQueryReq(ProjectScoped, _Lenient):
+class FeedbackQueryReq(ProjectScoped):
     fields: list[str] | None = None
     query: dict[str, Any] | None = None
     sort_by: list[SortBy] | None = None
@@ -248,5 +247,5 @@ class FeedbackQueryReq(ProjectScoped, _Lenient):
     offset: RowCount | None = None
 
 
-class FeedbackPurgeReq(ProjectScoped, _Lenient):
+class FeedbackPurgeReq(ProjectScoped):
     query: dict[str, Any]

@@ -77,8 +77,9 @@ def generate(imagegate: Imagegate) -> Generate:
                 | inputs,
             }
         )
-        res = await imagegate.generation.create(principal, req, "http://testserver/")
-        call = await imagegate.calls.read(project_id, res["weave_call_id"])
+        generation = await imagegate.generation.generate(principal, project_id, req.inputs)
+        assert generation.call_id is not None
+        call = await imagegate.calls.read(project_id, generation.call_id)
         assert call is not None
         return call
 

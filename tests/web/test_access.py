@@ -122,7 +122,7 @@ async def test_session_cookie_flags_over_http(client: httpx.AsyncClient, users: 
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Path=/ui" in cookie
     assert "Secure" not in cookie
     assert users.alice not in cookie  # the key itself is never in the cookie
-    assert hash_key(users.alice) in cookie  # a hash, looked up on every request
+    assert hash_key(users.alice) not in cookie  # a random token; the server keeps the session
 
 
 async def test_session_cookie_is_secure_over_https(app: FastAPI, users: Users) -> None:
@@ -182,9 +182,9 @@ async def test_a_revoked_key_ends_its_sessions(
 @pytest.mark.parametrize(
     "tamper",
     [
-        lambda v: v[:-2] + ("AA" if not v.endswith("AA") else "BB"),  # signature
-        lambda v: "0" + v[1:] if v[0] != "0" else "1" + v[1:],  # key hash
-        lambda v: ".".join([v.split(".")[0], "1", v.split(".")[2]]),  # issued long ago
+        lambda v: v[:-2] + ("AA" if not v.endswith("AA") else "BB"),  # end of the token
+        lambda v: "0" + v[1:] if v[0] != "0" else "1" + v[1:],  # start of the token
+        lambda v: v + "x",
         lambda v: "garbage",
     ],
 )

@@ -114,6 +114,8 @@ def test_generate_browse_filter_and_download(server: LiveServer, context: Browse
     # A project from the projects page; the form shows the chosen model's options only.
     page.fill("input[name=name]", "e2e")
     page.click("form.newproject button")
+    expect(page).to_have_url(f"{server.url}/ui/p/admin/e2e")  # created, empty
+    page.click("a.btn.primary:has-text('Generate')")
     expect(page).to_have_url(f"{server.url}/ui/p/admin/e2e/generate")
     expect(page.locator("fieldset[data-model='local/procedural']")).to_be_visible()
     expect(page.locator("fieldset[data-model]:visible")).to_have_count(1)

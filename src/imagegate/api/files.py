@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request, UploadFile
@@ -13,7 +12,7 @@ from imagegate.digest import is_digest, weave_digest
 from imagegate.errors import BadRequest, InvalidInput, NotFound, Unauthorized
 from imagegate.names import split_project_id
 from imagegate.schemas import FileContentReadReq, FileCreateRes
-from imagegate.urls import file_signature, sniff_image_type
+from imagegate.urls import MIME_EXTENSIONS, image_headers, signature_valid, sniff_image_type
 
 router = APIRouter(tags=["Files"])
 
@@ -33,7 +32,7 @@ async def file_create(
         split_project_id(project_id)
     except ValueError as exc:
         raise InvalidInput(["body", "project_id"], str(exc), project_id) from exc
-    authorize(caller, project_id)
+    authorize(caller, project_id, generate=True)  # viewers only read
     data = await file.read()
     if expected_digest is not None and weave_digest(data) != expected_digest:
         raise BadRequest(
@@ -60,10 +59,16 @@ async def file_content(req: FileContentReadReq, app: App, caller: Caller) -> Res
 @router.get(
     "/files/{entity}/{project}/{name}",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}}},
+    responses={200: {"content": {t: {} for t in MIME_EXTENSIONS}}},
 )
 async def file_by_url(
-    entity: str, project: str, name: str, request: Request, app: App, sig: str | None = None
+    entity: str,
+    project: str,
+    name: str,
+    request: Request,
+    app: App,
+    sig: str | None = None,
+    exp: str | None = None,
 ) -> Response:
     """An image by URL: the `sig` from `response_format: "url"`, or an API key."""
     digest = name.partition(".")[0]  # the extension is cosmetic; the bytes decide the type
@@ -75,16 +80,16 @@ async def file_by_url(
     if not is_digest(digest):
         raise NotFound("no such file")
     if sig is not None:
-        expected = file_signature(app.signing_key, project_id, digest)
-        if not hmac.compare_digest(sig, expected):
-            raise Unauthorized("invalid or missing URL signature")
+        if not signature_valid(app.signing_key, project_id, digest, exp, sig):
+            raise Unauthorized("invalid or expired URL signature")
     else:
         authorize(await current_principal(request), project_id)
     data = await app.files.get(project_id, digest)
     if data is None:
         raise NotFound("no such file")
+    mimetype = sniff_image_type(data)
     return Response(
         data,
-        media_type=sniff_image_type(data),
-        headers={"Cache-Control": IMMUTABLE, "X-Content-Type-Options": "nosniff"},
+        media_type=mimetype,
+        headers={"Cache-Control": IMMUTABLE, **image_headers(mimetype)},
     )

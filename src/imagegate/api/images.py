@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
 
+from imagegate import keepalive
 from imagegate.api.deps import App, Caller, authorize
-from imagegate.idempotency import idempotency_key, request_hash
+from imagegate.generation import Generation
+from imagegate.idempotency import request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
+from imagegate.urls import public_base
+from imagegate.weave_shape import weave_answer, weave_failure
 
 router = APIRouter(tags=["Images"])
 
@@ -21,18 +26,36 @@ router = APIRouter(tags=["Images"])
 )
 async def image_create(
     req: ImageGenerationCreateReq, request: Request, app: App, caller: Caller
-) -> dict[str, Any]:
-    authorize(caller, req.project_id)
-    base_url = app.settings.public_url or str(request.base_url)
+) -> Response:
+    authorize(caller, req.project_id, generate=True)
+    track = req.track_llm_call is not False
+    # Checked before anything is sent, so a bad request gets its 422 even when the answer
+    # would start early.
+    await app.generation.check(req.project_id, req.inputs, track=track)
+
+    def work() -> Awaitable[Generation]:
+        return app.generation.generate(caller, req.project_id, req.inputs, track=track)
+
     # Read from the headers, not declared as parameters: the OpenAPI document stays the
-    # Weave spec's. With a key, a retry replays the first answer instead of generating.
-    key = idempotency_key(request.headers)
-    if key is None:
-        return await app.generation.create(caller, req, base_url)
-    return await app.idempotency.run(
+    # Weave spec's. With a key (or as an SDK's own retry), a repeat gets the first
+    # generation instead of paying for another; either way the answer is derived from
+    # the Generation the same way.
+    generation = app.idempotency.run_once(
+        request.headers,
         project_id=req.project_id,
         user_id=caller.user_id,
-        key=key,
         request_hash=request_hash(req),
-        work=lambda: app.generation.create(caller, req, base_url),
+        work=work,
+    )
+    base_url = public_base(request, app.settings.public_url, app.settings.allowed_hosts)
+    link = app.generation.image_link(req.project_id, base_url)
+
+    async def render(generation: Generation) -> Response:
+        return JSONResponse(weave_answer(generation, link))
+
+    interval = keepalive.interval_for(
+        request.headers, app.settings.keepalive_interval, unasked=True
+    )
+    return await keepalive.early_answer(
+        generation, interval=interval, render=render, failed=weave_failure
     )

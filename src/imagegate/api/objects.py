@@ -16,7 +16,7 @@ router = APIRouter(tags=["Objects"])
 @router.post("/obj/create", response_model=ObjCreateRes)
 async def obj_create(req: ObjCreateReq, app: App, caller: Caller) -> dict[str, Any]:
     obj = req.obj
-    authorize(caller, obj.project_id)
+    authorize(caller, obj.project_id, generate=True)
     await app.accounts.ensure_project(obj.project_id)
     digest = await app.traces.objects.create(
         obj.project_id,
@@ -61,7 +61,7 @@ async def objs_query(req: ObjQueryReq, app: App, caller: Caller) -> dict[str, An
 
 @router.post("/obj/delete")
 async def obj_delete(req: ObjDeleteReq, app: App, caller: Caller) -> dict[str, Any]:
-    authorize(caller, req.project_id)
+    authorize(caller, req.project_id, generate=True)
     deleted = await app.traces.delete_object(req.project_id, req.object_id, req.digests)
     if not deleted:
         raise NotFound(f"no object {req.object_id} in project {req.project_id!r}")

@@ -22,7 +22,7 @@ router = APIRouter(tags=["Tables"])
 @router.post("/table/create", response_model=TableCreateRes)
 async def table_create(req: TableCreateReq, app: App, caller: Caller) -> dict[str, Any]:
     table = req.table
-    authorize(caller, table.project_id)
+    authorize(caller, table.project_id, generate=True)
     await app.accounts.ensure_project(table.project_id)
     digest, row_digests = await app.traces.tables.create(
         table.project_id, table.rows, table.expected_digest
@@ -32,7 +32,7 @@ async def table_create(req: TableCreateReq, app: App, caller: Caller) -> dict[st
 
 @router.post("/table/update", response_model=TableUpdateRes)
 async def table_update(req: TableUpdateReq, app: App, caller: Caller) -> dict[str, Any]:
-    authorize(caller, req.project_id)
+    authorize(caller, req.project_id, generate=True)
     updates = [u.model_dump(exclude_none=True) for u in req.updates]
     digest, added = await app.traces.tables.update(req.project_id, req.base_digest, updates)
     return {"digest": digest, "updated_row_digests": added}

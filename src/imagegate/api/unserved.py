@@ -56,6 +56,8 @@ async def not_implemented(request: Request) -> JSONResponse:
     return JSONResponse(
         {"detail": f"imagegate does not implement {request.method} {request.url.path}"},
         status_code=501,
+        # Weave's generated client retries 5xx unless told not to: this will not change.
+        headers={"X-Should-Retry": "false"},
     )
 
 

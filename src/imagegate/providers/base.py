@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,8 +38,47 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class InputImage:
+    """An image a caller sent to be edited (or a mask), its type sniffed from its bytes."""
+
+    data: bytes
+    mimetype: str
+    width: int
+    height: int
+    filename: str = "image.png"
+
+    @property
+    def extension(self) -> str:
+        return self.mimetype.rsplit("/", 1)[-1].split("+", 1)[0]
+
+
+@dataclass(frozen=True)
+class EditFiles:
+    """What an edit works on: 1-16 images, and an optional mask (its fully transparent
+    pixels mark where to edit the first image) or markup (a transparent PNG drawn over
+    the first image to guide the edit; never with a mask)."""
+
+    images: tuple[InputImage, ...]
+    mask: InputImage | None = None
+    markup: InputImage | None = None
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """One progressive render of a streamed generation, as base64 (the form it travels
+    in both ways, so passing an upstream's partial on costs no re-encoding)."""
+
+    index: int
+    b64_json: str
+
+
+# Receives each partial image as soon as the provider has it.
+PartialSink = Callable[[PartialImage], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class ImageRequest:
-    """Validated, effective parameters for one generation."""
+    """Validated, effective parameters for one generation or edit."""
 
     spec: ModelSpec
     prompt: str
@@ -47,10 +87,35 @@ class ImageRequest:
     seed: int | None = None
     params: dict[str, Any] = field(default_factory=dict)  # quality, style, ... as sent
     api_key: Secret | None = None
+    # An edit: the images to edit (the first one is what `mask` applies to).
+    images: tuple[InputImage, ...] = ()
+    mask: InputImage | None = None
+    markup: InputImage | None = None
+    # Streaming: how many partial images to send before the final one (None: no stream).
+    partial_images: int | None = None
 
     @property
     def model(self) -> str:
         return self.spec.name
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.images)
+
+    @property
+    def stream(self) -> bool:
+        return self.partial_images is not None
+
+    @property
+    def timeout_s(self) -> float:
+        """The effective timeout of one upstream request (the model's rule for this
+        quality and size)."""
+        quality = self.params.get("quality")
+        return self.spec.timeout_for(str(quality) if quality else None, self.size)
+
+    @property
+    def output_format(self) -> str:
+        return str(self.params.get("output_format", self.spec.output_format))
 
     @property
     def width(self) -> int:
@@ -115,3 +180,12 @@ class ProviderError(Exception):
 
 class Provider(Protocol):
     async def generate(self, request: ImageRequest) -> ProviderResult: ...
+
+
+class StreamingProvider(Provider, Protocol):
+    """A provider that can also stream: `on_partial` gets each partial image as it comes
+    (`request.partial_images` of them at most), and the result is the final images."""
+
+    async def generate_streaming(
+        self, request: ImageRequest, on_partial: PartialSink
+    ) -> ProviderResult: ...

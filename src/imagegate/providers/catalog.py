@@ -24,6 +24,23 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True)
+class TimeoutRule:
+    """One row of a model's `timeout_rules`: its timeout applies to a request whose
+    quality is among `quality` (any, when empty) and whose pixel count (width x height)
+    lies within [min_pixels, max_pixels]."""
+
+    timeout_s: float
+    quality: tuple[str, ...] = ()
+    min_pixels: int = 0
+    max_pixels: int | None = None
+
+    def matches(self, quality: str | None, pixels: int) -> bool:
+        if self.quality and (quality or "auto") not in self.quality:
+            return False
+        return self.min_pixels <= pixels and (self.max_pixels is None or pixels <= self.max_pixels)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     provider: str
@@ -44,11 +61,24 @@ class ModelSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
     upstream_response_format: str | None = None
     output_format: str = "png"
+    # Edits (POST /v1/images/edits): whether the model takes them, and its input limits.
+    edits: bool = False
+    max_input_images: int = 16
+    max_input_image_bytes: int = 50 * 1024 * 1024
+    max_mask_bytes: int = 4 * 1024 * 1024
+    input_formats: tuple[str, ...] = ("png", "jpeg", "webp")
     deprecated: date | None = None
     shutdown: date | None = None
     replacement: str | None = None
+    # The longest one upstream request may take, unless a rule in `timeout_rules` (the
+    # first whose quality and size match) says otherwise for the request at hand.
     timeout_s: float = 120.0
+    timeout_rules: tuple[TimeoutRule, ...] = ()
     max_attempts: int = 3
+    # A request that timed out after it was sent, or whose answer broke off, may have been
+    # done and billed upstream: asking again is opt-in (connect errors, 429 and 5xx are
+    # always retried up to max_attempts).
+    retry_timeouts: bool = False
     retry_base_s: float = 0.5
     max_download_bytes: int = 50 * 1024 * 1024
     trusted_url_hosts: frozenset[str] = field(default_factory=frozenset)
@@ -95,8 +125,17 @@ class ModelSpec:
             "options": {k: list(v) for k, v in self.options.items()},
             "defaults": self.defaults,
             "output_format": self.output_format,
+            "edits": self.edits,
+            "stream": "stream" in self.params,
             "priced": bool(self.prices.get("per_image") is not None or self.token_prices),
         }
+
+    def timeout_for(self, quality: str | None, size: str) -> float:
+        """Seconds one upstream request of this quality and "WxH" size may take."""
+        match = SIZE_PATTERN.match(size)
+        pixels = int(match[1]) * int(match[2]) if match else 0
+        rule = next((r for r in self.timeout_rules if r.matches(quality, pixels)), None)
+        return rule.timeout_s if rule else self.timeout_s
 
     @property
     def token_prices(self) -> dict[str, float]:
@@ -158,6 +197,7 @@ class Catalog:
                 upstream_model=name,
                 params=frozenset(("size", "quality", "style", "user")),
                 size_range=(64, 8192),
+                edits=True,  # LiteLLM's image_edit; a provider without edits answers 400
             )
         return spec
 
@@ -191,7 +231,9 @@ def _resolve(name: str, raw: dict[str, dict[str, Any]], seen: tuple[str, ...] = 
     return _merge(base, {k: v for k, v in entry.items() if k != "alias_of"})
 
 
-def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
+def _spec(
+    name: str, raw: dict[str, Any], timeout_tables: dict[str, Any] | None = None
+) -> ModelSpec:
     if "provider" not in raw:
         raise CatalogError(f"model {name!r} has no provider")
     known = set(ModelSpec.__dataclass_fields__) - {"name"}
@@ -203,7 +245,7 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
     values.setdefault(
         "upstream_model", name if values["provider"] == "litellm" else name.split("/", 1)[-1]
     )
-    for key in ("sizes",):
+    for key in ("sizes", "input_formats"):
         if key in values:
             values[key] = tuple(values[key])
     if "size_range" in values:
@@ -213,10 +255,32 @@ def _spec(name: str, raw: dict[str, Any]) -> ModelSpec:
             values[key] = frozenset(values[key])
     if "options" in values:
         values["options"] = {k: tuple(v) for k, v in values["options"].items()}
+    if "timeout_rules" in values:
+        rules = values["timeout_rules"]
+        if isinstance(rules, str):  # the name of a shared table
+            if rules not in (timeout_tables or {}):
+                raise CatalogError(f"model {name!r}: no timeout_rules table named {rules!r}")
+            rules = (timeout_tables or {})[rules]
+        values["timeout_rules"] = tuple(_timeout_rule(name, r) for r in rules)
     for key in ("deprecated", "shutdown"):
         if isinstance(values.get(key), str):
             values[key] = date.fromisoformat(values[key])
     return ModelSpec(name=name, **values)
+
+
+def _timeout_rule(model: str, raw: Any) -> TimeoutRule:
+    known = set(TimeoutRule.__dataclass_fields__)
+    if not isinstance(raw, dict) or "timeout_s" not in raw or set(raw) - known:
+        raise CatalogError(
+            f"model {model!r}: each of timeout_rules is a table with timeout_s and "
+            f"optionally {', '.join(sorted(known - {'timeout_s'}))}"
+        )
+    return TimeoutRule(
+        timeout_s=float(raw["timeout_s"]),
+        quality=tuple(raw.get("quality", ())),
+        min_pixels=int(raw.get("min_pixels", 0)),
+        max_pixels=int(raw["max_pixels"]) if raw.get("max_pixels") is not None else None,
+    )
 
 
 def load_catalog(path: Path | None = None) -> Catalog:
@@ -225,6 +289,7 @@ def load_catalog(path: Path | None = None) -> Catalog:
     packaged = tomllib.loads(text)
     raw: dict[str, dict[str, Any]] = packaged["models"]
     prefixes = list(packaged.get("litellm", {}).get("prefixes", []))
+    tables: dict[str, Any] = dict(packaged.get("timeout_rules", {}))
     if path is not None:
         try:
             operator = tomllib.loads(path.read_text())
@@ -233,5 +298,6 @@ def load_catalog(path: Path | None = None) -> Catalog:
         for name, entry in operator.get("models", {}).items():
             raw[name] = _merge(raw.get(name, {}), entry)
         prefixes = operator.get("litellm", {}).get("prefixes", prefixes)
-    models = {name: _spec(name, _resolve(name, raw)) for name in raw}
+        tables.update(operator.get("timeout_rules", {}))
+    models = {name: _spec(name, _resolve(name, raw), tables) for name in raw}
     return Catalog(models, tuple(prefixes))

@@ -24,9 +24,36 @@ BLOCKED_NETWORKS = [
 ]
 
 
+# IPv6 prefixes whose last 32 bits carry an IPv4 address: IPv4-compatible (::/96),
+# IPv4-translated (::ffff:0:0:0/96, SIIT) and NAT64's well-known and local-use prefixes.
+_IPV4_IN_LAST_32 = [
+    ipaddress.ip_network(n) for n in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+]
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """Every IPv4 address an IPv6 address carries, by each transition scheme that embeds
+    one: mapped (::ffff:a.b.c.d), 6to4 (2002::/16), Teredo (2001::/32, server and
+    client), NAT64, IPv4-compatible and -translated forms."""
+    found = []
+    if address.ipv4_mapped:
+        found.append(address.ipv4_mapped)
+    if address.sixtofour:
+        found.append(address.sixtofour)
+    if address.teredo:
+        found.extend(address.teredo)
+    if any(address in net for net in _IPV4_IN_LAST_32):
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return found
+
+
 def _forbidden(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # Each embedded IPv4 address is checked as itself: 2002:7f00:1:: is 127.0.0.1.
+        if any(_forbidden(v4) for v4 in embedded_ipv4(address)):
+            return True
+        if address.ipv4_mapped:
+            return False  # exactly its IPv4 address, which passed
     return (
         not address.is_global
         or address.is_loopback

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import os
 from types import ModuleType
 from typing import Any
 
-from imagegate.providers.base import ImageRequest, ProviderResult
+from imagegate.providers.base import ImageRequest, InputImage, ProviderResult
 from imagegate.providers.openai import generate_with_retries
 
 
@@ -30,6 +31,13 @@ def _litellm() -> ModuleType:
     return litellm
 
 
+def _file(image: InputImage) -> io.BytesIO:
+    """A named file object: LiteLLM's edit routes read files, not (name, bytes) tuples."""
+    file = io.BytesIO(image.data)
+    file.name = image.filename or f"image.{image.extension}"
+    return file
+
+
 class LiteLLMProvider:
     async def generate(self, request: ImageRequest) -> ProviderResult:
         spec = request.spec
@@ -38,7 +46,7 @@ class LiteLLMProvider:
             "prompt": request.prompt,
             "n": request.n,
             "size": request.size,
-            "timeout": spec.timeout_s,
+            "timeout": request.timeout_s,
             **request.params,
             **spec.provider_params,
         }
@@ -48,8 +56,16 @@ class LiteLLMProvider:
         if api_key:
             kwargs["api_key"] = api_key
         litellm = _litellm()
+        endpoint = litellm.aimage_edit if request.is_edit else litellm.aimage_generation
 
         async def call() -> Any:
-            return await litellm.aimage_generation(**kwargs)
+            if request.is_edit:
+                # LiteLLM's edit route sends the files upstream as multipart parts; new
+                # file objects for each attempt, since an attempt reads them to the end.
+                files = [_file(image) for image in request.images]
+                kwargs["image"] = files[0] if len(files) == 1 else files
+                if request.mask is not None:
+                    kwargs["mask"] = _file(request.mask)
+            return await endpoint(**kwargs)
 
-        return await generate_with_retries(spec, call, api_key=api_key)
+        return await generate_with_retries(spec, call, timeout_s=request.timeout_s, api_key=api_key)

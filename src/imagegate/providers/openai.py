@@ -16,6 +16,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import openai
@@ -24,7 +25,10 @@ from imagegate.pricing import add_usage
 from imagegate.providers.base import (
     GeneratedImage,
     ImageRequest,
+    InputImage,
     ItemError,
+    PartialImage,
+    PartialSink,
     ProviderError,
     ProviderResult,
 )
@@ -108,11 +112,9 @@ class OpenAIProvider:
             raise first
         return result
 
-    async def _request(self, request: ImageRequest, n: int, batch: int) -> ProviderResult:
+    def _kwargs(self, request: ImageRequest, n: int) -> dict[str, Any]:
+        """The SDK call's arguments: a generation's, or an edit's with its files."""
         spec = request.spec
-        assert request.api_key is not None
-        api_key = request.api_key.reveal()
-        client = self._client(spec, api_key)
         kwargs: dict[str, Any] = {
             "model": spec.upstream_model,
             "prompt": request.prompt,
@@ -124,52 +126,138 @@ class OpenAIProvider:
             kwargs["response_format"] = spec.upstream_response_format
         if spec.provider_params:
             kwargs["extra_body"] = spec.provider_params
+        if request.is_edit:
+            # The SDK sends these as multipart parts: `image` for one, `image[]` for more.
+            files = [_file(image) for image in request.images]
+            kwargs["image"] = files[0] if len(files) == 1 else files
+            if request.mask is not None:
+                kwargs["mask"] = _file(request.mask)
+            if request.markup is not None:
+                kwargs["markup"] = _file(request.markup)
+        return kwargs
+
+    def _endpoint(self, client: openai.AsyncOpenAI, request: ImageRequest) -> Any:
+        return client.images.edit if request.is_edit else client.images.generate
+
+    async def _request(self, request: ImageRequest, n: int, batch: int) -> ProviderResult:
+        spec = request.spec
+        assert request.api_key is not None
+        api_key = request.api_key.reveal()
+        endpoint = self._endpoint(self._client(spec, api_key), request)
+        kwargs = self._kwargs(request, n)
+
+        timeout_s = request.timeout_s
 
         async def call() -> Any:
-            return await client.images.generate(**kwargs, timeout=spec.timeout_s)
+            return await endpoint(**kwargs, timeout=timeout_s)
 
-        return await generate_with_retries(spec, call, batch=batch, api_key=api_key)
+        return await generate_with_retries(
+            spec, call, timeout_s=timeout_s, batch=batch, api_key=api_key
+        )
+
+    async def generate_streaming(
+        self, request: ImageRequest, on_partial: PartialSink
+    ) -> ProviderResult:
+        """One image over the upstream's server-sent events; each partial image goes to
+        `on_partial` as soon as its event arrives. A stream that fails before its first
+        partial is retried like any request; after one, the failure is final (the caller
+        has already seen part of this attempt)."""
+        spec = request.spec
+        if request.api_key is None:
+            return await self.generate(request)  # raises the missing-key error
+        api_key = request.api_key.reveal()
+        endpoint = self._endpoint(self._client(spec, api_key), request)
+        kwargs = self._kwargs(request, 1)
+        kwargs.update(stream=True, partial_images=request.partial_images)
+        timeout_s = request.timeout_s
+
+        async def call() -> Any:
+            stream = await endpoint(**kwargs, timeout=timeout_s)
+            sent = 0
+            try:
+                async for event in stream:
+                    kind = getattr(event, "type", "")
+                    if kind.endswith(".partial_image"):
+                        await on_partial(PartialImage(event.partial_image_index, event.b64_json))
+                        sent += 1
+                    elif kind.endswith(".completed"):
+                        return _Streamed([_StreamedImage(event.b64_json)], event.usage)
+            except openai.APIError as exc:
+                if isinstance(exc, openai.APIStatusError | openai.APIConnectionError) and not sent:
+                    raise  # nothing reached the caller: retried as usual
+                raise _stream_error(exc, api_key) from None
+            finally:
+                await stream.close()
+            raise ProviderError("the provider's stream ended without a completed image")
+
+        return await generate_with_retries(spec, call, timeout_s=timeout_s, api_key=api_key)
+
+
+@dataclass
+class _StreamedImage:
+    b64_json: str | None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass
+class _Streamed:
+    """A completed stream, in the shape `read_images` reads (ImagesResponse's)."""
+
+    data: list[_StreamedImage]
+    usage: Any
+
+
+def _file(image: InputImage) -> tuple[str, bytes, str]:
+    return (image.filename or f"image.{image.extension}", image.data, image.mimetype)
+
+
+def _stream_error(exc: openai.APIError, api_key: str | None) -> ProviderError:
+    """An `error` event in the middle of an upstream stream."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code = body.get("code") or body.get("type") or ""
+    error_type = (
+        "content_policy"
+        if code in ("content_policy_violation", "moderation_blocked")
+        else "provider_error"
+    )
+    message = redact(str(body.get("message") or exc.message), api_key)
+    return ProviderError(message, error_type=error_type)
 
 
 async def generate_with_retries(
     spec: ModelSpec,
     call: Callable[[], Awaitable[Any]],
     *,
+    timeout_s: float,
     batch: int = 0,
     api_key: str | None = None,
 ) -> ProviderResult:
     """Run `call` (one provider request answering OpenAI's ImagesResponse shape) with
-    the model's timeout and retry policy, recording every attempt.
+    the request's timeout and the model's retry policy, recording every attempt.
 
-    Errors are read from OpenAI's exception types, which LiteLLM's exceptions subclass,
-    so this serves every provider that speaks (or is translated to) that protocol.
+    Retried: what cannot have been billed (see `classify_failure`). Errors are read from
+    OpenAI's exception types, which LiteLLM's exceptions subclass, so this serves every
+    provider that speaks (or is translated to) that protocol.
     """
     attempts: list[dict[str, Any]] = []
     for attempt in range(1, spec.max_attempts + 1):
         started = time.perf_counter()
         record: dict[str, Any] = {"attempt": attempt, "batch": batch}
         try:
-            async with asyncio.timeout(spec.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 response = await call()
-        except openai.APIStatusError as exc:
-            error, retry_after = _status_error(exc, api_key)
-        except (TimeoutError, openai.APITimeoutError):
-            error = ProviderError(
-                f"{spec.name} did not answer within {spec.timeout_s:g}s", error_type="timeout"
-            )
-            retry_after = None
-        except openai.APIConnectionError as exc:
-            error = ProviderError(f"could not connect to the provider: {redact(str(exc), api_key)}")
-            retry_after = None
-        except (openai.APIError, ValueError) as exc:
-            # A 200 whose body is not the expected JSON: the provider is broken, and
-            # asking again is unlikely to help.
-            record.update(latency_ms=_ms(started), error_type="provider_error")
-            attempts.append(record)
-            raise ProviderError(
-                f"malformed response from the provider ({type(exc).__name__})", attempts=attempts
-            ) from None
+        except (openai.APIError, TimeoutError, ValueError) as exc:
+            failure = classify_failure(exc, spec, timeout_s, api_key)
         else:
+            if isinstance(response, str):
+                # A 200 whose body is not JSON (an HTML page from a proxy): the SDK hands
+                # it back as text instead of raising.
+                record.update(latency_ms=_ms(started), error_type="provider_error")
+                attempts.append(record)
+                raise ProviderError(
+                    "malformed response from the provider (not JSON)", attempts=attempts
+                )
             record.update(latency_ms=_ms(started), status_code=200)
             attempts.append(record)
             try:
@@ -179,21 +267,97 @@ async def generate_with_retries(
                 raise
             result.attempts = attempts
             return result
+        error = failure.error
         record.update(
             latency_ms=_ms(started), status_code=error.status_code, error_type=error.error_type
         )
+        if failure.may_be_billed:
+            record["may_be_billed"] = True
         attempts.append(record)
-        retryable = error.error_type in ("rate_limit", "timeout") or (
-            error.error_type == "provider_error"
-            and (error.status_code is None or error.status_code >= 500)
-        )
-        if not retryable or attempt == spec.max_attempts:
+        if not failure.retryable or attempt == spec.max_attempts:
             error.attempts = attempts
             raise error
-        wait = _backoff(spec.retry_base_s, attempt, retry_after)
+        wait = _backoff(spec.retry_base_s, attempt, failure.retry_after)
         record["retry_after_s"] = round(wait, 3)
         await asyncio.sleep(wait)
     raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed provider request, classified: what to record and whether to ask again."""
+
+    error: ProviderError
+    retryable: bool
+    may_be_billed: bool = False  # the request reached the provider and its answer is lost
+    retry_after: float | None = None
+
+
+# The transport errors that mean the request never (completely) reached the provider,
+# by class name: the openai SDK raises httpx2's, LiteLLM httpx's, with the same names.
+_NOT_SENT = frozenset(
+    (
+        "ConnectError",
+        "ConnectTimeout",
+        "PoolTimeout",
+        "WriteError",
+        "WriteTimeout",
+        "UnsupportedProtocol",
+        "ConnectionRefusedError",
+    )
+)
+BILLED_NOTE = (
+    "the provider may have done (and billed) the work, so it was not retried "
+    "(set retry_timeouts for this model to retry)"
+)
+
+
+def classify_failure(
+    exc: BaseException, spec: ModelSpec, timeout_s: float, api_key: str | None
+) -> Failure:
+    """The one place where the SDK's (and httpx's) exceptions become ours.
+
+    Retried: 429, 5xx answers, and a request that never reached the provider (connect
+    errors and timeouts, a pool timeout, a failed write). Not retried unless the model
+    sets `retry_timeouts`: a request that was sent and then timed out waiting for its
+    answer, or whose answer broke off — the provider may have made and billed it.
+    """
+    if isinstance(exc, openai.APIStatusError):
+        error, retry_after = _status_error(exc, api_key)
+        retryable = error.error_type == "rate_limit" or (
+            error.error_type == "provider_error" and (error.status_code or 500) >= 500
+        )
+        return Failure(error, retryable, retry_after=retry_after)
+    chain = _causes(exc)
+    not_sent = next((e for e in chain if _NOT_SENT & {c.__name__ for c in type(e).__mro__}), None)
+    if isinstance(exc, openai.APIConnectionError | TimeoutError) and not_sent is not None:
+        detail = redact(str(not_sent) or type(not_sent).__name__, api_key)
+        return Failure(ProviderError(f"could not connect to the provider: {detail}"), True)
+    if isinstance(exc, openai.APITimeoutError | TimeoutError):
+        message = f"{spec.name} did not answer within {timeout_s:g}s; {BILLED_NOTE}"
+    elif isinstance(exc, openai.APIConnectionError):
+        detail = redact(str(chain[1] if len(chain) > 1 else exc), api_key)
+        message = f"the connection to the provider broke off before its answer ({detail}); "
+        message += BILLED_NOTE
+    else:
+        # A 200 whose body is not the expected JSON: the provider is broken, and asking
+        # again is unlikely to help.
+        error = ProviderError(f"malformed response from the provider ({type(exc).__name__})")
+        return Failure(error, False)
+    error = ProviderError(
+        message, error_type="timeout", details={"may_be_billed": True, "timeout_s": timeout_s}
+    )
+    return Failure(error, spec.retry_timeouts, may_be_billed=True)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what caused it, outermost first (its cause, else its context, chain)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _ms(started: float) -> int:

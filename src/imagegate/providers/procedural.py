@@ -145,6 +145,17 @@ def render_png(prompt: str, seed: int, width: int, height: int, index: int) -> b
     The same arguments always give byte-identical output; ``seed`` and ``index`` (the
     position of the image within one request) each change the composition.
     """
+    return encode_png(render(prompt, seed, width, height, index))
+
+
+def encode_png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", compress_level=_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def render(prompt: str, seed: int, width: int, height: int, index: int) -> Image.Image:
+    """The picture `render_png` encodes."""
     if not (_MIN_SIDE <= width <= _MAX_SIDE and _MIN_SIDE <= height <= _MAX_SIDE):
         raise ValueError(f"size {width}x{height} outside {_MIN_SIDE}..{_MAX_SIDE}")
     rng = _rng(prompt, seed, width, height, index)
@@ -159,6 +170,80 @@ def render_png(prompt: str, seed: int, width: int, height: int, index: int) -> b
     img = img.filter(ImageFilter.GaussianBlur(_SOFT_SIDE * rng.uniform(0.006, 0.014)))
     img = img.resize((width, height), Image.Resampling.BILINEAR)
     _shapes(rng, img, palette, rng.randint(4, 9), (120, 220), (0.03, 0.12))
+    return img
+
+
+def _render_any_size(prompt: str, seed: int, size: tuple[int, int], index: int) -> Image.Image:
+    """A render of exactly `size`, also outside the 256..2048 a render is made at."""
+    width, height = (min(max(side, _MIN_SIDE), _MAX_SIDE) for side in size)
+    img = render(prompt, seed, width, height, index)
+    return img if img.size == size else img.resize(size, Image.Resampling.BILINEAR)
+
+
+def edit_png(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int) -> bytes:
+    """An edit of `base`: the mask's fully transparent pixels are repainted from the prompt
+    and every other pixel keeps its exact value. Without a mask the whole picture is
+    blended half and half with a render of the prompt. Deterministic, like `render_png`.
+    """
+    with Image.open(io.BytesIO(base)) as opened:
+        original = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+    painted = _render_any_size(prompt, seed, original.size, index).convert(original.mode)
+    if mask is None:
+        return encode_png(Image.blend(original, painted, 0.5))
+    with Image.open(io.BytesIO(mask)) as opened:
+        alpha = opened.convert("RGBA").getchannel("A")
+    # 255 where the mask is fully transparent (edit there), 0 elsewhere (keep).
+    where = alpha.point(lambda a: 255 if a == 0 else 0)
+    return encode_png(Image.composite(painted, original, where))
+
+
+def progressive(final: bytes, step: int, steps: int) -> bytes:
+    """Partial image `step` (0-based) of `steps` before `final`: the final picture in
+    coarse blocks that get finer with each step, as a progressive render shows it."""
+    with Image.open(io.BytesIO(final)) as opened:
+        img = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
+    block = 2 ** (steps - step + 2)  # 3 steps: 32, 16, 8 pixel blocks
+    small = img.resize(
+        (max(1, img.width // block), max(1, img.height // block)), Image.Resampling.BOX
+    )
+    return encode_png(small.resize(img.size, Image.Resampling.NEAREST))
+
+
+def render_gif(
+    prompt: str, seed: int, width: int, height: int, index: int, frames: int, duration_ms: int
+) -> bytes:
+    """An animated GIF: `frames` renders of the prompt (each its own composition)."""
+    pictures = [
+        render(prompt, seed, width, height, index * 100 + frame).quantize(128)
+        for frame in range(frames)
+    ]
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=_COMPRESS_LEVEL)
+    pictures[0].save(
+        buf, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0
+    )
     return buf.getvalue()
+
+
+def render_svg(prompt: str, seed: int, width: int, height: int, index: int) -> bytes:
+    """A vector picture: a two-colour gradient and seeded translucent ellipses. Only
+    shapes and colours go into the markup (never the prompt's text)."""
+    rng = _rng(prompt, seed, width, height, index)
+    palette = [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in _palette(prompt)]
+    first, second = rng.sample(palette, 2)
+    shapes = []
+    for _ in range(rng.randint(8, 16)):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        rx, ry = rng.uniform(0.05, 0.3) * width, rng.uniform(0.05, 0.3) * height
+        shapes.append(
+            f'<ellipse cx="{cx:.1f}" cy="{cy:.1f}" rx="{rx:.1f}" ry="{ry:.1f}" '
+            f'fill="{rng.choice(palette)}" fill-opacity="{rng.uniform(0.3, 0.8):.2f}"/>'
+        )
+    svg = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">'
+        f'<defs><linearGradient id="bg" x1="0" y1="0" x2="1" y2="1">'
+        f'<stop offset="0" stop-color="{first}"/><stop offset="1" stop-color="{second}"/>'
+        f"</linearGradient></defs>"
+        f'<rect width="{width}" height="{height}" fill="url(#bg)"/>' + "".join(shapes) + "</svg>"
+    )
+    return svg.encode()

@@ -72,7 +72,7 @@ class CallWriter:
         self, project_id: str, call_ids: Iterable[str], now: datetime
     ) -> list[dict[str, Any]]:
         """Mark these live calls and all their descendants deleted; the deleted calls'
-        `id`, `inputs` and `output` (which name the files they referenced)."""
+        `id`, `op_name`, `inputs` and `output` (which name the files they referenced)."""
         async with self.engine.begin() as conn:
             ids = await _with_descendants(conn, project_id, set(call_ids))
             if not ids:
@@ -84,7 +84,9 @@ class CallWriter:
             )
             rows = (
                 await conn.execute(
-                    sa.select(calls.c.id, calls.c.inputs, calls.c.output).where(where)
+                    sa.select(calls.c.id, calls.c.op_name, calls.c.inputs, calls.c.output).where(
+                        where
+                    )
                 )
             ).all()
             await conn.execute(calls.update().where(where).values(deleted_at=now))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -12,10 +13,45 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from imagegate.store.query import calls_before, calls_order_by, calls_where
 from imagegate.store.spend import call_counts
 from imagegate.store.tables import calls
+from imagegate.weave_shape import trace_name
 
 # Columns every returned call carries even when the caller asks for fewer: the Weave
 # client's Call model requires them.
 REQUIRED_COLUMNS = ("id", "project_id", "op_name", "trace_id", "started_at")
+PAGE_ROWS = 500  # rows per page of a stream; one page is held in memory at a time
+
+
+def _keyset_fields(sort_by: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]] | None:
+    """The (column, direction) list of an order that pages by key (columns that are never
+    NULL, ending with the unique id), else None: such streams page by offset."""
+    fields = [(s["field"], s.get("direction", "asc")) for s in sort_by or []]
+    if not fields:
+        fields = [("started_at", "asc")]
+    if all(f != "id" for f, _ in fields):
+        fields.append(("id", "asc"))
+    if not all(f in ("started_at", "id") for f, _ in fields):
+        return None
+    return fields[: [f for f, _ in fields].index("id") + 1]
+
+
+def _after(fields: list[tuple[str, str]], row: Any) -> sa.ColumnElement[bool]:
+    """Rows that come after `row` in the order `fields` gives. The first column's bound
+    stands alone too, so an index on it gives the range."""
+    terms = []
+    for i, (name, direction) in enumerate(fields):
+        column = calls.c[name]
+        beyond = column > row._mapping[name] if direction == "asc" else column < row._mapping[name]
+        ties = [calls.c[n] == row._mapping[n] for n, _ in fields[:i]]
+        terms.append(sa.and_(*ties, beyond))
+    name, direction = fields[0]
+    first = calls.c[name]
+    bound = first >= row._mapping[name] if direction == "asc" else first <= row._mapping[name]
+    return sa.and_(bound, sa.or_(*terms))
+
+
+def _wire(row: Any, keep: set[str] | None, include_costs: bool) -> dict[str, Any]:
+    call = to_wire(row._mapping, include_costs=include_costs)
+    return {k: v for k, v in call.items() if k in keep} if keep else call
 
 
 class CallStore:
@@ -103,24 +139,60 @@ class CallStore:
         if before is not None:
             where = sa.and_(where, calls_before(*before))
             sort_by = [{"field": "started_at", "direction": "desc"}]
-        stmt = (
-            sa.select(calls)
-            .where(where)
-            .order_by(*calls_order_by(sort_by))
-            .limit(limit)
-            .offset(offset or None)
-        )
+        stmt = sa.select(calls).where(where)
         keep = set(columns) | set(REQUIRED_COLUMNS) if columns else None
-        return self._iterate(stmt, keep, include_costs)
+        return self._iterate(stmt, sort_by, limit, offset or 0, keep, include_costs)
 
     async def _iterate(
-        self, stmt: sa.Select[Any], keep: set[str] | None, include_costs: bool
+        self,
+        stmt: sa.Select[Any],
+        sort_by: Sequence[Mapping[str, Any]] | None,
+        limit: int | None,
+        offset: int,
+        keep: set[str] | None,
+        include_costs: bool,
     ) -> AsyncIterator[dict[str, Any]]:
-        async with self.engine.connect() as conn:
-            result = await conn.stream(stmt.execution_options(yield_per=500))
-            async for row in result:
-                call = to_wire(row._mapping, include_costs=include_costs)
-                yield {k: v for k, v in call.items() if k in keep} if keep else call
+        # Page by page, each page fetched whole on a connection held only for that: a
+        # client that reads slowly (or stops reading) holds no database connection.
+        # Pages follow the order's key where it allows (started_at, id); otherwise the
+        # ordered ids are taken in one query and the rows fetched by id, page by page.
+        # The compiled statement is cached for this stream's pages only: query shapes
+        # are the caller's, and unbounded, so they never enter the engine-wide cache.
+        compiled_cache: dict[Any, Any] = {}
+        order = calls_order_by(sort_by)
+        keyset = _keyset_fields(sort_by)
+        if keyset is None:
+            async with self.engine.connect() as conn:
+                await conn.execution_options(compiled_cache=compiled_cache)
+                ids = stmt.with_only_columns(calls.c.id).order_by(*order)
+                ids = ids.limit(limit).offset(offset or None)
+                ordered = list((await conn.scalars(ids)).all())
+            for start in range(0, len(ordered), PAGE_ROWS):
+                chunk = ordered[start : start + PAGE_ROWS]
+                async with self.engine.connect() as conn:
+                    await conn.execution_options(compiled_cache=compiled_cache)
+                    rows = await conn.execute(sa.select(calls).where(calls.c.id.in_(chunk)))
+                    by_id = {row.id: row for row in rows}
+                for call_id in chunk:
+                    if (row := by_id.get(call_id)) is not None:  # else deleted meanwhile
+                        yield _wire(row, keep, include_costs)
+            return
+        last: Any = None
+        sent = 0
+        while limit is None or sent < limit:
+            size = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - sent)
+            page = stmt.order_by(*order).limit(size)
+            # After the last row sent: no rescan of the pages before (as OFFSET would).
+            page = page.offset(offset or None) if last is None else page.where(_after(keyset, last))
+            async with self.engine.connect() as conn:
+                await conn.execution_options(compiled_cache=compiled_cache)
+                rows = (await conn.execute(page)).all()
+            for row in rows:
+                yield _wire(row, keep, include_costs)
+            sent += len(rows)
+            if len(rows) < size:
+                return
+            last = rows[-1]
 
     async def count(
         self,
@@ -135,15 +207,19 @@ class CallStore:
         The whole project's count comes from the hourly rollups (store/spend.py), a sum
         over about one row per hour instead of a walk over every call.
         """
-        matching = sa.select(calls.c.id).where(calls_where(project_id, filter, query))
+        # Translated in a worker thread, off the event loop (see api/calls.py).
+        where = await asyncio.to_thread(calls_where, project_id, filter, query)
+        matching = sa.select(calls.c.id).where(where)
         if limit is not None:
             matching = matching.limit(limit + 1)
+        counted = sa.select(sa.func.count()).select_from(matching.subquery())
         async with self.engine.connect() as conn:
             if query is None and not any((filter or {}).values()):
                 total = (await call_counts(conn, [project_id])).get(project_id, (0, 0))[0]
             else:
-                stmt = sa.select(sa.func.count()).select_from(matching.subquery())
-                total = int(await conn.scalar(stmt) or 0)
+                # Not cached engine-wide: the query's shape is the caller's (see _iterate).
+                await conn.execution_options(compiled_cache=None)
+                total = int(await conn.scalar(counted) or 0)
         if limit is not None and total > limit:
             return limit, True
         return total, False
@@ -162,6 +238,7 @@ def to_wire(row: Mapping[str, Any], *, include_costs: bool = False) -> dict[str,
     costs = summary.pop("costs", None)
     weave: dict[str, Any] = {
         "status": status_of(row["exception"], ended),
+        "trace_name": trace_name(row["op_name"], row["display_name"]),
         "latency_ms": None if ended is None else round((ended - started).total_seconds() * 1000),
     }
     if include_costs and costs is not None:
@@ -174,8 +251,8 @@ def to_wire(row: Mapping[str, Any], *, include_costs: bool = False) -> dict[str,
         "display_name": row["display_name"],
         "trace_id": row["trace_id"],
         "parent_id": row["parent_id"],
-        "thread_id": None,
-        "turn_id": None,
+        "thread_id": row["thread_id"],
+        "turn_id": row["turn_id"],
         "started_at": started.isoformat(),
         "ended_at": None if ended is None else ended.isoformat(),
         "attributes": row["attributes"] or {},
@@ -184,7 +261,7 @@ def to_wire(row: Mapping[str, Any], *, include_costs: bool = False) -> dict[str,
         "exception": row["exception"],
         "summary": summary,
         "wb_user_id": row["wb_user_id"],
-        "wb_run_id": None,
+        "wb_run_id": row["wb_run_id"],
         "deleted_at": None if row["deleted_at"] is None else row["deleted_at"].isoformat(),
         "storage_size_bytes": None,
         "total_storage_size_bytes": None,

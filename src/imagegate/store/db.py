@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from pathlib import Path
 from typing import Any
@@ -16,14 +17,19 @@ from imagegate.errors import DatabaseUnavailable
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
-    """An engine for `url`; on a server database, `timeout` bounds connecting and waiting
-    for a pooled connection, so a database that is down gives a prompt 503, not a hang."""
+def create_engine(url: str, *, timeout: float = 5.0, queue_timeout: float = 120.0) -> AsyncEngine:
+    """An engine for `url`. On a server database `timeout` bounds connecting, so a
+    database that is down gives a prompt 503, not a hang. A database that is up but
+    busy (every pooled connection in use) makes requests wait their turn, up to
+    `queue_timeout`: busy is not down. The number waiting is bounded by the HTTP
+    server's cap on concurrent requests."""
     if url.startswith("sqlite"):
         db_path = url.split("///", 1)[-1]
         if db_path and db_path != ":memory:":
-            Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+            _create_private(Path(db_path))
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, pool_timeout=queue_timeout, hide_parameters=True
+        )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     engine = create_async_engine(
@@ -31,11 +37,20 @@ def create_engine(url: str, *, timeout: float = 5.0) -> AsyncEngine:
         pool_size=10,
         max_overflow=20,
         pool_pre_ping=True,
-        pool_timeout=timeout,
+        pool_timeout=queue_timeout,
+        hide_parameters=True,
         connect_args={"timeout": timeout, **_pg_session_settings(url)},
     )
     sa.event.listen(engine.sync_engine, "do_connect", _connect_or_unavailable)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (and its directory) private to this user, before SQLite
+    would create it world-readable; its -wal and -shm files take the same mode."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
 
 def _pg_session_settings(url: str) -> dict[str, Any]:
@@ -79,13 +94,15 @@ def alembic_config() -> Config:
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest revision."""
+async def migrate(engine: AsyncEngine, *, files: Any = None, revision: str = "head") -> None:
+    """Bring the schema to `revision` (the newest by default). Data migrations that
+    rewrite stored files read and write them through `files` (a FileStore)."""
 
     def upgrade(connection: sa.Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        config.attributes["files"] = files
+        command.upgrade(config, revision)
 
     async with engine.begin() as conn:
         # Replicas starting at once queue here; each then finds the schema current.

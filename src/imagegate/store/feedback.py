@@ -1,7 +1,8 @@
 """Feedback on calls and objects: reactions, notes and scores, as Weave's feedback API.
 
-Queries use Weave's Mongo-like `$expr` over feedback's own columns (`id`, `weave_ref`,
-`feedback_type`, `creator`, `wb_user_id`, `created_at`, ...) and `payload.<key>` paths.
+Queries are the calls query language (`store/query.py`) over feedback's own columns
+(`id`, `weave_ref`, `feedback_type`, `creator`, `wb_user_id`, `created_at`, ...) and
+`payload.<key>` paths.
 """
 
 from __future__ import annotations
@@ -14,16 +15,20 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.ids import uuid7
-from imagegate.store.query import QueryError
+from imagegate.store.query import Schema
 from imagegate.store.tables import feedback
 
 COLUMNS = (
     "id", "project_id", "weave_ref", "feedback_type", "payload", "creator", "annotation_ref",
     "runnable_ref", "call_ref", "trigger_ref", "queue_id", "wb_user_id", "created_at",
 )  # fmt: skip
-TEXT_FIELDS = frozenset(COLUMNS) - {"payload", "created_at"}
-COMPARE = {"$eq": "__eq__", "$gt": "__gt__", "$gte": "__ge__", "$lt": "__lt__", "$lte": "__le__"}
-MAX_DEPTH = 16
+# Queries name feedback's own columns, and paths into its payload (`payload.note`).
+FEEDBACK = Schema(
+    feedback,
+    {name: "string" for name in COLUMNS if name not in ("payload", "created_at")}
+    | {"created_at": "timestamp"},
+    frozenset({"payload"}),
+)
 
 
 def call_ref(project_id: str, call_id: str) -> str:
@@ -72,14 +77,13 @@ class FeedbackStore:
         offset: int | None = None,
         fields: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        stmt = sa.select(feedback).where(_where(project_id, query))
-        for item in sort_by or []:
-            column = feedback.c.get(item["field"])
-            if column is None or item["field"] not in COLUMNS:
-                raise QueryError(f"cannot sort feedback by {item['field']!r}")
-            stmt = stmt.order_by(column.desc() if item.get("direction") == "desc" else column)
-        stmt = stmt.order_by(feedback.c.created_at, feedback.c.id).limit(limit)
-        stmt = stmt.offset(offset or None)
+        stmt = (
+            sa.select(feedback)
+            .where(_where(project_id, query))
+            .order_by(*FEEDBACK.order_by(sort_by, default="created_at", unique="id"))
+            .limit(limit)
+            .offset(offset or None)
+        )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
         result = [to_wire(r._mapping) for r in rows]
@@ -101,6 +105,17 @@ class FeedbackStore:
             for row in await conn.execute(stmt):
                 found[row.weave_ref].append(to_wire(row._mapping))
         return found
+
+    async def purge_refs(self, project_id: str, refs: Sequence[str]) -> None:
+        """Remove all feedback on these refs (of deleted calls)."""
+        async with self.engine.begin() as conn:
+            for start in range(0, len(refs), 1000):
+                await conn.execute(
+                    feedback.delete().where(
+                        feedback.c.project_id == project_id,
+                        feedback.c.weave_ref.in_(list(refs[start : start + 1000])),
+                    )
+                )
 
     async def purge(self, project_id: str, query: Mapping[str, Any]) -> int:
         async with self.engine.begin() as conn:
@@ -146,73 +161,5 @@ def to_wire(row: Mapping[str, Any]) -> dict[str, Any]:
 def _where(project_id: str, query: Mapping[str, Any] | None) -> sa.ColumnElement[bool]:
     terms = [feedback.c.project_id == project_id]
     if query is not None:
-        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
-            raise QueryError('query must be an object with exactly one key, "$expr"')
-        terms.append(_expr(query["$expr"], 1))
+        terms.append(FEEDBACK.expression(query))
     return sa.and_(*terms)
-
-
-def _expr(node: Any, depth: int) -> sa.ColumnElement[bool]:
-    if depth > MAX_DEPTH:
-        raise QueryError(f"query nested deeper than {MAX_DEPTH} levels")
-    if not isinstance(node, Mapping) or len(node) != 1:
-        raise QueryError(f"expected an operator object like {{'$eq': [...]}}, got {node!r}")
-    op, arg = next(iter(node.items()))
-    if op in ("$and", "$or") and isinstance(arg, list):
-        terms = [_expr(term, depth + 1) for term in arg]
-        if op == "$and":
-            return sa.and_(sa.true(), *terms)
-        return sa.or_(sa.false(), *terms)
-    if op == "$not" and isinstance(arg, list) and len(arg) == 1:
-        return sa.not_(sa.func.coalesce(_expr(arg[0], depth + 1), sa.false()))
-    if op in COMPARE and isinstance(arg, list) and len(arg) == 2:
-        field, value = _field_and_literal(arg)
-        return getattr(field, COMPARE[op])(_coerce(field, value))
-    if op == "$in" and isinstance(arg, list) and len(arg) == 2 and isinstance(arg[1], list):
-        field = _field(arg[0])
-        values = [_literal(v) for v in arg[1]]
-        return field.in_([_coerce(field, v) for v in values])
-    if op == "$contains" and isinstance(arg, Mapping) and {"input", "substr"} <= set(arg):
-        text, substr = _field(arg["input"]), _literal(arg["substr"])
-        if arg.get("case_insensitive"):
-            return sa.func.lower(text).contains(str(substr).lower(), autoescape=True)
-        return text.contains(str(substr), autoescape=True)
-    raise QueryError(f"unsupported feedback query operator {op!r}")
-
-
-def _field_and_literal(pair: list[Any]) -> tuple[sa.ColumnElement[Any], Any]:
-    left, right = pair
-    if isinstance(left, Mapping) and "$literal" in left:
-        left, right = right, left
-    return _field(left), _literal(right)
-
-
-def _field(node: Any) -> sa.ColumnElement[Any]:
-    path = node.get("$getField") if isinstance(node, Mapping) else None
-    if not isinstance(path, str):
-        raise QueryError(f"expected a $getField, got {node!r}")
-    if path in TEXT_FIELDS or path == "created_at":
-        return feedback.c[path]
-    name, _, key = path.partition(".")
-    if name == "payload" and key and "." not in key:
-        return feedback.c.payload[key].as_string()
-    raise QueryError(f"unknown feedback field {path!r}")
-
-
-def _literal(node: Any) -> Any:
-    if not isinstance(node, Mapping) or "$literal" not in node:
-        raise QueryError(f"expected a $literal, got {node!r}")
-    value = node["$literal"]
-    if not isinstance(value, str | int | float | bool):
-        raise QueryError(f"unsupported literal {value!r}")
-    return value
-
-
-def _coerce(field: sa.ColumnElement[Any], value: Any) -> Any:
-    if field is feedback.c.created_at:
-        try:
-            parsed = datetime.fromisoformat(str(value))
-        except ValueError as exc:
-            raise QueryError(f"invalid timestamp {value!r}") from exc
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    return str(value)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Protocol
 
 from imagegate.digest import is_digest, weave_digest
+from imagegate.errors import StorageError
 from imagegate.names import split_project_id
 
 TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
@@ -54,7 +55,11 @@ class LocalFileStore:
 
     async def put(self, project_id: str, data: bytes) -> str:
         digest = weave_digest(data)
-        await asyncio.to_thread(self._write, self._path(project_id, digest), data)
+        path = self._path(project_id, digest)
+        try:
+            await asyncio.to_thread(self._write, path, data)
+        except OSError as exc:  # a full or failing disk: mapped here, where it enters
+            raise StorageError(f"writing {path}: {exc!r}") from exc
         return digest
 
     async def get(self, project_id: str, digest: str) -> bytes | None:
@@ -63,6 +68,8 @@ class LocalFileStore:
             return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise StorageError(f"reading {path}: {exc!r}") from exc
 
     async def exists(self, project_id: str, digest: str) -> bool:
         return await asyncio.to_thread(self._path(project_id, digest).is_file)
@@ -99,7 +106,7 @@ class LocalFileStore:
     def _write(path: Path, data: bytes) -> None:
         if path.exists():
             return  # same digest, same bytes
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Write to a temp file in the same directory, fsync, then rename: readers see
         # either no file or the whole file, never a prefix.
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TEMP_PREFIX)

@@ -9,7 +9,6 @@ sees a partial image.
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
@@ -20,16 +19,16 @@ from obstore.exceptions import BaseError
 from obstore.store import S3Store
 
 from imagegate.digest import is_digest, weave_digest
+from imagegate.errors import StorageError
 from imagegate.names import split_project_id
 
 
-class ObjectStoreError(OSError):
-    """A failed object-store request. An OSError, like a failed disk write, so the
-    generation service reports it as a storage error."""
+class ObjectStoreError(StorageError):
+    """A failed object-store request (obstore's errors, mapped where they enter)."""
 
 
 def _endpoint(env: Mapping[str, str]) -> str | None:
-    for name in ("IMAGEGATE_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
         if env.get(name):
             return env[name]
     return None
@@ -45,30 +44,34 @@ def _is_loopback(url: str) -> bool:
         return False
 
 
-def s3_store(url: str, env: Mapping[str, str] | None = None) -> S3Store:
+def s3_store(
+    url: str, env: Mapping[str, str], *, endpoint: str | None = None, allow_http: bool = False
+) -> S3Store:
     """An S3Store for `s3://bucket/prefix`, configured from the usual AWS settings.
 
-    Endpoint: IMAGEGATE_S3_ENDPOINT, else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (for
+    Endpoint: `endpoint` (the s3_endpoint setting), else AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (for
     MinIO, Ceph, R2, ...). Region: AWS_REGION / AWS_DEFAULT_REGION. Credentials:
     AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, else whatever the
     environment provides (instance roles, web identity). Plain http is allowed only for
-    a loopback endpoint, or when IMAGEGATE_S3_ALLOW_HTTP=1.
+    a loopback endpoint, or with `allow_http` (the s3_allow_http setting).
     """
-    env = os.environ if env is None else env
     parts = urlsplit(url)
     if parts.scheme != "s3" or not parts.netloc:
         raise ValueError(f"not an s3://bucket/prefix URL: {url!r}")
     config: dict[str, Any] = {}
-    endpoint = _endpoint(env)
+    endpoint = endpoint or _endpoint(env)
     if endpoint:
+        # The store also reads AWS_ENDPOINT_URL_S3 from the process environment, and that
+        # key wins over `endpoint`: set both, so the endpoint chosen above is the one used.
         config["endpoint"] = endpoint
+        config["aws_endpoint_url_s3"] = endpoint
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         config["region"] = region
     for name in ("access_key_id", "secret_access_key", "session_token"):
         if value := env.get(f"AWS_{name.upper()}"):
             config[name] = value
-    allow_http = env.get("IMAGEGATE_S3_ALLOW_HTTP") == "1" or (
+    allow_http = allow_http or (
         endpoint is not None and endpoint.startswith("http://") and _is_loopback(endpoint)
     )
     return S3Store(
@@ -89,8 +92,15 @@ class ObjectFileStore:
         self.store = store
 
     @classmethod
-    def from_url(cls, url: str, env: Mapping[str, str] | None = None) -> ObjectFileStore:
-        return cls(s3_store(url, env))
+    def from_url(
+        cls,
+        url: str,
+        env: Mapping[str, str],
+        *,
+        endpoint: str | None = None,
+        allow_http: bool = False,
+    ) -> ObjectFileStore:
+        return cls(s3_store(url, env, endpoint=endpoint, allow_http=allow_http))
 
     @staticmethod
     def _key(project_id: str, digest: str) -> str:

@@ -11,6 +11,7 @@ reads as NULL, so it simply fails to match instead of erroring mid-query on Post
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -28,20 +29,27 @@ AsType = Literal["string", "number", "int", "bool", "any"]
 Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
 
 MAX_DEPTH = 32
-MAX_ITEMS = 10_000  # longest list accepted: $in values, $and/$or terms, filter ids
+MAX_ITEMS = 10_000  # longest list accepted: $in values, filter ids
+# Operator objects in one query. Building and compiling cost ~30 µs each, on the event
+# loop, and SQLite refuses an expression more than 1,000 deep (an $or of n terms is n
+# deep): 300 keeps the largest query to a few ms and well inside both.
+MAX_TERMS = 300
 
 # Fields with a type of their own; JSON paths take their type from the comparison.
 FIELD_KINDS: dict[str, Kind] = {
     "id": "string", "project_id": "string", "op_name": "string", "display_name": "string",
     "trace_id": "string", "parent_id": "string", "exception": "string", "wb_user_id": "string",
+    "thread_id": "string", "turn_id": "string", "wb_run_id": "string",
     "started_at": "timestamp", "ended_at": "timestamp",
     "summary.weave.status": "string", "summary.weave.latency_ms": "number",  # derived
 }  # fmt: skip
 JSON_COLUMNS = frozenset(("inputs", "output", "attributes", "summary"))
 FILTER_COLUMNS = {
     "op_names": "op_name", "call_ids": "id", "trace_ids": "trace_id",
-    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id",
+    "parent_ids": "parent_id", "wb_user_ids": "wb_user_id", "thread_ids": "thread_id",
+    "turn_ids": "turn_id", "wb_run_ids": "wb_run_id",
 }  # fmt: skip
+REF_FILTERS = {"input_refs": "inputs", "output_refs": "output"}  # calls naming any of these
 COMPARISONS: dict[str, Callable[[Any, Any], sa.ColumnElement[bool]]] = {
     "$eq": lambda a, b: a == b, "$gt": lambda a, b: a > b, "$gte": lambda a, b: a >= b,
     "$lt": lambda a, b: a < b, "$lte": lambda a, b: a <= b,
@@ -51,9 +59,9 @@ CONVERT_KINDS: dict[str, Kind] = {
     "double": "number", "int": "number", "bool": "bool", "string": "string", "exists": "bool"
 }  # fmt: skip
 LITERAL_KINDS: dict[type, Kind] = {str: "string", int: "number", float: "number", bool: "bool"}
-# Columns that are never NULL: sorting them needs no NULLS LAST, which PostgreSQL would
-# otherwise not match to an index's scan order (it ignores NOT NULL when matching).
-NOT_NULL_SORTS = frozenset(
+# Calls' columns that are never NULL: sorting them needs no NULLS LAST, which PostgreSQL
+# would otherwise not match to an index's scan order (it ignores NOT NULL when matching).
+CALLS_NOT_NULL = frozenset(
     ("id", "project_id", "op_name", "trace_id", "started_at", "summary.weave.status")
 )
 # JSON path segments safe to write into SQL as literals, so expression indexes (which
@@ -79,15 +87,50 @@ def calls_where(
             if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
                 raise QueryError(f"filter.{key} must be a list of strings")
             terms.append(calls.c[column].in_(_capped(values, f"filter.{key}")))
+    for key, column in REF_FILTERS.items():
+        if refs := filter.get(key):
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise QueryError(f"filter.{key} must be a list of strings")
+            # A ref is a whole JSON string in the stored value: its quoted form, matched
+            # literally in the JSON text, finds exactly that string.
+            text = sa.cast(calls.c[column], sa.Text)
+            quoted = [json.dumps(r) for r in _capped(refs, key)]
+            terms.append(sa.or_(*(text.contains(q, autoescape=True) for q in quoted)))
     if filter.get("trace_roots_only") not in (None, True, False):
         raise QueryError("filter.trace_roots_only must be a boolean")
     if filter.get("trace_roots_only"):
         terms.append(calls.c.parent_id.is_(None))
     if query is not None:
-        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
-            raise QueryError('query must be an object with exactly one key, "$expr"')
-        terms.append(_operand(query["$expr"], "bool", 1))
+        terms.append(CALLS.expression(query))
     return sa.and_(*terms)
+
+
+def _check_size(expr: Any) -> None:
+    """Refuse a query of more than MAX_TERMS operator objects before any work on it.
+    A `{"$literal": [...]}` list is one term: it becomes one flat IN (...)."""
+    count, stack = 0, [expr]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, Mapping):
+            count += 1
+            if count > MAX_TERMS:
+                raise QueryError(
+                    f"query has more than {MAX_TERMS} terms; split it or use $in with a list"
+                )
+            stack.extend(v for k, v in node.items() if k != "$literal")
+        elif isinstance(node, list):
+            if len(node) > MAX_ITEMS:
+                raise QueryError(f"a list has {len(node)} items; at most {MAX_ITEMS} allowed")
+            stack.extend(node)
+
+
+def _path_part(part: str) -> str | int:
+    """An array index (ASCII digits only: `isdigit` also takes "²") or an object key."""
+    if not (part.isascii() and part.isdigit()):
+        return part
+    if len(part) > 9:
+        raise QueryError(f"array index {part[:20]}... is too large")
+    return int(part)
 
 
 def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.ColumnElement[Any]]:
@@ -96,25 +139,7 @@ def calls_order_by(sort_by: Sequence[Mapping[str, Any]] | None) -> list[sa.Colum
     Newest first is then `started_at DESC, id`: exactly the order of the indexes on
     (..., started_at DESC, id) that migration 0009 adds.
     """
-    if not sort_by:
-        return [calls.c.started_at.asc(), calls.c.id.asc()]
-    if isinstance(sort_by, str | Mapping) or not isinstance(sort_by, Sequence):
-        raise QueryError("sort_by must be a list of {field, direction} objects")
-    order = []
-    for item in _capped(sort_by, "sort_by"):
-        field = item.get("field") if isinstance(item, Mapping) else None
-        if not isinstance(field, str):
-            raise QueryError("each sort_by entry needs a string 'field'")
-        direction = item.get("direction", "asc")
-        if direction not in ("asc", "desc"):
-            raise QueryError(f"invalid sort direction {direction!r}; use 'asc' or 'desc'")
-        # JSON paths sort by their text; NULLs go last both ways, on both backends.
-        expr = field_expr(field, "any" if _fixed_kind(field) else "string")
-        term = expr.asc() if direction == "asc" else expr.desc()
-        order.append(term if field in NOT_NULL_SORTS else term.nulls_last())
-    if not any(item.get("field") == "id" for item in sort_by):
-        order.append(calls.c.id.asc())
-    return order
+    return CALLS.order_by(sort_by, default="started_at", unique="id")
 
 
 def calls_before(started_at: datetime, call_id: str) -> sa.ColumnElement[bool]:
@@ -128,30 +153,6 @@ def calls_before(started_at: datetime, call_id: str) -> sa.ColumnElement[bool]:
         calls.c.started_at <= at,
         sa.or_(calls.c.started_at < at, calls.c.id > sa.literal(call_id, sa.String())),
     )
-
-
-def field_expr(path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
-    """The SQL for a field path: a column, a derived value, or a path into a JSON column.
-
-    JSON paths split on every ".", so a key that itself contains a dot (a model name like
-    "gpt-image-1.5" used as a key) cannot be addressed: an accepted limitation. All-digit
-    parts index arrays (`output.data.0.url`). `as_type` casts a typed field ($convert).
-    """
-    kind = _fixed_kind(path)
-    if kind is None:
-        return _json_field(path, as_type)
-    expr = _DERIVED[path]() if path in _DERIVED else calls.c[path]
-    if as_type in ("any", kind):
-        return expr
-    return sa.cast(expr, sa.BigInteger if as_type == "int" else SQL_TYPES[as_type])
-
-
-def _fixed_kind(path: str) -> Kind | None:
-    if path in FIELD_KINDS:
-        return FIELD_KINDS[path]
-    if path.partition(".")[0] in JSON_COLUMNS:
-        return None
-    raise QueryError(f"unknown field {path!r}")
 
 
 def _status() -> sa.ColumnElement[str]:
@@ -171,169 +172,272 @@ def _latency_ms() -> sa.ColumnElement[float]:
 _DERIVED = {"summary.weave.status": _status, "summary.weave.latency_ms": _latency_ms}
 
 
-def _json_field(path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
-    name, _, rest = path.partition(".")
-    parts = rest.split(".")
-    if not rest or "" in parts or any('"' in p for p in parts):
-        raise QueryError(f"invalid field path {path!r}; expected e.g. '{name}.key'")
-    if as_type == "timestamp":
-        raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
-    column = calls.c[name]
-    key = tuple(int(p) if p.isdigit() else p for p in parts)
-    literal = all(LITERAL_SEGMENT.fullmatch(p) for p in parts)
-    if as_type == "any":
-        return column[key]
-    sqlite_path: Any = "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in key)
-    if literal:  # only [A-Za-z0-9_-] characters: nothing to quote or escape
-        sqlite_path = sa.literal_column(f"'{sqlite_path}'")
-    if as_type == "string":  # as text, JSON null and a missing key are both NULL
-        if not literal:
-            return column[key].as_string()
+class Schema:
+    """What a query can name in one table: typed columns, JSON columns (paths into them
+    take their type from the comparison) and derived fields. The calls query language
+    compiles against one; feedback queries against another."""
+
+    def __init__(
+        self,
+        table: sa.Table,
+        field_kinds: Mapping[str, Kind],
+        json_columns: frozenset[str],
+        derived: Mapping[str, Callable[[], sa.ColumnElement[Any]]] | None = None,
+        not_null: frozenset[str] = frozenset(),
+    ) -> None:
+        self.table = table
+        self.field_kinds = field_kinds
+        self.json_columns = json_columns
+        self.derived = derived or {}
+        self.not_null = not_null
+
+    def order_by(
+        self, sort_by: Sequence[Mapping[str, Any]] | None, *, default: str, unique: str
+    ) -> list[sa.ColumnElement[Any]]:
+        """ORDER BY terms (`default` ascending when none are given); the `unique` column
+        always ends the list, so limit/offset paging is stable."""
+        tiebreak = self.table.c[unique].asc()
+        if not sort_by:
+            return [self.table.c[default].asc(), tiebreak]
+        if isinstance(sort_by, str | Mapping) or not isinstance(sort_by, Sequence):
+            raise QueryError("sort_by must be a list of {field, direction} objects")
+        order = []
+        for item in _capped(sort_by, "sort_by"):
+            field = item.get("field") if isinstance(item, Mapping) else None
+            if not isinstance(field, str):
+                raise QueryError("each sort_by entry needs a string 'field'")
+            direction = item.get("direction", "asc")
+            if direction not in ("asc", "desc"):
+                raise QueryError(f"invalid sort direction {direction!r}; use 'asc' or 'desc'")
+            # JSON paths sort by their text; NULLs go last both ways, on both backends.
+            expr = self.field_expr(field, "any" if self._fixed_kind(field) else "string")
+            term = expr.asc() if direction == "asc" else expr.desc()
+            order.append(term if field in self.not_null else term.nulls_last())
+        if not any(item.get("field") == unique for item in sort_by):
+            order.append(tiebreak)
+        return order
+
+    def expression(self, query: Mapping[str, Any]) -> sa.ColumnElement[bool]:
+        """A `{"$expr": ...}` query as a boolean SQL expression."""
+        if not isinstance(query, Mapping) or set(query) != {"$expr"}:
+            raise QueryError('query must be an object with exactly one key, "$expr"')
+        _check_size(query["$expr"])
+        return self._operand(query["$expr"], "bool", 1)
+
+    def field_expr(self, path: str, as_type: AsType = "any") -> sa.ColumnElement[Any]:
+        """The SQL for a field path: a column, a derived value, or a path into a JSON column.
+
+        JSON paths split on every ".", so a key that itself contains a dot (a model name like
+        "gpt-image-1.5" used as a key) cannot be addressed: an accepted limitation. All-digit
+        parts index arrays (`output.data.0.url`). `as_type` casts a typed field ($convert).
+        """
+        kind = self._fixed_kind(path)
+        if kind is None:
+            return self._json_field(path, as_type)
+        expr = self.derived[path]() if path in self.derived else self.table.c[path]
+        if as_type in ("any", kind):
+            return expr
+        return sa.cast(expr, sa.BigInteger if as_type == "int" else SQL_TYPES[as_type])
+
+    def _fixed_kind(self, path: str) -> Kind | None:
+        if path in self.field_kinds:
+            return self.field_kinds[path]
+        if path.partition(".")[0] in self.json_columns:
+            return None
+        raise QueryError(f"unknown field {path!r}")
+
+    def _json_field(self, path: str, as_type: AsType | Kind) -> sa.ColumnElement[Any]:
+        name, _, rest = path.partition(".")
+        parts = rest.split(".")
+        if not rest or "" in parts or any('"' in p for p in parts):
+            raise QueryError(f"invalid field path {path!r}; expected e.g. '{name}.key'")
+        if as_type == "timestamp":
+            raise QueryError(f"cannot compare JSON field {path!r} with a timestamp")
+        column = self.table.c[name]
+        key = tuple(_path_part(p) for p in parts)
+        literal = all(LITERAL_SEGMENT.fullmatch(p) for p in parts)
+        if as_type == "any":
+            return column[key]
+        sqlite_path: Any = "$" + "".join(f"[{p}]" if isinstance(p, int) else f'."{p}"' for p in key)
+        if literal:  # only [A-Za-z0-9_-] characters: nothing to quote or escape
+            sqlite_path = sa.literal_column(f"'{sqlite_path}'")
+        if as_type == "string":  # as text, JSON null and a missing key are both NULL
+            if not literal:
+                return column[key].as_string()
+            return _PerDialect(
+                sa.cast(sa.func.json_extract(column, sqlite_path), sa.String()),
+                _pg_path(column, key, text=True),
+                type_=sa.String(),
+            )
+        # Read only values of the wanted JSON type; anything else becomes NULL.
+        sqlite_value = sa.func.json_extract(column, sqlite_path)
+        sqlite_type = sa.func.json_type(column, sqlite_path)
+        if literal:
+            pg_text, pg_json = _pg_path(column, key, text=True), _pg_path(column, key, text=False)
+        else:
+            pg_text, pg_json = column[key].as_string(), column[key]
+        pg_type = sa.func.jsonb_typeof(pg_json)
+        if as_type == "bool":
+            return _PerDialect(
+                sa.case((sqlite_type.in_(["true", "false"]), sqlite_value)),
+                sa.case((pg_type == "boolean", sa.cast(pg_text, sa.Boolean))),
+                type_=sa.Boolean(),
+            )
+        pg_number = sa.cast(pg_text, sa.Float)
+        if as_type == "int":  # truncate toward zero on both (a bare PG cast would round)
+            sqlite_value, pg_number = sa.cast(sqlite_value, sa.Integer), sa.func.trunc(pg_number)
         return _PerDialect(
-            sa.cast(sa.func.json_extract(column, sqlite_path), sa.String()),
-            _pg_path(column, parts, text=True),
-            type_=sa.String(),
-        )  # fmt: skip
-    # Read only values of the wanted JSON type; anything else becomes NULL.
-    sqlite_value = sa.func.json_extract(column, sqlite_path)
-    sqlite_type = sa.func.json_type(column, sqlite_path)
-    if literal:
-        pg_text, pg_json = _pg_path(column, parts, text=True), _pg_path(column, parts, text=False)
-    else:
-        pg_text, pg_json = column[key].as_string(), column[key]
-    pg_type = sa.func.jsonb_typeof(pg_json)
-    if as_type == "bool":
-        return _PerDialect(
-            sa.case((sqlite_type.in_(["true", "false"]), sqlite_value)),
-            sa.case((pg_type == "boolean", sa.cast(pg_text, sa.Boolean))),
-            type_=sa.Boolean(),
+            sa.case((sqlite_type.in_(["integer", "real"]), sqlite_value)),
+            sa.case((pg_type == "number", pg_number)),
+            type_=sa.Float(),
         )
-    pg_number = sa.cast(pg_text, sa.Float)
-    if as_type == "int":  # truncate toward zero on both (a bare PG cast would round)
-        sqlite_value, pg_number = sa.cast(sqlite_value, sa.Integer), sa.func.trunc(pg_number)
-    return _PerDialect(
-        sa.case((sqlite_type.in_(["integer", "real"]), sqlite_value)),
-        sa.case((pg_type == "number", pg_number)),
-        type_=sa.Float(),
-    )
+
+    def _operand(self, node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
+        """An operand as SQL of `kind`; with kind "bool" this is also any whole expression."""
+        op, arg = _op(node, depth)
+        if op == "$literal":
+            return sa.literal(_value(arg, kind), SQL_TYPES[kind])
+        if op == "$getField":
+            path = _path(arg)
+            fixed = self._fixed_kind(path)
+            if fixed not in (None, kind):
+                raise QueryError(f"field {path!r} is a {fixed}; cannot use it as a {kind}")
+            return self.field_expr(path) if fixed else self._json_field(path, kind)
+        if op == "$convert":
+            to = _convert_to(arg)
+            if CONVERT_KINDS[to] != kind:
+                raise QueryError(f"$convert to {to!r} gives a {CONVERT_KINDS[to]}, not a {kind}")
+            if to == "exists":
+                return self._null_test(arg["input"], depth + 1, negate=True)
+            source, path = _op(arg["input"], depth + 1)
+            if source != "$getField":
+                raise QueryError("$convert input must be a $getField")
+            return self.field_expr(_path(path), "int" if to == "int" else kind)
+        if op not in BOOLEAN_OPS:
+            raise QueryError(f"unknown query operator {op!r}")
+        if kind != "bool":
+            raise QueryError(f"a {op} expression is a boolean; cannot use it as a {kind}")
+        if op in ("$and", "$or"):
+            if not isinstance(arg, list):
+                raise QueryError(f"{op} takes a list of expressions")
+            terms = [self._operand(term, "bool", depth + 1) for term in _capped(arg, op)]
+            if not terms:
+                return sa.true() if op == "$and" else sa.false()
+            return sa.and_(*terms) if op == "$and" else sa.or_(*terms)
+        if op == "$not":
+            if not isinstance(arg, list) or len(arg) != 1:
+                raise QueryError("$not takes a list of exactly one expression")
+            # Unknown (NULL, e.g. a missing key) negates to true, as a reader would expect.
+            return sa.not_(sa.func.coalesce(self._operand(arg[0], "bool", depth + 1), sa.false()))
+        if op == "$contains":
+            return self._contains(arg, depth)
+        if not isinstance(arg, list) or len(arg) != 2:
+            raise QueryError(f"{op} takes a list of exactly two operands")
+        return self._in(*arg, depth) if op == "$in" else self._compare(op, *arg, depth)
+
+    def _compare(self, op: str, left: Any, right: Any, depth: int) -> sa.ColumnElement[bool]:
+        nulls = (_is_null(left, depth), _is_null(right, depth))
+        if any(nulls):
+            if op != "$eq":
+                raise QueryError(f"{op} cannot compare with null")
+            return sa.true() if all(nulls) else self._null_test(right if nulls[0] else left, depth)
+        kind = self._common_kind(left, right, depth)
+        return COMPARISONS[op](
+            self._operand(left, kind, depth + 1), self._operand(right, kind, depth + 1)
+        )
+
+    def _in(self, needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
+        if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
+            haystack = [{"$literal": value} for value in haystack["$literal"]]
+        if not isinstance(haystack, list):
+            raise QueryError("$in takes [operand, [operands...]]")
+        terms: list[sa.ColumnElement[bool]] = []
+        literals: list[Mapping[str, Any]] = []
+        for item in _capped(haystack, "$in"):
+            if _is_null(item, depth):
+                terms.append(self._null_test(needle, depth))
+            elif _op(item, depth + 1)[0] == "$literal":
+                literals.append(item)
+            else:
+                terms.append(self._compare("$eq", needle, item, depth))
+        if literals:  # one IN (...) list, typed by the needle or else the first value
+            kind = self._common_kind(needle, literals[0], depth)
+            values = [_value(item["$literal"], kind) for item in literals]
+            terms.append(self._operand(needle, kind, depth + 1).in_(values))
+        return sa.or_(*terms) if terms else sa.false()
+
+    def _contains(self, spec: Any, depth: int) -> sa.ColumnElement[bool]:
+        keys = set(spec) if isinstance(spec, Mapping) else set()
+        if not {"input", "substr"} <= keys <= {"input", "substr", "case_insensitive"}:
+            raise QueryError("$contains takes {input, substr, case_insensitive?}")
+        if spec.get("case_insensitive") not in (None, True, False):
+            raise QueryError("$contains case_insensitive must be a boolean")
+        text = self._operand(spec["input"], "string", depth + 1)
+        substr = self._operand(spec["substr"], "string", depth + 1)
+        insensitive = bool(spec.get("case_insensitive"))
+        # A position search takes every character literally, so there are no LIKE wildcards
+        # to escape, and it is case-sensitive on both backends (SQLite's LIKE never is).
+        # PostgreSQL: a literal substring becomes (I)LIKE with its wildcards escaped, which
+        # a trigram index (ix_calls_live_prompt_trgm) serves; the result is the same.
+        op, arg = _op(spec["substr"], depth + 1)
+        if op == "$literal":
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", _value(arg, "string")) + "%"
+            like = text.ilike if insensitive else text.like
+            pg: sa.ColumnElement[bool] = like(sa.literal(pattern, sa.String()), escape="\\")
+        elif insensitive:
+            pg = sa.func.strpos(sa.func.lower(text), sa.func.lower(substr)) > 0
+        else:
+            pg = sa.func.strpos(text, substr) > 0
+        if insensitive:
+            text, substr = sa.func.lower(text), sa.func.lower(substr)
+        sqlite = sa.func.instr(text, substr) > 0
+        prompt = self.table is calls and spec["input"] == {"$getField": "inputs.prompt"}
+        if op == "$literal" and prompt:
+            sqlite = _prompt_search(_value(arg, "string"), sqlite)
+        return _PerDialectTest(sqlite, pg, type_=sa.Boolean())
+
+    def _common_kind(self, left: Any, right: Any, depth: int) -> Kind:
+        """What two operands compare as: a typed side wins over a literal; default text."""
+        kinds = [k for k in (self._intrinsic_kind(node, depth + 1) for node in (left, right)) if k]
+        if len(set(kinds)) > 1:
+            raise QueryError(f"cannot compare a {kinds[0]} with a {kinds[1]}")
+        if kinds:
+            return kinds[0]
+        literals = [node["$literal"] for node in (left, right) if "$literal" in node]
+        return _literal_kind(literals[0]) if literals else "string"
+
+    def _intrinsic_kind(self, node: Any, depth: int) -> Kind | None:
+        op, arg = _op(node, depth)
+        if op == "$getField":
+            return self._fixed_kind(_path(arg))
+        if op == "$convert":
+            return CONVERT_KINDS[_convert_to(arg)]
+        if op in BOOLEAN_OPS:
+            return "bool"
+        if op != "$literal":
+            raise QueryError(f"unknown query operator {op!r}")
+        return None
+
+    def _null_test(self, node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
+        kind = self._intrinsic_kind(node, depth) or "string"  # JSON paths: read as text
+        value = self._operand(node, kind, depth + 1)
+        return value.is_not(None) if negate else value.is_(None)
 
 
-def _pg_path(column: sa.Column[Any], parts: list[str], *, text: bool) -> sa.ColumnElement[Any]:
+CALLS = Schema(calls, FIELD_KINDS, JSON_COLUMNS, _DERIVED, CALLS_NOT_NULL)
+field_expr = CALLS.field_expr
+
+
+def _pg_path(
+    column: sa.Column[Any], key: tuple[str | int, ...], *, text: bool
+) -> sa.ColumnElement[Any]:
     """`column ->> 'key'` (or `#>> '{a,b}'`) with the path written literally, as an
     expression index names it. Only for segments LITERAL_SEGMENT accepted."""
-    if len(parts) == 1 and not parts[0].isdigit():
-        op, path = ("->>" if text else "->"), f"'{parts[0]}'"
+    if len(key) == 1 and isinstance(key[0], str):
+        op, path = ("->>" if text else "->"), f"'{key[0]}'"
     else:
-        op, path = ("#>>" if text else "#>"), "'{" + ",".join(parts) + "}'"
+        op, path = ("#>>" if text else "#>"), "'{" + ",".join(str(p) for p in key) + "}'"
     return column.op(op, return_type=sa.String() if text else JSONType)(sa.literal_column(path))
-
-
-def _operand(node: Any, kind: Kind, depth: int) -> sa.ColumnElement[Any]:
-    """An operand as SQL of `kind`; with kind "bool" this is also any whole expression."""
-    op, arg = _op(node, depth)
-    if op == "$literal":
-        return sa.literal(_value(arg, kind), SQL_TYPES[kind])
-    if op == "$getField":
-        path = _path(arg)
-        fixed = _fixed_kind(path)
-        if fixed not in (None, kind):
-            raise QueryError(f"field {path!r} is a {fixed}; cannot use it as a {kind}")
-        return field_expr(path) if fixed else _json_field(path, kind)
-    if op == "$convert":
-        to = _convert_to(arg)
-        if CONVERT_KINDS[to] != kind:
-            raise QueryError(f"$convert to {to!r} gives a {CONVERT_KINDS[to]}, not a {kind}")
-        if to == "exists":
-            return _null_test(arg["input"], depth + 1, negate=True)
-        source, path = _op(arg["input"], depth + 1)
-        if source != "$getField":
-            raise QueryError("$convert input must be a $getField")
-        return field_expr(_path(path), "int" if to == "int" else kind)
-    if op not in BOOLEAN_OPS:
-        raise QueryError(f"unknown query operator {op!r}")
-    if kind != "bool":
-        raise QueryError(f"a {op} expression is a boolean; cannot use it as a {kind}")
-    if op in ("$and", "$or"):
-        if not isinstance(arg, list):
-            raise QueryError(f"{op} takes a list of expressions")
-        terms = [_operand(term, "bool", depth + 1) for term in _capped(arg, op)]
-        if not terms:
-            return sa.true() if op == "$and" else sa.false()
-        return sa.and_(*terms) if op == "$and" else sa.or_(*terms)
-    if op == "$not":
-        if not isinstance(arg, list) or len(arg) != 1:
-            raise QueryError("$not takes a list of exactly one expression")
-        # Unknown (NULL, e.g. a missing key) negates to true, as a reader would expect.
-        return sa.not_(sa.func.coalesce(_operand(arg[0], "bool", depth + 1), sa.false()))
-    if op == "$contains":
-        return _contains(arg, depth)
-    if not isinstance(arg, list) or len(arg) != 2:
-        raise QueryError(f"{op} takes a list of exactly two operands")
-    return _in(*arg, depth) if op == "$in" else _compare(op, *arg, depth)
-
-
-def _compare(op: str, left: Any, right: Any, depth: int) -> sa.ColumnElement[bool]:
-    nulls = (_is_null(left, depth), _is_null(right, depth))
-    if any(nulls):
-        if op != "$eq":
-            raise QueryError(f"{op} cannot compare with null")
-        return sa.true() if all(nulls) else _null_test(right if nulls[0] else left, depth)
-    kind = _common_kind(left, right, depth)
-    return COMPARISONS[op](_operand(left, kind, depth + 1), _operand(right, kind, depth + 1))
-
-
-def _in(needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
-    if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
-        haystack = [{"$literal": value} for value in haystack["$literal"]]
-    if not isinstance(haystack, list):
-        raise QueryError("$in takes [operand, [operands...]]")
-    terms: list[sa.ColumnElement[bool]] = []
-    literals: list[Mapping[str, Any]] = []
-    for item in _capped(haystack, "$in"):
-        if _is_null(item, depth):
-            terms.append(_null_test(needle, depth))
-        elif _op(item, depth + 1)[0] == "$literal":
-            literals.append(item)
-        else:
-            terms.append(_compare("$eq", needle, item, depth))
-    if literals:  # one IN (...) list, typed by the needle or else the first value
-        kind = _common_kind(needle, literals[0], depth)
-        values = [_value(item["$literal"], kind) for item in literals]
-        terms.append(_operand(needle, kind, depth + 1).in_(values))
-    return sa.or_(*terms) if terms else sa.false()
-
-
-def _contains(spec: Any, depth: int) -> sa.ColumnElement[bool]:
-    keys = set(spec) if isinstance(spec, Mapping) else set()
-    if not {"input", "substr"} <= keys <= {"input", "substr", "case_insensitive"}:
-        raise QueryError("$contains takes {input, substr, case_insensitive?}")
-    if spec.get("case_insensitive") not in (None, True, False):
-        raise QueryError("$contains case_insensitive must be a boolean")
-    text = _operand(spec["input"], "string", depth + 1)
-    substr = _operand(spec["substr"], "string", depth + 1)
-    insensitive = bool(spec.get("case_insensitive"))
-    # A position search takes every character literally, so there are no LIKE wildcards
-    # to escape, and it is case-sensitive on both backends (SQLite's LIKE never is).
-    # PostgreSQL: a literal substring becomes (I)LIKE with its wildcards escaped, which
-    # a trigram index (ix_calls_live_prompt_trgm) serves; the result is the same.
-    op, arg = _op(spec["substr"], depth + 1)
-    if op == "$literal":
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", _value(arg, "string")) + "%"
-        like = text.ilike if insensitive else text.like
-        pg: sa.ColumnElement[bool] = like(sa.literal(pattern, sa.String()), escape="\\")
-    else:
-        pg = (
-            sa.func.strpos(sa.func.lower(text), sa.func.lower(substr)) > 0
-            if insensitive
-            else (sa.func.strpos(text, substr) > 0)
-        )
-    exact = sa.func.instr(text, substr) > 0
-    if insensitive:
-        exact = sa.func.instr(sa.func.lower(text), sa.func.lower(substr)) > 0
-    sqlite = exact
-    if op == "$literal" and spec["input"] == {"$getField": "inputs.prompt"}:
-        sqlite = _prompt_search(_value(arg, "string"), exact)
-    return _PerDialectTest(sqlite, pg, type_=sa.Boolean())
 
 
 def _prompt_search(substr: str, exact: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
@@ -353,30 +457,6 @@ def _prompt_search(substr: str, exact: sa.ColumnElement[bool]) -> sa.ColumnEleme
     return sa.and_(sa.literal_column("calls.rowid").in_(candidates), exact)
 
 
-def _common_kind(left: Any, right: Any, depth: int) -> Kind:
-    """What two operands compare as: a typed side wins over a literal; default text."""
-    kinds = [k for k in (_intrinsic_kind(node, depth + 1) for node in (left, right)) if k]
-    if len(set(kinds)) > 1:
-        raise QueryError(f"cannot compare a {kinds[0]} with a {kinds[1]}")
-    if kinds:
-        return kinds[0]
-    literals = [node["$literal"] for node in (left, right) if "$literal" in node]
-    return _literal_kind(literals[0]) if literals else "string"
-
-
-def _intrinsic_kind(node: Any, depth: int) -> Kind | None:
-    op, arg = _op(node, depth)
-    if op == "$getField":
-        return _fixed_kind(_path(arg))
-    if op == "$convert":
-        return CONVERT_KINDS[_convert_to(arg)]
-    if op in BOOLEAN_OPS:
-        return "bool"
-    if op != "$literal":
-        raise QueryError(f"unknown query operator {op!r}")
-    return None
-
-
 def _literal_kind(value: Any) -> Kind:
     kind = LITERAL_KINDS.get(type(value))  # exact types: bool is not a number here
     if kind is None:
@@ -390,9 +470,15 @@ def _value(value: Any, kind: Kind) -> Any:
         return _parse_time(value)
     if _literal_kind(value) != kind:
         raise QueryError(f"cannot compare a {kind} with {value!r}")
-    if kind == "number" and not math.isfinite(value):
-        raise QueryError(f"invalid number {value!r}")
-    return float(value) if kind == "number" else value
+    if kind == "number":
+        try:
+            number = float(value)  # an int past a double's range raises OverflowError
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            raise QueryError(f"invalid number {str(value)[:40]!r}: out of range")
+        return number
+    return value
 
 
 def _parse_time(value: Any) -> datetime:
@@ -401,15 +487,10 @@ def _parse_time(value: Any) -> datetime:
         if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
         parsed = datetime.fromisoformat(value)  # accepts a trailing "Z" from 3.11
+        # In UTC, as stored: 0001-01-01T00:00:00+01:00 has no UTC form and is refused here.
+        return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     except (TypeError, ValueError, OverflowError, OSError) as exc:
-        raise QueryError(f"invalid timestamp {value!r}; expected ISO-8601") from exc
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _null_test(node: Any, depth: int, negate: bool = False) -> sa.ColumnElement[bool]:
-    kind = _intrinsic_kind(node, depth) or "string"  # JSON paths: read as text
-    value = _operand(node, kind, depth + 1)
-    return value.is_not(None) if negate else value.is_(None)
+        raise QueryError(f"invalid timestamp {value!r:.64}; expected ISO-8601") from exc
 
 
 def _op(node: Any, depth: int) -> tuple[str, Any]:

@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store.tables import entities, provider_secrets
@@ -25,13 +25,22 @@ def check_secret_name(name: str) -> str:
     return name
 
 
+def _fernet(secret: bytes) -> Fernet:
+    derived = hashlib.sha256(b"imagegate provider secrets\0" + secret).digest()
+    return Fernet(base64.urlsafe_b64encode(derived))
+
+
+class SecretUnreadable(RuntimeError):
+    """A stored secret that this server's key cannot decrypt (the key changed)."""
+
+
 class SecretStore:
-    def __init__(self, engine: AsyncEngine, server_secret: bytes) -> None:
+    def __init__(self, engine: AsyncEngine, keys: list[bytes]) -> None:
+        """`keys` is the key ring: the first encrypts, each decrypts (so a new key can
+        be put first while values stored under the old one still read; `reencrypt`
+        then moves every value to the new key and the old one can go)."""
         self.engine = engine
-        # A key of its own, derived from the server secret, so URL signatures and
-        # encrypted keys never share key material.
-        derived = hashlib.sha256(b"imagegate provider secrets\0" + server_secret).digest()
-        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+        self._fernet = MultiFernet([_fernet(key) for key in keys])
 
     async def _entity_id(self, conn: AsyncConnection, entity: str) -> str | None:
         return await conn.scalar(sa.select(entities.c.id).where(entities.c.name == entity))
@@ -66,9 +75,10 @@ class SecretStore:
         try:
             return self._fernet.decrypt(ciphertext.encode()).decode()
         except InvalidToken as exc:
-            raise RuntimeError(
+            raise SecretUnreadable(
                 f"secret {name} of entity {entity!r} cannot be decrypted: "
-                "IMAGEGATE_SECRET_KEY differs from the one it was stored with"
+                "IMAGEGATE_SECRET_KEY differs from the one it was stored with, and no key "
+                "of IMAGEGATE_ENCRYPTION_KEYS is it"
             ) from exc
 
     async def names(self, entity: str) -> list[tuple[str, datetime]]:
@@ -90,3 +100,27 @@ class SecretStore:
                 )
             )
         return bool(result.rowcount)
+
+    async def reencrypt(self) -> int:
+        """Encrypt every stored value with the ring's first key; how many there were."""
+        async with self.engine.begin() as conn:
+            rows = (
+                await conn.execute(sa.select(provider_secrets.c.entity_id, provider_secrets.c.name,
+                                             provider_secrets.c.ciphertext))
+            ).all()  # fmt: skip
+            for row in rows:
+                try:
+                    rotated = self._fernet.rotate(row.ciphertext.encode()).decode()
+                except InvalidToken as exc:
+                    raise RuntimeError(
+                        f"secret {row.name} cannot be decrypted with any key in the ring"
+                    ) from exc
+                await conn.execute(
+                    provider_secrets.update()
+                    .where(
+                        provider_secrets.c.entity_id == row.entity_id,
+                        provider_secrets.c.name == row.name,
+                    )
+                    .values(ciphertext=rotated)
+                )
+        return len(rows)

@@ -57,6 +57,8 @@ users = sa.Table(
     sa.Column("id", sa.String(36), primary_key=True),
     sa.Column("name", sa.String(64), nullable=False, unique=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Server admins manage every user, team, key and budget.
+    sa.Column("is_admin", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 entities = sa.Table(
@@ -80,6 +82,8 @@ memberships = sa.Table(
         primary_key=True,
     ),
     sa.Column("created_at", Timestamp, nullable=False),
+    # owner (manages members and budgets), member (generates), viewer (reads only).
+    sa.Column("role", sa.String(16), nullable=False, server_default="member"),
 )
 
 # `id` is the wire form "entity/project": it is what every request names, and
@@ -108,6 +112,8 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # "entity/project" a request with this key goes to when it names none (the OpenAI door).
+    sa.Column("default_project", sa.String(200), nullable=True),
 )
 
 # A call's status, as the database derives it (a generated column). The migration makes
@@ -145,6 +151,10 @@ calls = sa.Table(
     sa.Column("exception", sa.Text, nullable=True),
     sa.Column("wb_user_id", sa.String(36), nullable=True),
     sa.Column("deleted_at", Timestamp, nullable=True),
+    # What trace clients send for conversations and W&B runs (kept, and filterable).
+    sa.Column("thread_id", sa.String(128), nullable=True),
+    sa.Column("turn_id", sa.String(128), nullable=True),
+    sa.Column("wb_run_id", sa.String(256), nullable=True),
     # Derived by the database on every write, whoever writes (see migration 0009).
     sa.Column("status", sa.String(16), sa.Computed(CALL_STATUS_SQL, persisted=True)),
     # Reads always ask for live calls (deleted_at IS NULL) and end their sort with `id`,
@@ -231,6 +241,60 @@ idempotency_keys = sa.Table(
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
 
+# Who did what to users, teams, memberships, keys, budgets and provider keys.
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # a UUIDv7: ordered by time
+    sa.Column("at", Timestamp, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),  # a user name, or "cli"
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(256), nullable=False),
+    sa.Column("details", JSONType, nullable=False),
+    sa.Index("ix_audit_log_at", "at"),
+)
+
+# A spending limit for a project (`scope` "project", `target` "entity/project") or a
+# team (`scope` "entity", `target` the entity's name), per day or month (UTC).
+budgets = sa.Table(
+    "budgets",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(200), nullable=False),
+    sa.Column("period", sa.String(16), nullable=False),  # "daily" or "monthly"
+    sa.Column("limit_usd", sa.Float, nullable=False),
+    sa.Column("hard", sa.Boolean, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("scope", "target"),
+)
+
+# One row per budget and period: what was spent, and what running generations have
+# reserved. The conditional UPDATE on this row is what keeps replicas within budget.
+budget_windows = sa.Table(
+    "budget_windows",
+    metadata,
+    sa.Column(
+        "budget_id",
+        sa.String(36),
+        sa.ForeignKey("budgets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("window_start", Timestamp, primary_key=True),
+    sa.Column("spent_usd", sa.Float, nullable=False),
+    sa.Column("reserved_usd", sa.Float, nullable=False),
+)
+
+# Rate limits: requests and images per key or project, per minute (fixed windows).
+rate_windows = sa.Table(
+    "rate_windows",
+    metadata,
+    sa.Column("subject", sa.String(256), primary_key=True),  # "key:<id>", "project:<id>"
+    sa.Column("window_start", Timestamp, primary_key=True),
+    sa.Column("requests", sa.Integer, nullable=False),
+    sa.Column("images", sa.Integer, nullable=False),
+)
+
 # Weave objects (ops, datasets, user objects): one row per version, content-addressed by
 # the digest of `val`. `is_latest` marks the newest live version of each object_id.
 objects = sa.Table(
@@ -310,4 +374,15 @@ feedback = sa.Table(
     sa.Column("wb_user_id", sa.String(36), nullable=True),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index("ix_feedback_project_ref", "project_id", "weave_ref"),
+)
+
+# A browser session: the cookie holds a random token, this table its hash and the hash of
+# the API key it was opened with (revoking the key ends it too). Signing out deletes it.
+web_sessions = sa.Table(
+    "web_sessions",
+    metadata,
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("key_hash", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("expires_at", Timestamp, nullable=False, index=True),
 )

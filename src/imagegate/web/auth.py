@@ -12,7 +12,6 @@ from imagegate.web.session import (
     SESSION_COOKIE,
     SESSION_MAX_AGE,
     clear_cookie,
-    make_session,
     read_form,
     safe_next,
     set_cookie,
@@ -54,7 +53,7 @@ async def signin(request: Request) -> Response:
         request,
         response,
         SESSION_COOKIE,
-        make_session(ctx.app, hash_key(key)),
+        await ctx.app.sessions.create(hash_key(key), SESSION_MAX_AGE),
         SESSION_MAX_AGE,
     )
     return ctx.finish(response)
@@ -65,6 +64,7 @@ async def signout(request: Request) -> Response:
     ctx = await web_context(request)
     form = await read_form(request)
     ctx.check_csrf(form.get(CSRF_FIELD))
+    await ctx.app.sessions.end(request.cookies.get(SESSION_COOKIE, ""))  # for every copy
     response = RedirectResponse("/ui/signin", status_code=303)
     clear_cookie(request, response, SESSION_COOKIE)
     return response

@@ -10,6 +10,8 @@ from starlette.responses import Response
 
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
+from imagegate.weave_shape import generation_from_call
+from imagegate.web.reactions import reactions_for
 from imagegate.web.render import PAGE_HEADERS, render
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
 from imagegate.web.view import call_view
@@ -44,7 +46,7 @@ async def call_json(entity: str, project: str, call_id: str, ctx: User) -> Respo
 async def detail_page(entity: str, project: str, call_id: str, ctx: User) -> Response:
     call = await read_call(ctx, entity, project, call_id)
     names = await GalleryStore(ctx.app.engine).user_names([call.get("wb_user_id")])
-    view = call_view(call, names)
+    view = call_view(generation_from_call(call), names)
     return render(
         ctx,
         "detail.html",
@@ -53,4 +55,5 @@ async def detail_page(entity: str, project: str, call_id: str, ctx: User) -> Res
         project=project,
         project_id=f"{entity}/{project}",
         revised=[img.revised_prompt for img in view.images if img.revised_prompt],
+        reactions=(await reactions_for(ctx, call["project_id"], [call["id"]]))[call["id"]],
     )

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator, Collection
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.errors import InvalidInput
+from imagegate.errors import BudgetExceeded, InvalidInput, RateLimited
+from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
-from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationRequestInputs
+from imagegate.providers.base import PartialImage
+from imagegate.schemas import ImageGenerationRequestInputs
+from imagegate.streaming import stream_generation
+from imagegate.weave_shape import generation_from_call
 from imagegate.web.detail import read_call
 from imagegate.web.render import render
 from imagegate.web.session import (
@@ -26,12 +32,18 @@ from imagegate.web.session import (
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
 
-# How images come back over the API: meaningless in a browser, which always keeps them.
-HIDDEN_PARAMS = frozenset({"response_format"})
+# How images come back over the API: meaningless in a browser, which always keeps them;
+# streaming is the form's own choice (it shows partial images when the model streams);
+# `svg` is an object the form has no field for; `markup` and `input_fidelity` are edits'.
+HIDDEN_PARAMS = frozenset({"response_format", "stream", "svg", "markup", "input_fidelity"})
+# Partial images the form asks a streaming model for, to show while it works.
+PREVIEWS = 2
 
 
-def model_choices(ctx: WebContext) -> list[dict[str, Any]]:
-    """Servable models with the form fields each one takes, from the catalog's own words.
+def model_choices(ctx: WebContext, usable: Collection[str]) -> list[dict[str, Any]]:
+    """Usable models (servable, with credentials for the project's team: see
+    GenerationService.usable_models) with the form fields each one takes, from the
+    catalog's own words.
 
     Rendered generically so new catalog keys need no change here: a parameter with a list
     of allowed values (`options`) becomes a select, anything else a text field.
@@ -39,7 +51,7 @@ def model_choices(ctx: WebContext) -> list[dict[str, Any]]:
     choices = []
     for name in ctx.app.catalog.names:
         spec = ctx.app.catalog.get(name)
-        if spec is None or spec.provider not in ctx.app.generation.providers:
+        if spec is None or name not in usable:
             continue
         info = spec.describe()
         if info.get("state") == "shut_down":
@@ -81,7 +93,8 @@ def model_choices(ctx: WebContext) -> list[dict[str, Any]]:
     return choices
 
 
-def _project_id(ctx: WebContext, entity: str, project: str) -> str:
+def project_of(ctx: WebContext, entity: str, project: str) -> str:
+    """`entity/project` for a member of the entity, else a 404 page."""
     try:
         split_project_id(f"{entity}/{project}")
     except ValueError as exc:
@@ -90,7 +103,7 @@ def _project_id(ctx: WebContext, entity: str, project: str) -> str:
     return f"{entity}/{project}"
 
 
-def _form_page(
+async def _form_page(
     ctx: WebContext,
     entity: str,
     project: str,
@@ -98,7 +111,7 @@ def _form_page(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    choices = model_choices(ctx)
+    choices = model_choices(ctx, await ctx.app.generation.usable_models([entity]))
     names = [c["name"] for c in choices]
     if values.get("model") not in names:
         values["model"] = "local/procedural" if "local/procedural" in names else names[0]
@@ -119,13 +132,14 @@ def _form_page(
 async def generate_form(
     entity: str, project: str, ctx: User, again: str | None = None, model: str | None = None
 ) -> Response:
-    _project_id(ctx, entity, project)
+    project_of(ctx, entity, project)
     values: dict[str, Any] = {"model": model, "n": 1}
     if again:
         # "Generate again": the stored effective inputs, seed included, so it reproduces.
         call = await read_call(ctx, entity, project, again)
-        values = {k: v for k, v in (call.get("inputs") or {}).items() if v is not None}
-    return _form_page(ctx, entity, project, values)
+        inputs = generation_from_call(call).inputs
+        values = {k: v for k, v in inputs.items() if v is not None}
+    return await _form_page(ctx, entity, project, values)
 
 
 def _inputs(form: dict[str, str], choices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -169,27 +183,77 @@ def _message(exc: ValidationError) -> str:
 async def generate(entity: str, project: str, request: Request, ctx: User) -> Response:
     form = await read_form(request)
     ctx.check_csrf(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER))
-    project_id = _project_id(ctx, entity, project)
+    project_id = project_of(ctx, entity, project)
+    if not ctx.user().can_generate(entity):
+        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot generate.")
     wants_json = "application/json" in request.headers.get("accept", "")
+    wants_stream = "text/event-stream" in request.headers.get("accept", "")
     error = None
+    status = 422
     try:
-        inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, model_choices(ctx)))
-        req = ImageGenerationCreateReq(project_id=project_id, inputs=inputs)
-        base_url = ctx.app.settings.public_url or str(request.base_url)
-        result = await ctx.app.generation.create(ctx.user(), req, base_url)
+        usable = await ctx.app.generation.usable_models([entity])
+        choices = model_choices(ctx, usable)
+        inputs = ImageGenerationRequestInputs.model_validate(_inputs(form, choices))
+        if wants_stream:
+            return await _stream(ctx, project_id, inputs)
+        result = await ctx.app.generation.generate(ctx.user(), project_id, inputs)
     except InvalidInput as exc:
         error = exc.message
+    except (BudgetExceeded, RateLimited) as exc:  # the form says why, nothing was stored
+        error, status = exc.message, exc.status_code
     except ValidationError as exc:
         error = _message(exc)
     except ValueError as exc:
         error = str(exc)
     if error is not None:
-        if wants_json:
-            return JSONResponse({"error": error}, status_code=422)
+        if wants_json or wants_stream:
+            return JSONResponse({"error": error}, status_code=status)
         values = {k: v for k, v in form.items() if k != CSRF_FIELD}
-        return _form_page(ctx, entity, project, values, error=error, status_code=422)
+        return await _form_page(ctx, entity, project, values, error=error, status_code=status)
     # Failed generations are recorded too: their detail page says what went wrong.
-    url = f"/ui/p/{project_id}/calls/{result['weave_call_id']}"
+    url = f"/ui/p/{project_id}/calls/{result.call_id}"
     if wants_json:
-        return JSONResponse({"call_id": result["weave_call_id"], "url": url})
+        return JSONResponse({"call_id": result.call_id, "url": url})
     return RedirectResponse(url, status_code=303)
+
+
+async def _stream(
+    ctx: WebContext, project_id: str, inputs: ImageGenerationRequestInputs
+) -> Response:
+    """The generation as server-sent events for the form's script: `partial` events
+    (each partial image, as base64) while it works, then `done` with the result's page.
+    Bad input raises before the first event (the caller answers 422)."""
+    inputs = inputs.model_copy(update={"stream": True, "partial_images": PREVIEWS})
+    user = ctx.user()
+    items = stream_generation(
+        lambda sink: ctx.app.generation.generate(user, project_id, inputs, on_partial=sink),
+        ctx.app.settings.keepalive_interval,  # a comment in silent stretches, for proxies
+    )
+    first = await anext(items)
+    mimetype = f"image/{inputs.output_format or 'png'}"
+
+    async def events() -> AsyncIterator[bytes]:
+        item = first
+        try:
+            while isinstance(item, PartialImage) or item is None:
+                if item is None:
+                    yield HEARTBEAT
+                else:
+                    yield _event(
+                        "partial",
+                        {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
+                    )
+                item = await anext(items)
+        except Exception:
+            yield _event("error", {"error": "the generation failed; the server log has details"})
+            return
+        # Failed generations are recorded too: their page says what went wrong.
+        yield _event("done", {"url": f"/ui/p/{project_id}/calls/{item.call_id}"})
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()

@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from imagegate.digest import is_digest
 from imagegate.names import split_project_id
-from imagegate.urls import MIME_EXTENSIONS, sniff_image_type
+from imagegate.urls import MIME_EXTENSIONS, image_headers, sniff_image_type
 from imagegate.web.render import STATIC
 from imagegate.web.session import WebContext, WebError, require_entity, require_user
-from imagegate.web.thumbs import ThumbnailCache
+from imagegate.web.thumbs import ImageTooLarge, ThumbnailCache
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -50,7 +50,7 @@ async def image(
         media_type=mimetype,
         headers={
             "Cache-Control": IMMUTABLE,
-            "X-Content-Type-Options": "nosniff",
+            **image_headers(mimetype),
             "Content-Disposition": f'{disposition}; filename="{filename}"',
         },
     )
@@ -61,7 +61,10 @@ async def thumbnail(entity: str, project: str, name: str, request: Request, ctx:
     digest = name.partition(".")[0]
     project_id = _checked(ctx, entity, project, digest)
     cache: ThumbnailCache = request.app.state.web_thumbnails
-    data = await cache.get(project_id, digest, lambda: ctx.app.files.get(project_id, digest))
+    try:
+        data = await cache.get(project_id, digest, lambda: ctx.app.files.get(project_id, digest))
+    except ImageTooLarge as exc:
+        raise WebError(422, str(exc)) from exc
     if data is None:
         raise WebError(404, "No such image.")
     return Response(

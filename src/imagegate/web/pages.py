@@ -11,9 +11,18 @@ from starlette.responses import RedirectResponse, Response
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
+from imagegate.weave_shape import generation_from_call
+from imagegate.web.reactions import reactions_for
 from imagegate.web.render import render, render_fragment
-from imagegate.web.session import WebContext, WebError, require_entity, require_user
-from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view, images_of
+from imagegate.web.session import (
+    CSRF_FIELD,
+    WebContext,
+    WebError,
+    read_form,
+    require_entity,
+    require_user,
+)
+from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
@@ -39,21 +48,38 @@ async def projects_page(ctx: User) -> Response:
             limit=1,
             columns=["output"],
         ):
-            if images := images_of(call.get("output")):
+            if images := generation_from_call(call).images:
                 covers[project.id] = images[0].digest
     return render(ctx, "projects.html", projects=projects, covers=covers, entities=entities)
 
 
 @router.get("/new")
 async def new_project(ctx: User, entity: str = "", name: str = "") -> Response:
-    """Where the projects page's "new project" form goes: a project exists from its first
-    generation on, so this only checks the name and opens the generate form."""
+    """Old links to the "new project" form: check the name, open the generate form."""
+    project_id = _new_project_id(ctx, entity, name)
+    return RedirectResponse(f"/ui/p/{project_id}/generate", status_code=303)
+
+
+@router.post("/new")
+async def create_project(ctx: User) -> Response:
+    """The projects page's "New project": creates the project, empty, and opens it."""
+    form = await read_form(ctx.request)
+    ctx.check_csrf(form.get(CSRF_FIELD))
+    project_id = _new_project_id(ctx, form.get("entity", ""), form.get("name", ""))
+    entity = project_id.split("/", 1)[0]
+    if not ctx.user().can_generate(entity):
+        raise WebError(403, f"You are a viewer in team {entity}: viewers cannot create projects.")
+    await ctx.app.accounts.ensure_project(project_id)
+    return RedirectResponse(f"/ui/p/{project_id}", status_code=303)
+
+
+def _new_project_id(ctx: WebContext, entity: str, name: str) -> str:
     try:
         split_project_id(f"{entity}/{name.strip()}")
     except ValueError as exc:
         raise WebError(400, str(exc)) from exc
     require_entity(ctx, entity)
-    return RedirectResponse(f"/ui/p/{entity}/{name.strip()}/generate", status_code=303)
+    return f"{entity}/{name.strip()}"
 
 
 def _project(ctx: WebContext, entity: str, project: str) -> str:
@@ -76,7 +102,10 @@ async def _query(
         # A former member's generations stay findable by their name.
         by_name = {name: uid for uid, name in members}
         user_id = by_name.get(filters.user) or await store.user_id(filters.user)
-    flt, query = filters.to_query(user_id)
+    try:
+        flt, query = filters.to_query(user_id)
+    except ValueError as exc:
+        raise WebError(400, str(exc)) from exc
     return flt, query, members
 
 
@@ -114,7 +143,8 @@ async def _cards(
     if len(calls) > PAGE_SIZE:
         last = calls[PAGE_SIZE - 1]
         cursor = f"{last['started_at']}~{last['id']}"
-    return [call_view(call, names) for call in calls[:PAGE_SIZE]], cursor
+    views = [call_view(generation_from_call(call), names) for call in calls[:PAGE_SIZE]]
+    return views, cursor
 
 
 def _offset(request: Request) -> int:
@@ -153,6 +183,7 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
     if filters.active:
         matching = await _count(ctx, project_id, filter=flt, query=query)
     models = sorted(set(ctx.app.catalog.names) | ({filters.model} if filters.model else set()))
+    budgets = await ctx.app.budgets.status(project_id)
     return render(
         ctx,
         "gallery.html",
@@ -163,10 +194,14 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
         cursor=cursor,
         paged=bool(offset or before),
         filters=filters,
+        reactions=await reactions_for(ctx, project_id, [c.id for c in cards]),
         members=[name for _, name in members],
         models=models,
         total=total,
         matching=matching,
+        budgets=budgets,
+        own_budget=next((b for b in budgets if b.budget.scope == "project"), None),
+        can_manage=ctx.user().can_manage(entity),
     )
 
 
@@ -183,5 +218,6 @@ async def gallery_cards(entity: str, project: str, request: Request, ctx: User) 
         "cursor": cursor,
         "filters": filters,
         "project_id": project_id,
+        "reactions": await reactions_for(ctx, project_id, [c.id for c in cards]),
     }
     return render_fragment(ctx, "_cards.html", **values)

@@ -108,6 +108,25 @@ def duration(ms: float | None) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
+def elapsed(value: datetime | str | None) -> str:
+    """How long something has been running since `value` (see `format_elapsed`)."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return format_elapsed((datetime.now(UTC) - value).total_seconds())
+
+
+def format_elapsed(seconds: float) -> str:
+    """A running time: "45 s", "2 min 10 s", "1 h 3 min" (the page's script counts on
+    the same way)."""
+    hours, rest = divmod(max(0, int(seconds)), 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
 env = jinja2.Environment(
     loader=jinja2.PackageLoader("imagegate.web", "templates"),
     autoescape=True,  # every value is escaped unless a template says otherwise (none do)
@@ -116,7 +135,13 @@ env = jinja2.Environment(
 )
 env.globals.update(static=static_url, csrf_field=CSRF_FIELD)
 env.filters.update(
-    fmt_time=fmt_time, iso_time=iso_time, ago=ago, money=money, size=size_of, duration=duration
+    fmt_time=fmt_time,
+    iso_time=iso_time,
+    ago=ago,
+    money=money,
+    size=size_of,
+    duration=duration,
+    elapsed=elapsed,
 )
 
 
@@ -129,5 +154,7 @@ def render(ctx: WebContext, template: str, status_code: int = 200, **values: Any
 
 def render_fragment(ctx: WebContext, template: str, **values: Any) -> Response:
     """A piece of a page (more gallery cards) fetched by the page's script."""
-    html = env.get_template(template).render(user=ctx.principal, **values)
+    html = env.get_template(template).render(
+        user=ctx.principal, csrf_token=ctx.csrf_token, request_path=ctx.request.url.path, **values
+    )
     return HTMLResponse(html, headers=PAGE_HEADERS)

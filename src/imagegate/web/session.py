@@ -1,7 +1,8 @@
 """Browser sessions and CSRF protection for the /ui pages.
 
-The session cookie holds `<key hash>.<issued>.<signature>`: never the API key itself. Each
-request looks the hash up among active keys, so revoking a key ends its sessions at once.
+The session cookie holds a random token: never the API key itself. The server keeps the
+token's hash with the key's hash (store/sessions.py), so signing out ends the session for
+every copy of the cookie, and revoking the key ends all its sessions at once.
 CSRF tokens are an HMAC over a random per-browser nonce cookie and the session value, so a
 token is worthless in another browser or after signing in or out.
 """
@@ -12,7 +13,6 @@ import base64
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, quote
 
@@ -20,12 +20,14 @@ from fastapi import Request
 from starlette.responses import Response
 
 from imagegate.core import Imagegate
+from imagegate.errors import ImagegateError
 from imagegate.store import Principal
 
 SESSION_COOKIE = "ig_session"
 NONCE_COOKIE = "ig_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
+CSRF_MESSAGE = "The form has expired or did not come from this site. Reload and retry."
 SESSION_MAX_AGE = 14 * 24 * 3600  # seconds; signing in again is cheap, a stolen cookie is not
 
 
@@ -38,13 +40,13 @@ class SignInRequired(Exception):
         self.clear = clear  # the browser holds a stale session cookie worth removing
 
 
-class WebError(Exception):
-    """An error shown as a page (or plain text for non-page resources)."""
+class WebError(ImagegateError):
+    """An error of the web gallery, with its status: shown as a page (or plain text for
+    non-page resources), like every other ImagegateError under /ui."""
 
     def __init__(self, status_code: int, message: str) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.message = message
 
 
 def _subkey(app: Imagegate, purpose: str) -> bytes:
@@ -61,24 +63,6 @@ def _mac(key: bytes, message: str) -> str:
 def _same(given: str, expected: str) -> bool:
     # Constant-time, and as bytes: compare_digest refuses non-ASCII str (a 500, not a 403).
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode())
-
-
-def make_session(app: Imagegate, key_hash: str, issued: int | None = None) -> str:
-    payload = f"{key_hash}.{int(time.time()) if issued is None else issued}"
-    return f"{payload}.{_mac(_subkey(app, 'session'), payload)}"
-
-
-def session_key_hash(app: Imagegate, value: str | None) -> str | None:
-    """The key hash a well-signed, unexpired session cookie names, else None."""
-    if not value or value.count(".") != 2:
-        return None
-    key_hash, issued, signature = value.split(".")
-    expected = _mac(_subkey(app, "session"), f"{key_hash}.{issued}")
-    if not _same(signature, expected) or not issued.isdigit():
-        return None
-    if time.time() - int(issued) > SESSION_MAX_AGE:
-        return None
-    return key_hash
 
 
 def is_https(request: Request) -> bool:
@@ -124,8 +108,7 @@ class WebContext:
     def check_csrf(self, submitted: str | None) -> None:
         """403 unless the submitted token was issued to this browser and session."""
         if not submitted or not _same(submitted, self.csrf_token):
-            message = "The form has expired or did not come from this site. Reload and retry."
-            raise WebError(403, message)
+            raise WebError(403, CSRF_MESSAGE)
 
     def user(self) -> Principal:
         assert self.principal is not None  # only pages behind require_user() call this
@@ -155,7 +138,7 @@ async def web_context(request: Request) -> WebContext:
         nonce = secrets.token_urlsafe(16)
     session = request.cookies.get(SESSION_COOKIE, "")
     principal = None
-    key_hash = session_key_hash(app, session)
+    key_hash = await app.sessions.key_hash(session)
     if key_hash is not None:
         principal = await app.accounts.authenticate_hash(key_hash)
     return WebContext(request, app, principal, session if principal else "", nonce, new_nonce)
@@ -187,16 +170,28 @@ def safe_next(value: str | None) -> str:
     return "/ui/projects"
 
 
+MAX_FORM_FIELDS = 64  # the largest form (generate) has about a dozen
+
+
 async def read_form(request: Request) -> dict[str, str]:
     """A posted form, whatever Content-Type arrived.
+
+    Cheap checks come first: a browser without this site's CSRF nonce cookie cannot
+    pass the CSRF check, so its body is never read. The request guard caps /ui bodies
+    (guard.FORM_LIMIT), and parsing is capped at MAX_FORM_FIELDS fields.
 
     The app's request guard relabels url-encoded bodies as JSON before routing (for the
     Weave API's sake), so url-encoded forms are parsed from the raw body here; fetch()
     with FormData arrives as multipart and goes through Starlette's parser.
     """
+    if len(request.cookies.get(NONCE_COOKIE, "")) < 16:
+        raise WebError(403, CSRF_MESSAGE)
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
-        form = await request.form()
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
         return {k: v for k, v in form.items() if isinstance(v, str)}
     body = (await request.body()).decode("utf-8", errors="replace")
-    return dict(parse_qsl(body, keep_blank_values=True))
+    try:
+        return dict(parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS))
+    except ValueError as exc:
+        raise WebError(400, "The form has too many fields.") from exc

@@ -21,12 +21,27 @@ from imagegate.urls import sniff_image_type
 
 THUMB_SIDE = 256  # CSS pixels of a grid cell are ~200; 256 stays sharp at 1.25x zoom
 THUMB_QUALITY = 75
-MAX_SOURCE_PIXELS = 64_000_000  # refuse decompression bombs uploaded through /file/create
+# Decoding costs 4 bytes a pixel (more while resampling): a 8000x8000 PNG uploaded through
+# /file/create took 500 MB. 4096x4096 covers every model's largest size (3840x2160).
+MAX_SOURCE_PIXELS = 4096 * 4096
+
+
+class ImageTooLarge(Exception):
+    """An image with more pixels than a thumbnail may decode."""
+
+    def __init__(self, width: int, height: int, limit: int) -> None:
+        super().__init__(
+            f"The image is {width}x{height} pixels; previews are made only for images of "
+            f"at most {limit:,} pixels."
+        )
 
 
 class ThumbnailCache:
-    def __init__(self, root: Path, *, workers: int | None = None) -> None:
+    def __init__(
+        self, root: Path, *, workers: int | None = None, max_pixels: int = MAX_SOURCE_PIXELS
+    ) -> None:
         self.root = root
+        self.max_pixels = max_pixels
         # Decoding a large PNG is CPU-bound: at most one thumbnail per core at a time, so a
         # cold gallery page does not starve the requests that serve pages.
         self._slots = asyncio.Semaphore(workers or os.cpu_count() or 2)
@@ -66,13 +81,26 @@ class ThumbnailCache:
         if source is None or sniff_image_type(source) == "application/octet-stream":
             return None
         async with self._slots:
+            await asyncio.to_thread(check_pixels, source, self.max_pixels)
             data = await asyncio.to_thread(render_thumbnail, source)
         if data is not None:
             await asyncio.to_thread(_write_atomic, path, data)
         return data
 
 
+def check_pixels(source: bytes, max_pixels: int) -> None:
+    """ImageTooLarge past `max_pixels`, read from the header: nothing is decoded."""
+    try:
+        with Image.open(io.BytesIO(source)) as img:
+            width, height = img.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return  # not an image (render_thumbnail says so), or too large by Pillow's own rule
+    if width * height > max_pixels:
+        raise ImageTooLarge(width, height, max_pixels)
+
+
 def render_thumbnail(source: bytes) -> bytes | None:
+    """A WebP thumbnail; None for bytes that are no image or past MAX_SOURCE_PIXELS."""
     try:
         with Image.open(io.BytesIO(source)) as img:
             if img.width * img.height > MAX_SOURCE_PIXELS:

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from imagegate.service import OP_NAME
+from imagegate.generation import GeneratedImage, Generation
+from imagegate.urls import MIME_EXTENSIONS
+from imagegate.weave_shape import EDIT_OP_NAME, OP_NAME
 
 PAGE_SIZE = 50
 STATUSES = ("success", "error", "running")
@@ -24,7 +26,12 @@ class ImageView:
 
     @property
     def ext(self) -> str:
-        return {"image/jpeg": "jpg", "image/webp": "webp"}.get(self.mimetype, "png")
+        return MIME_EXTENSIONS.get(self.mimetype, "png")
+
+    @property
+    def editable(self) -> bool:
+        """Whether the gallery's Edit action takes it (raster images a model can edit)."""
+        return self.mimetype in ("image/png", "image/jpeg", "image/webp")
 
 
 @dataclass
@@ -41,6 +48,7 @@ class CallView:
     inputs: dict[str, Any]
     latency_ms: float | None
     provider_latency_ms: float | None
+    timeout_s: float | None  # one upstream request's timeout, as the model's rules set it
     usage: dict[str, Any]
     cost: float | None
     error_type: str | None
@@ -48,6 +56,10 @@ class CallView:
     error_status: int | None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     partial_errors: list[dict[str, Any]] = field(default_factory=list)  # some images failed
+    partials: list[ImageView] = field(default_factory=list)  # a stream's partial images
+    # An edit's inputs: the images it edited, and the mask's digest.
+    input_digests: list[str] = field(default_factory=list)
+    mask_digest: str | None = None
 
     @property
     def base(self) -> str:
@@ -64,89 +76,81 @@ class CallView:
         """Effective parameters other than the prompt, in a stable order."""
         first = ["model", "n", "size", "seed"]
         keys = [k for k in first if k in self.inputs]
-        keys += sorted(k for k in self.inputs if k not in first and k != "prompt")
+        shown_apart = ("prompt", "image", "mask")  # an edit's files are shown as images
+        keys += sorted(k for k in self.inputs if k not in first and k not in shown_apart)
         return [(k, self.inputs[k]) for k in keys]
 
 
-def images_of(output: Any) -> list[ImageView]:
-    """The images of a stored call's output, in order."""
-    items = output.get("data") if isinstance(output, dict) else None
-    images = []
-    for item in items if isinstance(items, list) else []:
-        if not isinstance(item, dict):
-            continue
-        content = item.get("content") or {}
-        ref = item.get("image") or {}
-        digest = content.get("digest") or (ref.get("files") or {}).get("content")
-        if not isinstance(digest, str):
-            continue
-        images.append(
-            ImageView(
-                digest=digest,
-                mimetype=content.get("mimetype") or "image/png",
-                width=content.get("width"),
-                height=content.get("height"),
-                size=content.get("size"),
-                revised_prompt=item.get("revised_prompt"),
-            )
+def _views(images: tuple[GeneratedImage, ...]) -> list[ImageView]:
+    return [
+        ImageView(
+            digest=image.digest,
+            mimetype=image.mimetype,
+            width=image.width or None,
+            height=image.height or None,
+            size=image.size or None,
+            revised_prompt=image.revised_prompt,
         )
-    return images
-
-
-def _cost(costs: Any) -> float | None:
-    """Total USD over the call's models; None when the call recorded no costs."""
-    if not isinstance(costs, dict):
-        return None
-    total = [
-        float(c["total_cost"])
-        for c in costs.values()
-        if isinstance(c, dict) and isinstance(c.get("total_cost"), int | float)
+        for image in images
     ]
-    return sum(total) if total else None
 
 
-def call_view(call: dict[str, Any], user_names: dict[str, str]) -> CallView:
-    """A wire call (read with include_costs) as the gallery and detail pages see it."""
-    inputs = call.get("inputs") or {}
-    summary = call.get("summary") or {}
-    weave = summary.get("weave") or {}
-    model = str(inputs.get("model", ""))
-    error = summary.get("error") if isinstance(summary.get("error"), dict) else {}
-    error_type = error_message = None
-    if call.get("exception"):
-        # Stored as "error_type: message" by the generation service.
-        head, sep, tail = str(call["exception"]).partition(": ")
-        error_type, error_message = (head, tail) if sep else (None, head)
-        error_type = error.get("type") or error_type
-    usage = (summary.get("usage") or {}).get(model) or {}
-    attempts = summary.get("attempts")
-    partial = summary.get("errors")
-    user_id = call.get("wb_user_id")
+def images_of(generation: Generation) -> list[ImageView]:
+    """The images of a generation, in order."""
+    return _views(generation.images)
+
+
+def _ref_digest(ref: Any) -> str | None:
+    """The content digest of a Content reference kept in a call's inputs."""
+    files = ref.get("files") if isinstance(ref, dict) else None
+    digest = files.get("content") if isinstance(files, dict) else None
+    return digest if isinstance(digest, str) else None
+
+
+def call_view(generation: Generation, user_names: dict[str, str]) -> CallView:
+    """A generation (read back from its call, with costs) as the gallery and detail
+    pages see it."""
+    error = generation.error
+    error_type = error.error_type if error else generation.error_type
+    error_message = error.message if error else None
+    if error is None and generation.failures:
+        error_message = generation.exception_text()
+        if error_message:
+            error_message = error_message.partition(": ")[2]
+    user_id = generation.user_id
+    usage: dict[str, Any] = {}
+    if generation.ended_at is not None and (generation.images or generation.usage):
+        usage = {"requests": 1, "images": len(generation.images), **generation.normalized_usage}
     return CallView(
-        id=call["id"],
-        project_id=call["project_id"],
-        prompt=str(inputs.get("prompt", "")),
-        model=model,
-        status=weave.get("status", "running"),
-        started_at=call["started_at"],
+        id=generation.call_id or "",
+        project_id=generation.project_id,
+        prompt=str(generation.inputs.get("prompt", "")),
+        model=generation.model,
+        status=generation.status,
+        started_at=generation.started_at.isoformat(),
         user_id=user_id,
         user_name=user_names.get(user_id or "", (user_id or "unknown")[:8]),
-        images=images_of(call.get("output")),
-        inputs=inputs,
-        latency_ms=weave.get("latency_ms"),
-        provider_latency_ms=summary.get("provider_latency_ms"),
-        usage=usage if isinstance(usage, dict) else {},
-        cost=_cost(weave.get("costs")),
+        images=images_of(generation),
+        inputs=generation.inputs,
+        latency_ms=generation.latency_ms,
+        provider_latency_ms=generation.provider_ms,
+        timeout_s=generation.timeout_s,
+        usage=usage,
+        cost=generation.total_cost,
         error_type=error_type,
         error_message=error_message,
-        error_status=error.get("status_code"),
-        attempts=_dicts(attempts),
-        partial_errors=_dicts(partial),
+        error_status=error.status_code if error else None,
+        attempts=list(generation.attempts),
+        partial_errors=[
+            {"error": f.message, "error_type": f.error_type, "status_code": f.status_code}
+            for f in generation.failures
+        ],
+        partials=_views(generation.partial_images),
+        input_digests=[
+            d for ref in generation.inputs.get("image") or [] if (d := _ref_digest(ref)) is not None
+        ],
+        mask_digest=_ref_digest(generation.inputs.get("mask")),
     )
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
 
 
 @dataclass
@@ -200,12 +204,16 @@ class Filters:
         except ValueError:
             return None
         # Midnight in the browser's zone, as UTC: the range matches what the user sees.
-        start = day.replace(tzinfo=UTC) - timedelta(minutes=self.tz) + timedelta(days=plus_days)
+        try:
+            start = day.replace(tzinfo=UTC) - timedelta(minutes=self.tz)
+            start += timedelta(days=plus_days)
+        except OverflowError as exc:  # to=9999-12-31, or from=0001-01-01 east of UTC
+            raise ValueError(f"date {value} is out of range") from exc
         return start.isoformat()
 
     def to_query(self, user_id: str | None) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """(filter, query) for CallStore.stream/count: Weave's own query language."""
-        flt: dict[str, Any] = {"op_names": [OP_NAME]}
+        flt: dict[str, Any] = {"op_names": [OP_NAME, EDIT_OP_NAME]}
         if self.user:
             # An unknown name matches nothing rather than everything.
             flt["wb_user_ids"] = [user_id or "no-such-user"]

@@ -94,7 +94,13 @@ function setUpGenerate() {
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       progressText.textContent = `Generating ${count} image${count === 1 ? "" : "s"}… ${seconds} s`;
     }, 100);
+    const option = picker.selectedOptions[0];
+    const streams = option && option.dataset.stream === "1" && count === 1 && window.ReadableStream;
     try {
+      if (streams) {
+        await generateStreaming(form, progressText, fail);
+        return;
+      }
       const res = await fetch(form.action, {
         method: "POST",
         body: new FormData(form),
@@ -121,6 +127,55 @@ function setUpGenerate() {
   });
 }
 
+// A model that streams: its partial images appear as they arrive (server-sent events
+// over fetch), then the result's page opens.
+async function generateStreaming(form, progressText, fail) {
+  const previews = form.querySelector("[data-previews]");
+  previews.replaceChildren();
+  const res = await fetch(form.action, {
+    method: "POST",
+    body: new FormData(form),
+    credentials: "same-origin",
+    headers: { Accept: "text/event-stream" },
+  });
+  if (!res.ok || !(res.headers.get("content-type") || "").startsWith("text/event-stream")) {
+    let body = {};
+    try { body = await res.json(); } catch (e) { /* not JSON */ }
+    fail(body.error || `The server answered ${res.status}.`);
+    return;
+  }
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const name = (block.match(/^event: (.*)$/m) || [])[1];
+      const data = JSON.parse((block.match(/^data: (.*)$/m) || [, "{}"])[1]);
+      if (name === "partial" && data.src.startsWith("data:image/")) {
+        const img = document.createElement("img");
+        img.src = data.src;
+        img.alt = `Partial image ${data.index + 1}`;
+        previews.append(img);
+        previews.hidden = false;
+        progressText.textContent = `Partial image ${data.index + 1} received…`;
+      } else if (name === "done") {
+        progressText.textContent = "Done. Opening the result…";
+        window.location.assign(data.url);
+        return;
+      } else if (name === "error") {
+        fail(data.error);
+        return;
+      }
+    }
+  }
+  fail("The stream ended early: the generation may still be recorded in the gallery.");
+}
+
 // Times: show them in the reader's own time zone.
 function localTimes() {
   document.querySelectorAll("time.local[datetime]").forEach((el) => {
@@ -129,9 +184,26 @@ function localTimes() {
   });
 }
 
+// Running generations: how long they have been running, counted up each second.
+function runningTimes() {
+  const format = (seconds) => {
+    const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return `${h} h ${m} min`;
+    return m ? `${m} min ${s} s` : `${s} s`;
+  };
+  const update = () => {
+    document.querySelectorAll(".elapsed[data-since]").forEach((el) => {
+      const since = Date.parse(el.dataset.since);
+      if (!isNaN(since)) el.textContent = format(Math.max(0, Math.floor((Date.now() - since) / 1000)));
+    });
+  };
+  setInterval(update, 1000);
+}
+
 onReady(() => {
   setUpFilters();
   setUpInfiniteScroll();
   setUpGenerate();
   localTimes();
+  runningTimes();
 });

@@ -1,7 +1,7 @@
-"""Weave objects, tables and feedback; calls by parent.
+"""Weave objects, tables and feedback; calls by parent, with thread, turn and run ids.
 
 Revision ID: 0005_weave_objects
-Revises: 0003
+Revises: 0004_weave_shape
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from imagegate.store.tables import JSONType, Timestamp
 
 revision = "0005_weave_objects"
-down_revision = "0003"
+down_revision = "0004_weave_shape"
 branch_labels = None
 depends_on = None
 
@@ -77,12 +77,20 @@ def upgrade() -> None:
         sa.Column("created_at", Timestamp, nullable=False),
     )
     op.create_index("ix_feedback_project_ref", "feedback", ["project_id", "weave_ref"])
+    with op.batch_alter_table("calls") as calls:
+        calls.add_column(sa.Column("thread_id", sa.String(128), nullable=True))
+        calls.add_column(sa.Column("turn_id", sa.String(128), nullable=True))
+        calls.add_column(sa.Column("wb_run_id", sa.String(256), nullable=True))
     # Trees by trace and children by parent: the Traces page and `parent_ids` filters.
     op.create_index("ix_calls_project_parent", "calls", ["project_id", "parent_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_calls_project_parent", "calls")
+    with op.batch_alter_table("calls") as calls:
+        calls.drop_column("wb_run_id")
+        calls.drop_column("turn_id")
+        calls.drop_column("thread_id")
     op.drop_table("feedback")
     op.drop_table("weave_tables")
     op.drop_table("table_rows")

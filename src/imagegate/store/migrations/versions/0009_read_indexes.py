@@ -17,14 +17,14 @@ Works on a database that already holds calls: the column is computed for every r
 and the indexes are built from them.
 
 Revision ID: 0009_read_indexes
-Revises: 0005_weave_objects
+Revises: 0008_teams
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0009_read_indexes"
-down_revision = "0005_weave_objects"
+down_revision = "0008_teams"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,188 @@
+"""The HTTP server: uvicorn with httptools, plus the limits uvicorn lacks.
+
+uvicorn offers a keep-alive timeout and a cap on concurrent requests (answered 503), but
+with httptools no limit on header size (a 96 MiB header is buffered whole), no timeout
+for headers or bodies that trickle in (slowloris), none for a client that stops reading,
+and no cap on open connections (file descriptors). `GuardedHttpTools` adds those to
+uvicorn's own protocol; everything else (parsing, the ASGI cycle) is uvicorn's. The
+alternatives weighed: hypercorn (pure-Python h11: has a read timeout, but is slower) and
+granian (Rust: has most limits, but is a second server stack to run and deploy).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+log = logging.getLogger("imagegate.http")
+
+STATUS_431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+STATUS_408 = b"HTTP/1.1 408 Request Timeout\r\n"
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_header_bytes: int = 64 * 1024  # request line and headers together
+    header_timeout: float = 10.0  # from a request's first byte to its last header
+    body_timeout: float = 30.0  # longest pause while a request body is being sent
+    send_timeout: float = 60.0  # longest a client may leave an answer unread
+    keep_alive_timeout: float = 5.0  # an idle connection between requests
+    max_connections: int = 2048  # open connections; more are closed on accept
+
+
+def connection_cap(wanted: int) -> int:
+    """`wanted`, but never more than the file descriptors this process may open (less a
+    reserve for the database, files and provider connections); raises the soft limit to
+    the hard one first."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    reserve = 256
+    return max(16, min(wanted, soft - reserve)) if soft != resource.RLIM_INFINITY else wanted
+
+
+def protocol_class(limits: HttpLimits) -> type[GuardedHttpTools]:
+    return type("ImagegateHttpProtocol", (GuardedHttpTools,), {"limits": limits})
+
+
+class GuardedHttpTools(HttpToolsProtocol):
+    limits = HttpLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._in_head = True  # reading a request line and headers
+        self._head_bytes = 0
+        self._tail = b""  # the last bytes seen, for a header end split across reads
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.limits.max_connections:
+            log.warning("connection refused: %d open", len(self.connections) - 1)
+            transport.abort()
+            return
+        self._arm(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            seen = self._tail + data
+            end = seen.find(b"\r\n\r\n")
+            size = self._head_bytes + (len(data) if end < 0 else end + 4 - len(self._tail))
+            if size > self.limits.max_header_bytes:
+                self._refuse(STATUS_431, "request headers are too large")
+                return
+            self._head_bytes += len(data)
+            self._tail = seen[-3:]
+        elif self._timer is not None:  # a body is arriving: it made progress
+            self._arm(self.limits.body_timeout, self._body_timed_out)
+        super().data_received(data)
+
+    # httptools' callbacks mark where a request is.
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if not self._in_head:  # the next request on a kept-alive connection
+            self._in_head, self._head_bytes, self._tail = True, 0, b""
+            self._arm(self.limits.header_timeout, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._arm(self.limits.body_timeout, self._body_timed_out)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn arms its keep-alive timer here; ours covers the next request's head
+        # once its first byte arrives (on_message_begin).
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._send_timer = self.loop.call_later(self.limits.send_timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _arm(self, delay: float, callback: Any) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(delay, callback)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _head_timed_out(self) -> None:
+        self._timer = None
+        if self._in_head and not self.transport.is_closing():
+            if self._head_bytes:
+                self._refuse(STATUS_408, "request headers took too long")
+            else:
+                self.transport.close()  # an idle connection that never sent a request
+
+    def _body_timed_out(self) -> None:
+        self._timer = None
+        if self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # we stopped reading (the app is busy), not the client
+            self._arm(self.limits.body_timeout, self._body_timed_out)
+            return
+        if self.cycle is not None and not self.cycle.response_started:
+            self._refuse(STATUS_408, "request body took too long")
+        else:
+            self.transport.close()
+
+    def _send_timed_out(self) -> None:
+        # Also when closing: a graceful close (keep-alive's) would wait for the unread
+        # answer to drain, which is what never happens.
+        self._send_timer = None
+        log.info("dropping a connection whose client stopped reading")
+        self.transport.abort()
+
+    def _refuse(self, status: bytes, message: str) -> None:
+        body = message.encode()
+        self.transport.write(
+            status
+            + b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"
+            + b"content-length: %d\r\n\r\n" % len(body)
+            + body
+        )
+        self.transport.close()
+
+
+def serve(app: Any, *, host: str, port: int, limits: HttpLimits) -> None:
+    import uvicorn
+
+    limits = HttpLimits(
+        **{**limits.__dict__, "max_connections": connection_cap(limits.max_connections)}
+    )
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        http=protocol_class(limits),
+        timeout_keep_alive=max(1, round(limits.keep_alive_timeout)),
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
