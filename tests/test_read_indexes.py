@@ -182,6 +182,29 @@ async def test_newest_first_reads_walk_an_index_without_sorting(
     assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
 
 
+async def test_model_counts_and_deep_offsets_read_only_an_index(upgraded: AsyncEngine) -> None:
+    """On PostgreSQL, counting a model's calls and finding where a deep offset starts
+    read index entries only: no table row is fetched for the rows counted or skipped."""
+    by_model = {"$expr": {"$eq": [{"$getField": "inputs.model"}, {"$literal": "dall-e-3"}]}}
+    count = sa.select(sa.func.count()).select_from(
+        sa.select(calls.c.id).where(calls_where(PROJECT, None, by_model)).subquery()
+    )
+    anchor = (
+        sa.select(calls.c.started_at, calls.c.id)
+        .where(calls_where(PROJECT, None, None))
+        .order_by(*calls_order_by(NEWEST))
+        .offset(500_000)
+        .limit(1)
+    )
+    for stmt, index in ((count, "ix_calls_live_model"), (anchor, "ix_calls_live_started")):
+        plan = await _plan(upgraded, stmt)
+        assert index in plan and "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+        # SQLite reads the rows too (its partial index's WHERE names deleted_at, and
+        # `model` is a virtual column), at ~0.1 µs a row: 17 ms for 166,000 at 1M calls.
+        if upgraded.dialect.name == "postgresql":
+            assert f"Index Only Scan using {index}" in plan, plan
+
+
 async def test_prompt_search_uses_the_trigram_index_on_postgresql(upgraded: AsyncEngine) -> None:
     if upgraded.dialect.name != "postgresql":
         pytest.skip("SQLite has no trigram index; see docs/scale.md")

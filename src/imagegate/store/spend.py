@@ -84,7 +84,7 @@ async def call_counts(
     until: datetime | None = None,
 ) -> dict[str, tuple[int, int]]:
     """{project_id: (live calls, of which errors)} started in the window."""
-    figures = await _figures(conn, project_ids, since, until)
+    figures = await _figures(conn, project_ids, since, until, only_all=True)
     return {p: (m[ALL]["calls"], m[ALL]["errors"]) for p, m in figures.items() if ALL in m}
 
 
@@ -93,16 +93,19 @@ async def _figures(
     project_ids: Sequence[str],
     since: datetime | None,
     until: datetime | None,
+    *,
+    only_all: bool = False,
 ) -> ByProject:
     """Rollup figures per project and model ('' for all calls): whole hours from the
-    rollups, the partial hours at the ends from the calls."""
+    rollups, the partial hours at the ends from the calls. `only_all`: the rollups'
+    rows for all calls are enough (the caller reads no model's figures)."""
     if not project_ids:
         return {}
     first = None if since is None else _hour(since, up=True)
     last = None if until is None else _hour(until, up=False)
     if first is not None and last is not None and first >= last:  # no whole hour inside
         return await _from_calls(conn, project_ids, since, until)
-    result = await _from_rollups(conn, project_ids, first, last)
+    result = await _from_rollups(conn, project_ids, first, last, only_all)
     if since is not None and first is not None and since < first:
         _add(result, await _from_calls(conn, project_ids, since, first))
     if until is not None and last is not None and last < until:
@@ -179,6 +182,7 @@ async def _from_rollups(
     project_ids: Sequence[str],
     first: datetime | None,
     last: datetime | None,
+    only_all: bool = False,
 ) -> ByProject:
     await _fold(conn, project_ids, first, last)
     r = call_rollups
@@ -196,6 +200,8 @@ async def _from_rollups(
         .group_by(r.c.project_id, r.c.model)
         .having(sa.func.sum(r.c.calls) != 0)
     )
+    if only_all:
+        stmt = stmt.where(r.c.model == ALL)
     if first is not None:
         stmt = stmt.where(r.c.hour >= first)
     if last is not None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 metadata = sa.MetaData(
     naming_convention={
@@ -122,6 +124,33 @@ CALL_STATUS_SQL = (
     "CASE WHEN exception IS NOT NULL THEN 'error' "
     "WHEN ended_at IS NULL THEN 'running' ELSE 'success' END"
 )
+# inputs.model as text (as the query compiler reads it, per backend), when at most
+# MODEL_MAX characters: the `model` column, so counts per model are index-only scans
+# on PostgreSQL (it never reads an expression index alone). Longer names stay NULL
+# there (a B-tree entry has a size limit), and queries for them read inputs instead.
+MODEL_MAX = 200
+_MODEL_TEXT = {
+    "postgresql": "(inputs ->> 'model')",
+    "sqlite": """CAST(json_extract(inputs, '$."model"') AS VARCHAR)""",
+}
+CALL_MODEL_SQL = {
+    dialect: f"CASE WHEN length({text}) <= {MODEL_MAX} THEN {text} END"
+    for dialect, text in _MODEL_TEXT.items()
+}
+
+
+class _CallModel(sa.sql.expression.ColumnElement[str]):
+    """CALL_MODEL_SQL as a Computed column's expression, spelled for each backend."""
+
+    inherit_cache = True
+    type = sa.String()
+
+
+@compiles(_CallModel)
+def _render_call_model(_element: _CallModel, compiler: SQLCompiler, **_kw: Any) -> str:
+    return CALL_MODEL_SQL.get(compiler.dialect.name, CALL_MODEL_SQL["postgresql"])
+
+
 NEWEST = sa.text("started_at DESC")
 LIVE: dict[str, Any] = {
     "postgresql_where": sa.text("deleted_at IS NULL"),
@@ -157,12 +186,14 @@ calls = sa.Table(
     sa.Column("wb_run_id", sa.String(256), nullable=True),
     # Derived by the database on every write, whoever writes (see migration 0009).
     sa.Column("status", sa.String(16), sa.Computed(CALL_STATUS_SQL, persisted=True)),
+    sa.Column("model", sa.Text, sa.Computed(_CallModel(), persisted=True)),
     # Reads always ask for live calls (deleted_at IS NULL) and end their sort with `id`,
     # so these partial indexes serve newest-first pages by a plain index scan. Migration
-    # 0009 also indexes inputs.model, and inputs.prompt by trigram on PostgreSQL.
+    # 0009 also indexes inputs.prompt by trigram on PostgreSQL.
     sa.Index("ix_calls_live_started", "project_id", NEWEST, "id", **LIVE),
     sa.Index("ix_calls_live_status", "project_id", "status", NEWEST, "id", **LIVE),
     sa.Index("ix_calls_live_user", "project_id", "wb_user_id", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_model", "project_id", "model", NEWEST, "id", **LIVE),
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
     sa.Index("ix_calls_project_parent", "project_id", "parent_id"),

@@ -7,7 +7,11 @@
   end in `(started_at DESC, id)`: newest-first pages (`ORDER BY started_at DESC, id`)
   read the index in order and stop after `limit` rows, with no sort. Oldest-first reads
   scan it backwards and only order calls started in the same instant.
-- `inputs.model` as an expression index (the gallery's model filter, counts per model).
+- `calls.model`, a generated column: `inputs.model` as text when at most 200 characters
+  (longer ones stay NULL: a B-tree entry has a size limit), and an index on it (the
+  gallery's model filter, counts per model). A column, not an expression index, because
+  PostgreSQL never answers from an expression index alone: counting a model's calls
+  would read every one of them from the table.
 - PostgreSQL: a trigram index on `inputs.prompt`, for `$contains` (ILIKE). It needs the
   pg_trgm extension; where that cannot be created, prompt search still works, by scan.
 - SQLite: `calls_prompt_fts`, an FTS5 trigram table of `inputs.prompt` kept by triggers,
@@ -34,14 +38,16 @@ STATUS = (
 )
 LIVE = "WHERE deleted_at IS NULL"
 # Spelled exactly as the query compiler writes `inputs.model` as text (query.py).
-MODEL = {
+MODEL_TEXT = {
     "postgresql": "(inputs ->> 'model')",
     "sqlite": """CAST(json_extract(inputs, '$."model"') AS VARCHAR)""",
 }
+MODEL_MAX = 200
 INDEXES = {
     "ix_calls_live_started": "project_id, started_at DESC, id",
     "ix_calls_live_status": "project_id, status, started_at DESC, id",
     "ix_calls_live_user": "project_id, wb_user_id, started_at DESC, id",
+    "ix_calls_live_model": "project_id, model, started_at DESC, id",
 }
 
 
@@ -50,16 +56,20 @@ def upgrade() -> None:
     # PostgreSQL only stores generated columns; SQLite can only add virtual ones (their
     # values are still stored in the indexes below).
     kind = "STORED" if dialect == "postgresql" else "VIRTUAL"
-    op.execute(
-        f"ALTER TABLE calls ADD COLUMN status VARCHAR(16) GENERATED ALWAYS AS ({STATUS}) {kind}"
-    )
+    text = MODEL_TEXT[dialect]
+    model = f"CASE WHEN length({text}) <= {MODEL_MAX} THEN {text} END"
+    columns = [
+        f"ADD COLUMN status VARCHAR(16) GENERATED ALWAYS AS ({STATUS}) {kind}",
+        f"ADD COLUMN model TEXT GENERATED ALWAYS AS ({model}) {kind}",
+    ]
+    if dialect == "postgresql":  # both in one statement: one rewrite of the table
+        op.execute("ALTER TABLE calls " + ", ".join(columns))
+    else:  # SQLite adds one column per statement
+        for column in columns:
+            op.execute(f"ALTER TABLE calls {column}")
     op.execute("DROP INDEX ix_calls_project_started")  # ix_calls_live_started replaces it
     for name, columns in INDEXES.items():
         op.execute(f"CREATE INDEX {name} ON calls ({columns}) {LIVE}")
-    op.execute(
-        f"CREATE INDEX ix_calls_live_model ON calls "
-        f"(project_id, {MODEL[dialect]}, started_at DESC, id) {LIVE}"
-    )
     if dialect == "postgresql" and _pg_trgm():
         op.execute(
             "CREATE INDEX ix_calls_live_prompt_trgm ON calls "
@@ -154,7 +164,8 @@ def downgrade() -> None:
         for name in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS calls_prompt_fts_{name}")
         op.execute("DROP TABLE IF EXISTS calls_prompt_fts")
-    for name in ("ix_calls_live_prompt_trgm", "ix_calls_live_model", *INDEXES):
+    for name in ("ix_calls_live_prompt_trgm", *INDEXES):
         op.execute(f"DROP INDEX IF EXISTS {name}")
     op.execute("CREATE INDEX ix_calls_project_started ON calls (project_id, started_at)")
+    op.execute("ALTER TABLE calls DROP COLUMN model")
     op.execute("ALTER TABLE calls DROP COLUMN status")
