@@ -322,8 +322,14 @@ def run_scale(work: Path, backend: str, count: int, runs: int) -> tuple[float, l
     server = start_imagegate(data_dir, env=env, models=None)
     try:
         keys = _scale_keys(server, data_dir, env)
+        cpu = server.cpu_seconds()
         rate = asyncio.run(load(server.url, SCALE_PROJECT, keys, count))
-        print(f"{backend}: loaded {count:,} calls at {rate:,.0f} calls/s", flush=True)
+        per_call = (server.cpu_seconds() - cpu) / count * 1e6
+        print(
+            f"{backend}: loaded {count:,} calls at {rate:,.0f} calls/s "
+            f"(imagegate's CPU: {per_call:,.0f} µs a call; load average {_load()})",
+            flush=True,
+        )
         if pg is not None:  # what autovacuum would do soon after a bulk load
             _vacuum(pg, env["IMAGEGATE_DATABASE_URL"].rsplit("/", 1)[1])
         return rate, asyncio.run(measure_scale(server.url, keys[0], count, runs))
@@ -331,6 +337,11 @@ def run_scale(work: Path, backend: str, count: int, runs: int) -> tuple[float, l
         server.stop()
         if pg is not None:
             pg.stop()
+
+
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: this machine may be shared."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _vacuum(pg: Any, database: str) -> None:
