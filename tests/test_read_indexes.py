@@ -58,6 +58,7 @@ OLD_CALLS = [
     _row(3, ended_at=None),  # still running
     _row(4, inputs='{"model": "dall-e-3", "prompt": "A HELIOTROPE moth, 50% off"}'),
     _row(5, exception="crashed", deleted_at=T0 + timedelta(days=1)),
+    _row(6, inputs='{"model": "%s", "prompt": "a long model name"}' % ("m" * 201)),
 ]
 
 
@@ -103,11 +104,17 @@ def _native(dialect: str, row: dict[str, Any]) -> dict[str, Any]:
 async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine) -> None:
     async with upgraded.connect() as conn:
         status = dict((await conn.execute(sa.text("SELECT id, status FROM calls"))).all())
+        model = dict((await conn.execute(sa.text("SELECT id, model FROM calls"))).all())
     assert status == {
-        "c001": "success", "c002": "error", "c003": "running", "c004": "success", "c005": "error"
+        "c001": "success", "c002": "error", "c003": "running", "c004": "success", "c005": "error",
+        "c006": "success",
+    }  # fmt: skip
+    gpt = "gpt-image-1"
+    assert model == {
+        "c001": gpt, "c002": gpt, "c003": gpt, "c004": "dall-e-3", "c005": gpt, "c006": None
     }  # fmt: skip
     async with upgraded.connect() as conn:  # 0010 filled the rollups from these calls
-        assert await call_counts(conn, [PROJECT]) == {PROJECT: (4, 1)}
+        assert await call_counts(conn, [PROJECT]) == {PROJECT: (5, 1)}
     store = CallStore(upgraded)
 
     async def ids(query: dict[str, Any] | None = None, **kw: Any) -> list[str]:
@@ -115,7 +122,9 @@ async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine
 
     error = {"$expr": {"$eq": [{"$getField": "summary.weave.status"}, {"$literal": "error"}]}}
     assert await ids(error) == ["c002"]  # the deleted error stays hidden
-    assert await ids() == ["c004", "c003", "c002", "c001"]
+    assert await ids() == ["c006", "c004", "c003", "c002", "c001"]
+    long_model = {"$expr": {"$eq": [{"$getField": "inputs.model"}, {"$literal": "m" * 201}]}}
+    assert await ids(long_model) == ["c006"]  # read from inputs: too long for the column
     moth = "heliotrope moth, 50%"
     prompt = {"$expr": {"$contains": {"input": {"$getField": "inputs.prompt"},
               "substr": {"$literal": moth}, "case_insensitive": True}}}  # fmt: skip
@@ -132,12 +141,12 @@ async def test_migration_derives_status_for_existing_calls(upgraded: AsyncEngine
     assert await ids(search("heliotrope", True)) == ["c004"]
     assert await ids(search("heliotrope", False)) == []  # stored as "HELIOTROPE"
     assert await ids(search("HELIOTROPE", False)) == ["c004"]
-    assert await ids(search("o", False)) == ["c004", "c003", "c002", "c001"]  # too short
+    assert await ids(search("o", False)) == ["c006", "c004", "c003", "c002", "c001"]  # short
     # Writes after the migration keep the status current, whoever writes.
     async with upgraded.begin() as conn:
         await conn.execute(sa.text("UPDATE calls SET ended_at = started_at WHERE id = 'c003'"))
     assert [c["summary"]["weave"]["status"] async for c in store.stream(PROJECT)] == [
-        "success", "error", "success", "success"
+        "success", "error", "success", "success", "success"
     ]  # fmt: skip
     # Keyset paging: the calls after a cursor, newest first, whatever the sort asked for.
     cursor = (T0 + timedelta(minutes=3), "c003")
