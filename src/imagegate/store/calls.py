@@ -19,6 +19,8 @@ from imagegate.weave_shape import trace_name
 # client's Call model requires them.
 REQUIRED_COLUMNS = ("id", "project_id", "op_name", "trace_id", "started_at")
 PAGE_ROWS = 500  # rows per page of a stream; one page is held in memory at a time
+# A long stream's first page is smaller: its first call goes out after 50 rows are read.
+FIRST_PAGE_ROWS = 50
 
 
 def _keyset_fields(sort_by: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]] | None:
@@ -191,7 +193,9 @@ class CallStore:
                 return
         sent = 0
         while limit is None or sent < limit:
-            size = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - sent)
+            small_first = sent == 0 and (limit is None or limit > PAGE_ROWS)
+            rows_wanted = FIRST_PAGE_ROWS if small_first else PAGE_ROWS
+            size = rows_wanted if limit is None else min(rows_wanted, limit - sent)
             page = stmt.order_by(*order).limit(size)
             # After the last row sent: no rescan of the pages before (as OFFSET would).
             if last is not None:
