@@ -408,5 +408,29 @@ def test_compiles_for_postgresql() -> None:
         .order_by(*calls_order_by(sort_by))
     )
     sql = str(stmt.compile(dialect=postgresql.dialect()))
-    assert "jsonb_typeof" in sql and "strpos" in sql and "EXTRACT(epoch FROM" in sql
+    assert "jsonb_typeof" in sql and "ILIKE" in sql and "EXTRACT(epoch FROM" in sql
+    # JSON paths are written literally, as expression indexes name them; values are not.
+    assert "(calls.inputs ->> 'model') DESC" in sql and "gpt-image-1" not in sql
+    # An equality on inputs.model reads the generated `model` column (its index).
+    assert "calls.model = %(" in sql
     assert "julianday" not in sql and "instr(" not in sql and "json_type(" not in sql
+
+
+@pytest.mark.asyncio
+async def test_model_equality_matches_what_the_json_holds(engine: AsyncEngine) -> None:
+    """inputs.model == "x" reads the `model` column when "x" fits it; a model name too
+    long for the column, or a number, is still found, as the JSON path finds it."""
+    long_name = "m" * 300
+    async with engine.begin() as conn:
+        await conn.execute(
+            calls.insert(),
+            [
+                call("c20", 20, 10, {"model": long_name, "prompt": "long"}),
+                call("c21", 21, 10, {"model": 7, "prompt": "number"}),
+                call("c22", 22, 10, {"model": "m" * 200, "prompt": "longest kept"}),
+            ],
+        )
+    for value, expected in ((long_name, ["c20"]), ("7", ["c21"]), ("m" * 200, ["c22"])):
+        assert await ids(engine, q({"$eq": [get("inputs.model"), lit(value)]})) == expected
+        assert await ids(engine, q({"$eq": [lit(value), get("inputs.model")]})) == expected
+    assert await ids(engine, q({"$eq": [get("inputs.model"), lit("dall-e-3")]})) == ["c02", "c06"]

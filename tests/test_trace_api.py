@@ -78,6 +78,19 @@ async def test_calls_complete_stores_whole_calls_once(client, users: Users, imag
     by_trace = await stream(client, users.alice, filter={"trace_ids": [root["id"]]})
     assert len(by_trace) == 2
 
+    # One call twice in a batch, beside a stored one and a new one: each stored once, and
+    # counted once (the project's count comes from the rollups).
+    again, new = complete_call(), complete_call(output=None)
+    twice = {"batch": [again, root, again, new]}
+    assert await ok(client, users.alice, "/v2/acme/traces/calls/complete", twice) == {}
+    calls = await stream(client, users.alice)
+    assert sorted(c["id"] for c in calls) == sorted(
+        [root["id"], child["id"], again["id"], new["id"]]
+    )
+    assert [c["output"] for c in calls if c["id"] == new["id"]] == [None]
+    stats = await ok(client, users.alice, "/calls/query_stats", {"project_id": PROJECT})
+    assert stats["count"] == 4
+
 
 async def test_calls_complete_refuses_items_for_another_project(client, users: Users) -> None:
     other = complete_call(project_id="acme/elsewhere")

@@ -44,6 +44,8 @@ def seed_calls(server: LiveServer, project: str, count: int) -> None:
     db = sqlite3.connect(server.data_dir / "imagegate.db", timeout=30)
     db.row_factory = sqlite3.Row
     row = dict(db.execute("SELECT * FROM calls WHERE project_id = ?", (project,)).fetchone())
+    for generated in db.execute("SELECT name FROM pragma_table_xinfo('calls') WHERE hidden > 1"):
+        del row[generated["name"]]  # the database derives these
     inputs = json.dumps({**json.loads(row["inputs"]), "prompt": "p" * 10_000})
     rows = [{**row, "id": str(uuid.uuid4()), "inputs": inputs} for _ in range(count)]
     columns = ", ".join(row)

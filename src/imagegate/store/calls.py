@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store.db import transaction
-from imagegate.store.query import calls_order_by, calls_where
+from imagegate.store.query import calls_before, calls_order_by, calls_where
+from imagegate.store.spend import call_counts
 from imagegate.store.statements import execute_off_loop
 from imagegate.store.tables import calls
 from imagegate.weave_shape import trace_name
@@ -20,6 +21,8 @@ from imagegate.weave_shape import trace_name
 # client's Call model requires them.
 REQUIRED_COLUMNS = ("id", "project_id", "op_name", "trace_id", "started_at")
 PAGE_ROWS = 500  # rows per page of a stream; one page is held in memory at a time
+# A long stream's first page is smaller: its first call goes out after 50 rows are read.
+FIRST_PAGE_ROWS = 50
 
 
 def _keyset_fields(sort_by: Sequence[Mapping[str, Any]] | None) -> list[tuple[str, str]] | None:
@@ -129,13 +132,20 @@ class CallStore:
         offset: int | None = None,
         columns: Sequence[str] | None = None,
         include_costs: bool = False,
+        before: tuple[datetime, str] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Matching calls, one at a time: a full-project stream never sits in memory.
 
         The query is built (and a bad one refused with QueryError) before this returns,
-        so an HTTP stream never starts for a query that cannot run.
+        so an HTTP stream never starts for a query that cannot run. `before` is a keyset
+        cursor, the (started_at, id) of the last call of the previous page; it reads
+        newest first whatever `sort_by` says.
         """
-        stmt = sa.select(calls).where(calls_where(project_id, filter, query))
+        where = calls_where(project_id, filter, query)
+        if before is not None:
+            where = sa.and_(where, calls_before(*before))
+            sort_by = [{"field": "started_at", "direction": "desc"}]
+        stmt = sa.select(calls).where(where)
         keep = set(columns) | set(REQUIRED_COLUMNS) if columns else None
         return self._iterate(stmt, sort_by, limit, offset or 0, keep, include_costs)
 
@@ -173,12 +183,25 @@ class CallStore:
                         yield _wire(row, keep, include_costs)
             return
         last: Any = None
+        if offset:
+            # The row just before the first one wanted, by its key alone: the skipped rows
+            # are then read from the index only (on PostgreSQL an index-only scan, where
+            # fetching whole rows to skip them cost ~0.4 ms per 1,000), not from the table.
+            anchor = stmt.with_only_columns(*(calls.c[name] for name, _ in keyset))
+            anchor = anchor.order_by(*order).offset(offset - 1).limit(1)
+            async with self.engine.connect() as conn:
+                last = (await execute_off_loop(conn, anchor, compiled_cache)).first()
+            if last is None:
+                return
         sent = 0
         while limit is None or sent < limit:
-            size = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - sent)
+            small_first = sent == 0 and (limit is None or limit > PAGE_ROWS)
+            rows_wanted = FIRST_PAGE_ROWS if small_first else PAGE_ROWS
+            size = rows_wanted if limit is None else min(rows_wanted, limit - sent)
             page = stmt.order_by(*order).limit(size)
             # After the last row sent: no rescan of the pages before (as OFFSET would).
-            page = page.offset(offset or None) if last is None else page.where(_after(keyset, last))
+            if last is not None:
+                page = page.where(_after(keyset, last))
             async with self.engine.connect() as conn:
                 rows = (await execute_off_loop(conn, page, compiled_cache)).all()
             for row in rows:
@@ -196,7 +219,11 @@ class CallStore:
         query: Mapping[str, Any] | None = None,
         limit: int | None = None,
     ) -> tuple[int, bool]:
-        """How many calls match, capped at `limit`, and whether more exist past it."""
+        """How many calls match, capped at `limit`, and whether more exist past it.
+
+        The whole project's count comes from the hourly rollups (store/spend.py), a sum
+        over about one row per hour instead of a walk over every call.
+        """
         # Translated in a worker thread, off the event loop (see api/calls.py).
         where = await asyncio.to_thread(calls_where, project_id, filter, query)
         matching = sa.select(calls.c.id).where(where)
@@ -204,7 +231,10 @@ class CallStore:
             matching = matching.limit(limit + 1)
         counted = sa.select(sa.func.count()).select_from(matching.subquery())
         async with self.engine.connect() as conn:
-            total = int((await execute_off_loop(conn, counted)).scalar() or 0)
+            if query is None and not any((filter or {}).values()):
+                total = (await call_counts(conn, [project_id])).get(project_id, (0, 0))[0]
+            else:
+                total = int((await execute_off_loop(conn, counted)).scalar() or 0)
         if limit is not None and total > limit:
             return limit, True
         return total, False

@@ -10,7 +10,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from imagegate.store.spend import spend_by_model
+from imagegate.store.spend import call_counts, spend_by_model
 from imagegate.store.tables import calls, entities, memberships, projects, users
 
 
@@ -35,40 +35,45 @@ class GalleryStore:
         names = sorted(set(entity_names))
         if not names:
             return []
-        live = sa.and_(calls.c.project_id == projects.c.id, calls.c.deleted_at.is_(None))
-        last = sa.func.max(calls.c.started_at)
+        # The newest call of each project, read from ix_calls_live_started; counts and
+        # spend come from the hourly rollups, not from a walk over every call.
+        last = (
+            sa.select(sa.func.max(calls.c.started_at))
+            .where(calls.c.project_id == projects.c.id, calls.c.deleted_at.is_(None))
+            .scalar_subquery()
+        )
         stmt = (
             sa.select(
                 projects.c.id,
                 projects.c.name,
                 entities.c.name.label("entity"),
                 projects.c.created_at,
-                sa.func.count(calls.c.id).label("calls"),
-                sa.func.count(calls.c.exception).label("errors"),
                 last.label("last_activity"),
             )
             .join(entities, entities.c.id == projects.c.entity_id)
-            .outerjoin(calls, live)
             .where(entities.c.name.in_(names))
-            .group_by(projects.c.id, projects.c.name, entities.c.name, projects.c.created_at)
-            .order_by(sa.func.coalesce(last, projects.c.created_at).desc(), projects.c.id)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt)).all()
-            spend = await self._spend(conn, [r.id for r in rows])
-        return [
+            ids = [r.id for r in rows]
+            counts = await call_counts(conn, ids)
+            spend = await self._spend(conn, ids)
+        summaries = [
             ProjectSummary(
                 id=r.id,
                 entity=r.entity,
                 name=r.name,
                 created_at=r.created_at,
-                calls=int(r.calls),
-                errors=int(r.errors),
+                calls=counts.get(r.id, (0, 0))[0],
+                errors=counts.get(r.id, (0, 0))[1],
                 last_activity=r.last_activity,
                 spend=spend.get(r.id, 0.0),
             )
             for r in rows
         ]
+        summaries.sort(key=lambda p: p.id)
+        summaries.sort(key=lambda p: p.last_activity or p.created_at, reverse=True)
+        return summaries
 
     async def _spend(self, conn: AsyncConnection, ids: list[str]) -> dict[str, float]:
         by_project = await spend_by_model(conn, ids)

@@ -4,18 +4,23 @@ A call stores `summary.costs.<model> = {images, total_cost, ...}` (the model nam
 key). Walking the keys of a JSON object takes json_each / jsonb_each, spelled differently
 on each backend, so the one query here has a spelling per dialect. A `total_cost` that is
 not a number (an unpriced model) counts as unpriced, not as free.
+
+Whole hours come from `call_rollups` (migration 0010, kept by triggers on every write):
+a sum over about one row per hour and model, however many calls the window holds. Only
+the partial hours at a window's ends are summed from the calls themselves.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from imagegate.store.tables import Timestamp, calls
+from imagegate.store.tables import Timestamp, call_rollups, calls
 
 _BY_MODEL_SQL = {
     "sqlite": """
@@ -48,16 +53,186 @@ _BY_MODEL_SQL = {
 }
 
 
+ByProject = dict[str, dict[str, dict[str, Any]]]  # {project_id: {model: figures}}
+ALL = ""  # call_rollups' model for the row of all live calls (calls, errors)
+
+
 async def spend_by_model(
     conn: AsyncConnection,
     project_ids: Sequence[str],
     *,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> dict[str, dict[str, dict[str, Any]]]:
+) -> ByProject:
     """{project_id: {model: {calls, images, total_cost, unpriced_calls}}}."""
+    figures = await _figures(conn, project_ids, since, until)
+    return {
+        project_id: {
+            model: {k: v for k, v in f.items() if k != "errors"}
+            for model, f in models.items()
+            if model != ALL
+        }
+        for project_id, models in figures.items()
+    }
+
+
+async def call_counts(
+    conn: AsyncConnection,
+    project_ids: Sequence[str],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, tuple[int, int]]:
+    """{project_id: (live calls, of which errors)} started in the window."""
+    figures = await _figures(conn, project_ids, since, until, only_all=True)
+    return {p: (m[ALL]["calls"], m[ALL]["errors"]) for p, m in figures.items() if ALL in m}
+
+
+async def _figures(
+    conn: AsyncConnection,
+    project_ids: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    only_all: bool = False,
+) -> ByProject:
+    """Rollup figures per project and model ('' for all calls): whole hours from the
+    rollups, the partial hours at the ends from the calls. `only_all`: the rollups'
+    rows for all calls are enough (the caller reads no model's figures)."""
     if not project_ids:
         return {}
+    first = None if since is None else _hour(since, up=True)
+    last = None if until is None else _hour(until, up=False)
+    if first is not None and last is not None and first >= last:  # no whole hour inside
+        return await _from_calls(conn, project_ids, since, until)
+    result = await _from_rollups(conn, project_ids, first, last, only_all)
+    if since is not None and first is not None and since < first:
+        _add(result, await _from_calls(conn, project_ids, since, first))
+    if until is not None and last is not None and last < until:
+        _add(result, await _from_calls(conn, project_ids, last, until))
+    return result
+
+
+def _hour(at: datetime, *, up: bool) -> datetime:
+    at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    floor = at.replace(minute=0, second=0, microsecond=0)
+    return floor + timedelta(hours=1) if up and floor < at else floor
+
+
+def _add(into: ByProject, more: ByProject) -> None:
+    for project_id, models in more.items():
+        for model, figures in models.items():
+            have = into.setdefault(project_id, {}).setdefault(model, dict.fromkeys(figures, 0))
+            for key, value in figures.items():
+                have[key] += value
+    for models in into.values():
+        for figures in models.values():
+            figures["total_cost"] = round(figures["total_cost"], 10)
+
+
+# PostgreSQL: fold a window's delta rows into one row per key, in one statement (the
+# rows it deletes are exactly the rows it sums). Only one fold runs at a time; a read
+# that finds one running just sums the deltas as they are, which is as correct.
+_PG_FOLD = """
+    WITH keys AS (
+        SELECT project_id, hour, model FROM call_rollups
+        WHERE project_id IN :ids {window} GROUP BY 1, 2, 3 HAVING count(*) > 1
+    ), moved AS (
+        DELETE FROM call_rollups AS r USING keys AS k
+        WHERE r.project_id = k.project_id AND r.hour = k.hour AND r.model = k.model
+        RETURNING r.*
+    )
+    INSERT INTO call_rollups (project_id, hour, model, calls, errors, images, cost, unpriced)
+    SELECT project_id, hour, model, sum(calls), sum(errors), sum(images), sum(cost),
+           sum(unpriced)
+    FROM moved GROUP BY 1, 2, 3
+"""
+
+
+_FOLD_LOCK = {"key": zlib.crc32(b"imagegate:call_rollups")}
+
+
+async def _fold(
+    conn: AsyncConnection,
+    project_ids: Sequence[str],
+    first: datetime | None,
+    last: datetime | None,
+) -> None:
+    if conn.dialect.name != "postgresql":
+        return  # SQLite's triggers already keep one row per key
+    window = ""
+    params: list[sa.BindParameter[Any]] = [sa.bindparam("ids", expanding=True)]
+    values: dict[str, Any] = {"ids": list(project_ids)}
+    if first is not None:
+        window += " AND hour >= :first"
+        params.append(sa.bindparam("first", type_=Timestamp))
+        values["first"] = first
+    if last is not None:
+        window += " AND hour < :last"
+        params.append(sa.bindparam("last", type_=Timestamp))
+        values["last"] = last
+    fold = sa.text(_PG_FOLD.replace("{window}", window)).bindparams(*params)
+    async with conn.engine.begin() as writer:
+        if await writer.scalar(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), _FOLD_LOCK):
+            await writer.execute(fold, values)
+
+
+async def _from_rollups(
+    conn: AsyncConnection,
+    project_ids: Sequence[str],
+    first: datetime | None,
+    last: datetime | None,
+    only_all: bool = False,
+) -> ByProject:
+    await _fold(conn, project_ids, first, last)
+    r = call_rollups
+    stmt = (
+        sa.select(
+            r.c.project_id,
+            r.c.model,
+            sa.func.sum(r.c.calls).label("calls"),
+            sa.func.sum(r.c.errors).label("errors"),
+            sa.func.sum(r.c.images).label("images"),
+            sa.func.sum(r.c.cost).label("cost"),
+            sa.func.sum(r.c.unpriced).label("unpriced"),
+        )
+        .where(r.c.project_id.in_(list(project_ids)))
+        .group_by(r.c.project_id, r.c.model)
+        .having(sa.func.sum(r.c.calls) != 0)
+    )
+    if only_all:
+        stmt = stmt.where(r.c.model == ALL)
+    if first is not None:
+        stmt = stmt.where(r.c.hour >= first)
+    if last is not None:
+        stmt = stmt.where(r.c.hour < last)
+    result: ByProject = {}
+    for row in await conn.execute(stmt):
+        result.setdefault(row.project_id, {})[row.model] = _figures_of(
+            row.calls, row.errors, row.images, row.cost, row.unpriced
+        )
+    return result
+
+
+def _figures_of(
+    calls: Any, errors: Any = 0, images: Any = 0, cost: Any = 0.0, unpriced: Any = 0
+) -> dict[str, Any]:
+    return {
+        "calls": int(calls),
+        "errors": int(errors or 0),
+        "images": int(images or 0),
+        "total_cost": round(float(cost or 0.0), 10),
+        "unpriced_calls": int(unpriced or 0),
+    }
+
+
+async def _from_calls(
+    conn: AsyncConnection,
+    project_ids: Sequence[str],
+    since: datetime | None,
+    until: datetime | None,
+) -> ByProject:
+    """The same figures summed from the calls themselves (for partial hours)."""
     window = ""
     params: list[sa.BindParameter[Any]] = [sa.bindparam("ids", expanding=True)]
     values: dict[str, Any] = {"ids": list(project_ids)}
@@ -71,14 +246,26 @@ async def spend_by_model(
         values["until"] = until
     sql = _BY_MODEL_SQL[conn.dialect.name].replace("{window}", window)
     rows = await conn.execute(sa.text(sql).bindparams(*params), values)
-    result: dict[str, dict[str, dict[str, Any]]] = {}
+    result: ByProject = {}
     for row in rows:
-        result.setdefault(row.project_id, {})[row.model] = {
-            "calls": int(row.calls),
-            "images": int(row.images or 0),
-            "total_cost": round(float(row.cost or 0.0), 10),
-            "unpriced_calls": int(row.unpriced or 0),
-        }
+        result.setdefault(row.project_id, {})[row.model] = _figures_of(
+            row.calls, 0, row.images, row.cost, row.unpriced
+        )
+    counts = (
+        sa.select(
+            calls.c.project_id,
+            sa.func.count().label("calls"),
+            sa.func.count(calls.c.exception).label("errors"),
+        )
+        .where(calls.c.project_id.in_(list(project_ids)), calls.c.deleted_at.is_(None))
+        .group_by(calls.c.project_id)
+    )
+    if since is not None:
+        counts = counts.where(calls.c.started_at >= since)
+    if until is not None:
+        counts = counts.where(calls.c.started_at < until)
+    for row in await conn.execute(counts):
+        result.setdefault(row.project_id, {})[ALL] = _figures_of(row.calls, row.errors)
     return result
 
 
@@ -90,19 +277,15 @@ async def project_spend(
     until: datetime | None = None,
 ) -> dict[str, Any]:
     """The spend endpoint's answer: totals and per-model figures for one project."""
-    by_model = (await spend_by_model(conn, [project_id], since=since, until=until)).get(
-        project_id, {}
-    )
-    count = sa.select(sa.func.count()).where(
-        calls.c.project_id == project_id, calls.c.deleted_at.is_(None)
-    )
-    if since is not None:
-        count = count.where(calls.c.started_at >= since)
-    if until is not None:
-        count = count.where(calls.c.started_at < until)
+    figures = (await _figures(conn, [project_id], since, until)).get(project_id, {})
+    by_model = {
+        model: {k: v for k, v in f.items() if k != "errors"}
+        for model, f in figures.items()
+        if model != ALL
+    }
     return {
         "project_id": project_id,
-        "calls": int(await conn.scalar(count) or 0),
+        "calls": figures[ALL]["calls"] if ALL in figures else 0,
         "total_cost": round(sum(m["total_cost"] for m in by_model.values()), 10),
         "unpriced_calls": sum(m["unpriced_calls"] for m in by_model.values()),
         "currency": "USD",

@@ -12,6 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 
 metadata = sa.MetaData(
     naming_convention={
@@ -116,6 +118,45 @@ api_keys = sa.Table(
     sa.Column("default_project", sa.String(200), nullable=True),
 )
 
+# A call's status, as the database derives it (a generated column). The migration makes
+# it VIRTUAL on SQLite (ALTER TABLE cannot add a stored one); its indexes store it.
+CALL_STATUS_SQL = (
+    "CASE WHEN exception IS NOT NULL THEN 'error' "
+    "WHEN ended_at IS NULL THEN 'running' ELSE 'success' END"
+)
+# inputs.model as text (as the query compiler reads it, per backend), when at most
+# MODEL_MAX characters: the `model` column, so counts per model are index-only scans
+# on PostgreSQL (it never reads an expression index alone). Longer names stay NULL
+# there (a B-tree entry has a size limit), and queries for them read inputs instead.
+MODEL_MAX = 200
+_MODEL_TEXT = {
+    "postgresql": "(inputs ->> 'model')",
+    "sqlite": """CAST(json_extract(inputs, '$."model"') AS VARCHAR)""",
+}
+CALL_MODEL_SQL = {
+    dialect: f"CASE WHEN length({text}) <= {MODEL_MAX} THEN {text} END"
+    for dialect, text in _MODEL_TEXT.items()
+}
+
+
+class _CallModel(sa.sql.expression.ColumnElement[str]):
+    """CALL_MODEL_SQL as a Computed column's expression, spelled for each backend."""
+
+    inherit_cache = True
+    type = sa.String()
+
+
+@compiles(_CallModel)
+def _render_call_model(_element: _CallModel, compiler: SQLCompiler, **_kw: Any) -> str:
+    return CALL_MODEL_SQL.get(compiler.dialect.name, CALL_MODEL_SQL["postgresql"])
+
+
+NEWEST = sa.text("started_at DESC")
+LIVE: dict[str, Any] = {
+    "postgresql_where": sa.text("deleted_at IS NULL"),
+    "sqlite_where": sa.text("deleted_at IS NULL"),
+}
+
 calls = sa.Table(
     "calls",
     metadata,
@@ -143,10 +184,57 @@ calls = sa.Table(
     sa.Column("thread_id", sa.String(128), nullable=True),
     sa.Column("turn_id", sa.String(128), nullable=True),
     sa.Column("wb_run_id", sa.String(256), nullable=True),
-    sa.Index("ix_calls_project_started", "project_id", "started_at"),
+    # Derived by the database on every write, whoever writes (see migration 0009).
+    sa.Column("status", sa.String(16), sa.Computed(CALL_STATUS_SQL, persisted=True)),
+    sa.Column("model", sa.Text, sa.Computed(_CallModel(), persisted=True)),
+    # Reads always ask for live calls (deleted_at IS NULL) and end their sort with `id`,
+    # so these partial indexes serve newest-first pages by a plain index scan. Migration
+    # 0009 also indexes inputs.prompt by trigram on PostgreSQL.
+    sa.Index("ix_calls_live_started", "project_id", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_status", "project_id", "status", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_user", "project_id", "wb_user_id", NEWEST, "id", **LIVE),
+    sa.Index("ix_calls_live_model", "project_id", "model", NEWEST, "id", **LIVE),
     sa.Index("ix_calls_project_op", "project_id", "op_name"),
     sa.Index("ix_calls_project_trace", "project_id", "trace_id"),
     sa.Index("ix_calls_project_parent", "project_id", "parent_id"),
+)
+
+# SQLite: prompt search. An FTS5 trigram table of inputs.prompt (rowid = the call's
+# rowid, kept by triggers) narrows `$contains` on the prompt to calls that can match;
+# the exact test still runs on each. Migration 0009 makes it; so does create_all.
+_PROMPT = """json_extract(NEW.inputs, '$."prompt"')"""
+_IS_TEXT = """json_type(NEW.inputs, '$."prompt"') = 'text'"""
+SQLITE_PROMPT_FTS = (
+    "CREATE VIRTUAL TABLE calls_prompt_fts USING fts5(id UNINDEXED, prompt, tokenize='trigram')",
+    "CREATE TRIGGER calls_prompt_fts_insert AFTER INSERT ON calls WHEN "
+    f"{_IS_TEXT} BEGIN INSERT INTO calls_prompt_fts (rowid, id, prompt) "
+    f"VALUES (NEW.rowid, NEW.id, {_PROMPT}); END",
+    "CREATE TRIGGER calls_prompt_fts_delete AFTER DELETE ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; END",
+    "CREATE TRIGGER calls_prompt_fts_update AFTER UPDATE OF inputs ON calls BEGIN "
+    "DELETE FROM calls_prompt_fts WHERE rowid = OLD.rowid; "
+    f"INSERT INTO calls_prompt_fts (rowid, id, prompt) SELECT NEW.rowid, NEW.id, {_PROMPT} "
+    f"WHERE {_IS_TEXT}; END",
+)
+for _statement in SQLITE_PROMPT_FTS:
+    sa.event.listen(calls, "after_create", sa.DDL(_statement).execute_if(dialect="sqlite"))
+calls_prompt_fts = sa.table("calls_prompt_fts", sa.column("rowid"), sa.column("prompt"))
+
+# Hourly figures of live calls per (project, hour of started_at, model), kept by
+# database triggers on every write (migration 0010). Rows are signed deltas: a key may
+# have several rows on PostgreSQL, so readers always sum. model "" counts all calls.
+call_rollups = sa.Table(
+    "call_rollups",
+    metadata,
+    sa.Column("project_id", sa.String(200), nullable=False),
+    sa.Column("hour", Timestamp, nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("images", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Float, nullable=False),
+    sa.Column("unpriced", sa.BigInteger, nullable=False),
+    sa.Index("ix_call_rollups_key", "project_id", "hour", "model"),
 )
 
 # Provider keys per entity (OPENAI_API_KEY, ...), encrypted with the server's secret key:

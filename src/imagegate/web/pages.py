@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -26,6 +27,7 @@ from imagegate.web.view import PAGE_SIZE, CallView, Filters, call_view
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]
 
+COUNT_CAP = 10_000
 SUCCESS = {"$expr": {"$eq": [{"$getField": "summary.weave.status"}, {"$literal": "success"}]}}
 
 
@@ -114,8 +116,9 @@ async def _cards(
     query: dict[str, Any] | None,
     members: list[tuple[str, str]],
     offset: int,
-) -> tuple[list[CallView], bool]:
-    """One page of calls, newest first, and whether more follow."""
+    before: tuple[datetime, str] | None,
+) -> tuple[list[CallView], str | None]:
+    """One page of calls, newest first, and the cursor of the next page if more follow."""
     try:
         calls = [
             call
@@ -125,8 +128,9 @@ async def _cards(
                 query=query,
                 sort_by=[{"field": "started_at", "direction": "desc"}],
                 limit=PAGE_SIZE + 1,
-                offset=offset,
+                offset=0 if before else offset,
                 include_costs=True,
+                before=before,
             )
         ]
     except QueryError as exc:
@@ -135,8 +139,12 @@ async def _cards(
     names |= await gallery_store(ctx).user_names(
         c["wb_user_id"] for c in calls if c["wb_user_id"] not in names
     )
+    cursor = None
+    if len(calls) > PAGE_SIZE:
+        last = calls[PAGE_SIZE - 1]
+        cursor = f"{last['started_at']}~{last['id']}"
     views = [call_view(generation_from_call(call), names) for call in calls[:PAGE_SIZE]]
-    return views, len(calls) > PAGE_SIZE
+    return views, cursor
 
 
 def _offset(request: Request) -> int:
@@ -144,17 +152,36 @@ def _offset(request: Request) -> int:
     return min(int(raw), 1_000_000) if raw.isdigit() else 0
 
 
+def _before(request: Request) -> tuple[datetime, str] | None:
+    """The keyset cursor "started_at~id" of "load more" links; a bad one reads as none."""
+    at, _, call_id = request.query_params.get("before", "").partition("~")
+    try:
+        started = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    if not call_id or len(call_id) > 36 or started.tzinfo is None:
+        return None
+    return started, call_id
+
+
+async def _count(ctx: WebContext, project_id: str, **where: Any) -> str:
+    """How many calls match, as the page shows it: exact up to COUNT_CAP, then "N+"
+    (an exact count of a million calls reads a million index entries per page load)."""
+    count, more = await ctx.app.calls.count(project_id, limit=COUNT_CAP, **where)
+    return f"{count:,}+" if more else f"{count:,}"
+
+
 @router.get("/p/{entity}/{project}")
 async def gallery_page(entity: str, project: str, request: Request, ctx: User) -> Response:
     project_id = _project(ctx, entity, project)
     filters = Filters.parse(request.query_params)
-    offset = _offset(request)
+    offset, before = _offset(request), _before(request)
     flt, query, members = await _query(ctx, project_id, filters)
-    cards, more = await _cards(ctx, project_id, flt, query, members, offset)
-    total, _ = await ctx.app.calls.count(project_id, filter={"op_names": flt["op_names"]})
+    cards, cursor = await _cards(ctx, project_id, flt, query, members, offset, before)
+    total = await _count(ctx, project_id, filter={"op_names": flt["op_names"]})
     matching = total
     if filters.active:
-        matching, _ = await ctx.app.calls.count(project_id, filter=flt, query=query)
+        matching = await _count(ctx, project_id, filter=flt, query=query)
     models = sorted(set(ctx.app.catalog.names) | ({filters.model} if filters.model else set()))
     budgets = await ctx.app.budgets.status(project_id)
     return render(
@@ -164,9 +191,8 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
         entity=entity,
         project=project,
         cards=cards,
-        more=more,
-        next_offset=offset + PAGE_SIZE,
-        offset=offset,
+        cursor=cursor,
+        paged=bool(offset or before),
         filters=filters,
         reactions=await reactions_for(ctx, project_id, [c.id for c in cards]),
         members=[name for _, name in members],
@@ -184,13 +210,12 @@ async def gallery_cards(entity: str, project: str, request: Request, ctx: User) 
     """The next page of cards as an HTML fragment, for infinite scroll."""
     project_id = _project(ctx, entity, project)
     filters = Filters.parse(request.query_params)
-    offset = _offset(request)
+    offset, before = _offset(request), _before(request)
     flt, query, members = await _query(ctx, project_id, filters)
-    cards, more = await _cards(ctx, project_id, flt, query, members, offset)
+    cards, cursor = await _cards(ctx, project_id, flt, query, members, offset, before)
     values: dict[str, Any] = {
         "cards": cards,
-        "more": more,
-        "next_offset": offset + PAGE_SIZE,
+        "cursor": cursor,
         "filters": filters,
         "project_id": project_id,
         "reactions": await reactions_for(ctx, project_id, [c.id for c in cards]),
