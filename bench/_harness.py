@@ -39,22 +39,43 @@ class Server:
     url: str
     log: Path
 
+    def pids(self) -> list[int]:
+        """The server's process and its descendants (imagegate's forked workers)."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            with contextlib.suppress(OSError):
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
+        return found
+
     def peak_rss_mib(self) -> float:
-        """The process's peak resident memory since start or the last `reset_peak`."""
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match[1]) / 1024 if match else float("nan")
+        """The sum of each process's peak resident memory since start or the last
+        `reset_peak` (pages forked workers share count once per process: an upper bound)."""
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                if match := re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE):
+                    total += int(match[1])
+        return total / 1024 if total else float("nan")
 
     def cpu_seconds(self) -> float:
-        """User and system CPU time the process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User and system CPU time the processes have used so far."""
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def reset_peak(self) -> None:
         # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
         # Where that is not allowed, the peak covers the whole run so far.
-        with contextlib.suppress(OSError):
-            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -66,7 +66,8 @@ def py_spy() -> str:
 def start(server: Server, output: Path) -> Sampler:
     process = subprocess.Popen(
         [py_spy(), "record", "--pid", str(server.process.pid), "--format", "raw",
-         "--output", str(output), "--rate", "250", "--nonblocking", "--gil"],
+         "--output", str(output), "--rate", "250", "--nonblocking", "--gil",
+         "--subprocesses"],  # imagegate's forked workers too
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return Sampler(process, output)
