@@ -212,13 +212,15 @@ class GenerationService:
         track: bool = True,
         edit: EditFiles | None = None,
         on_partial: PartialSink | None = None,
+        checked: ImageRequest | None = None,
     ) -> Generation:
         """Generate (or, with `edit`, edit), store and record one request's images: the
         typed result every door derives its answer from. InvalidInput (422), RateLimited
         (429) and BudgetExceeded (402) come before anything is stored or any provider is
         called. With `on_partial` the request may stream: each partial image goes to it as
-        soon as the provider has it."""
-        request = await self.check(
+        soon as the provider has it. `checked` is what `check` made of these same inputs,
+        when the caller has it already."""
+        request = checked or await self.check(
             project_id, inputs, track=track, edit=edit, allow_stream=on_partial is not None
         )
         if self.rate_limiter is not None:
