@@ -250,12 +250,12 @@ async def reserve_in(
     now = datetime.now(UTC)
     for budget in applying:
         start = window_start(budget.period, now)
-        await _ensure_window(conn, budget.id, start)
-        row = (
-            await conn.execute(
-                RESERVE, {"r_budget": budget.id, "r_start": start, "r_amount": amount}
-            )
-        ).first()
+        params = {"r_budget": budget.id, "r_start": start, "r_amount": amount}
+        row = (await conn.execute(RESERVE, params)).first()
+        if row is None:
+            # The window's first reservation (its row is made here), or a refusal.
+            await _ensure_window(conn, budget.id, start)
+            row = (await conn.execute(RESERVE, params)).first()
         if row is None:
             spent, reserved, current = await _levels(conn, budget.id, start)
             if current is None:
