@@ -87,7 +87,8 @@ def create_app(
                     await recovery.at_start(alone=lock.claim())
             await recovery.start()
             # What start-up left out (imagegate.lazy), loaded while already serving.
-            preload("openai", "cryptography.fernet").add_done_callback(_settle_heap)
+            loading = preload("openai", "imagegate.providers.transport", "cryptography.fernet")
+            loading.add_done_callback(_settle_heap)
             yield
         finally:
             await recovery.stop()

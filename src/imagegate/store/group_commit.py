@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -138,7 +139,10 @@ class CallWriter:
         loop = asyncio.get_running_loop()
         if self._loop is not loop or self._task is None or self._task.done():
             self._loop, self._queue = loop, asyncio.Queue()
-            self._task = loop.create_task(self._run(self._queue), name="call-writer")
+            # A context of its own: not that of the request that happened to start it.
+            self._task = loop.create_task(
+                self._run(self._queue), name="call-writer", context=contextvars.Context()
+            )
         assert self._queue is not None
         self._queue.put_nowait(op)
 
