@@ -87,7 +87,7 @@ def create_app(
                     await recovery.at_start(alone=lock.claim())
             await recovery.start()
             # What start-up left out (imagegate.lazy), loaded while already serving.
-            loading = preload("openai", "imagegate.providers.transport", "cryptography.fernet")
+            loading = preload("openai", "cryptography.fernet")
             loading.add_done_callback(_settle_heap)
             yield
         finally:
