@@ -25,26 +25,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.errors import BudgetExceeded
 from imagegate.store.budgets import SETTLE, Budget, Reservation, reserve_in, settlements
-from imagegate.store.tables import calls
+from imagegate.store.calls import FINISH, START, finish_params
 
 MAX_BATCH = 128  # writes per transaction: bounds how long one batch holds the lock
-
-FINISH = (
-    calls.update()
-    .where(calls.c.id == sa.bindparam("f_id"))
-    .values(
-        ended_at=sa.bindparam("f_ended_at", type_=calls.c.ended_at.type),
-        output=sa.bindparam("f_output", type_=calls.c.output.type),
-        summary=sa.bindparam("f_summary", type_=calls.c.summary.type),
-        exception=sa.bindparam("f_exception", type_=calls.c.exception.type),
-    )
-)
-START = calls.insert()
 
 
 @dataclass
@@ -110,13 +97,7 @@ class CallWriter:
         cost: float,
     ) -> None:
         """Record the call's end and settle what it held at `cost`, in one transaction."""
-        params = {
-            "f_id": call_id,
-            "f_ended_at": ended_at,
-            "f_output": output,
-            "f_summary": dict(summary),
-            "f_exception": exception,
-        }
+        params = finish_params(call_id, ended_at, output, summary, exception)
         op = _Finish(params, list(held), cost, self._future())
         self._submit(op)
         await asyncio.shield(op.done)
