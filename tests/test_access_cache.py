@@ -14,6 +14,8 @@ import httpx
 import sqlalchemy as sa
 
 from imagegate.core import Imagegate
+from imagegate.errors import DatabaseUnavailable
+from imagegate.store.cache import TTLCache
 from tests.conftest import basic
 
 CONTRACT_S = 1.0  # a change reaches every replica within this
@@ -122,3 +124,26 @@ async def test_a_burst_of_requests_reads_the_key_once(replicas: list[httpx.Async
 
 async def _is(client: httpx.AsyncClient, key: str, project: str, status: int) -> bool:
     return await _stats(client, key, project) == status
+
+
+async def test_a_failed_shared_read_is_not_everyones() -> None:
+    """Concurrent misses share one read; when that read fails (a connect timing out under
+    load), each waiter reads for itself instead of inheriting the failure, so a burst of
+    requests does not all answer 503 for one timed-out connect."""
+    cache: TTLCache[str, str] = TTLCache(0.5)
+    reads = 0
+
+    async def load() -> str:
+        nonlocal reads
+        reads += 1
+        first = reads == 1
+        await asyncio.sleep(0.01)
+        if first:
+            raise DatabaseUnavailable("cannot connect to the database: TimeoutError()")
+        return "value"
+
+    results = await asyncio.gather(
+        *(cache.get("k", load) for _ in range(5)), return_exceptions=True
+    )
+    assert isinstance(results[0], DatabaseUnavailable)  # the one whose read it was
+    assert results[1:] == ["value"] * 4

@@ -230,18 +230,34 @@ async def test_a_generation_under_a_budget_takes_one_transaction_to_start_and_on
         client, users.alice, "/teams/acme/budget", period="daily", limit_usd=10.0
     )
     assert res.status_code == 200
-    assert (await create(client, users.alice)).status_code == 200  # caches the caller
+    # Caches the caller and the budgets over the project, and makes the budget's window.
+    assert (await create(client, users.alice)).status_code == 200
     commits: list[str] = []
+    writes: list[str] = []
     engine = imagegate.engine.sync_engine
     listener = lambda conn: commits.append("commit")  # noqa: E731
+
+    def statement(_conn: Any, _cursor: Any, sql: str, *_args: Any) -> None:
+        if not sql.lstrip().upper().startswith("SELECT"):  # a cache may expire meanwhile
+            writes.append(" ".join(sql.split()[:3]).upper())
+
     sa.event.listen(engine, "commit", listener)
+    sa.event.listen(engine, "before_cursor_execute", statement)
     try:
         answer = await create(client, users.alice)
     finally:
         sa.event.remove(engine, "commit", listener)
+        sa.event.remove(engine, "before_cursor_execute", statement)
     assert answer.status_code == 200 and "error" not in answer.json()["response"]
-    # The call's start with its reservation; its end with the budget settled.
+    # The call's start with its reservation; its end with the budget settled: one
+    # statement each (the window exists, so the reservation is one conditional UPDATE).
     assert len(commits) == 2
+    assert writes == [
+        "UPDATE BUDGET_WINDOWS SET",
+        "INSERT INTO CALLS",
+        "UPDATE CALLS SET",
+        "UPDATE BUDGET_WINDOWS SET",
+    ]
     status = (await client.get("/teams/acme/budget", headers=basic(users.alice))).json()
     assert status["budgets"][0]["reserved_usd"] == 0
     assert status["budgets"][0]["spent_usd"] == pytest.approx(2 * PRICE)

@@ -66,6 +66,15 @@ max_attempts = 1
 params = ["size"]
 sizes = ["1024x1024"]
 
+[models."test/extra-params"]
+provider = "openai"
+upstream_model = "sd-xl"
+base_url = "{v1}"
+params = ["size"]
+sizes = ["1024x1024"]
+max_attempts = 1
+provider_params = {{ steps = 30, sampler = "euler" }}
+
 [models."test/azure"]
 provider = "azure"
 upstream_model = "my-deployment"
@@ -113,6 +122,20 @@ async def file_content(client: httpx.AsyncClient, key: str, digest: str) -> byte
     )
     assert res.status_code == 200, res.text
     return res.content
+
+
+async def test_a_models_provider_params_are_sent_with_the_request(
+    client, users: Users, fake
+) -> None:
+    await generate(client, users.alice, model="test/extra-params", size="1024x1024")
+    assert fake.requests[0].body == {
+        "model": "sd-xl",
+        "prompt": "a red fox",
+        "n": 1,
+        "size": "1024x1024",
+        "steps": 30,
+        "sampler": "euler",
+    }
 
 
 async def test_base64_success_passes_every_parameter(client, users: Users, fake) -> None:

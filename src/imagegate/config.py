@@ -179,8 +179,9 @@ class Settings:
     # A revoked key must be refused on every replica within a second: keep this below 1.
     access_cache_ttl: float = setting(
         0.5,
-        help="Seconds an API key's caller (teams, roles) and a team's provider keys may be "
-        "answered from memory; changes reach every replica within it (0: no cache).",
+        help="Seconds an API key's caller (teams, roles), a team's provider keys and the "
+        "budgets over a project may be answered from memory; changes reach every replica "
+        "within it (0: no cache).",
     )
     reads_per_key: int = setting(
         8,

@@ -93,7 +93,7 @@ class Imagegate:
         self.providers = {**default_providers(), **(providers or {})}
         self.metrics = Metrics(self.catalog.names)
         self.teams = TeamStore(self.engine, on_change=self.accounts.changed)
-        self.budgets = BudgetStore(self.engine)
+        self.budgets = BudgetStore(self.engine, cache_ttl=settings.access_cache_ttl)
         limits = Limits(
             key_requests=settings.rate_limit_key_requests,
             key_images=settings.rate_limit_key_images,
@@ -134,6 +134,7 @@ class Imagegate:
         await migrate(self.engine, files=self.files)
 
     async def close(self) -> None:
+        await self.generation.writer.close()
         for provider in self.providers.values():
             if aclose := getattr(provider, "aclose", None):
                 await aclose()

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from imagegate import __version__
 from imagegate.errors import (
     BudgetExceeded,
@@ -40,6 +38,7 @@ from imagegate.providers.base import (
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
+from imagegate.store.group_commit import CallWriter
 from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore, SecretUnreadable
 from imagegate.store.staging import StagedFile
@@ -110,6 +109,8 @@ class GenerationService:
         self.catalog = catalog
         self.providers = providers
         self.calls = calls
+        # Call records are written through one writer task per process (group commit).
+        self.writer = CallWriter(calls.engine)
         self.files = files
         self.images = ImageKeeper(files)
         self.accounts = accounts
@@ -211,13 +212,15 @@ class GenerationService:
         track: bool = True,
         edit: EditFiles | None = None,
         on_partial: PartialSink | None = None,
+        checked: ImageRequest | None = None,
     ) -> Generation:
         """Generate (or, with `edit`, edit), store and record one request's images: the
         typed result every door derives its answer from. InvalidInput (422), RateLimited
         (429) and BudgetExceeded (402) come before anything is stored or any provider is
         called. With `on_partial` the request may stream: each partial image goes to it as
-        soon as the provider has it."""
-        request = await self.check(
+        soon as the provider has it. `checked` is what `check` made of these same inputs,
+        when the caller has it already."""
+        request = checked or await self.check(
             project_id, inputs, track=track, edit=edit, allow_stream=on_partial is not None
         )
         if self.rate_limiter is not None:
@@ -281,18 +284,14 @@ class GenerationService:
         return 0.0
 
     async def _reserve(
-        self,
-        project_id: str,
-        amount: float | None,
-        reservation: Reservation,
-        conn: AsyncConnection | None = None,
+        self, project_id: str, amount: float | None, reservation: Reservation
     ) -> None:
-        """Hold `amount` against the budgets (in `conn`'s transaction when given), adding
-        to `reservation`; BudgetExceeded holds nothing."""
+        """Hold `amount` against the budgets in a transaction of its own, adding to
+        `reservation`; BudgetExceeded holds nothing."""
         if self.budgets is None or amount is None:
             return
         try:
-            held = await self.budgets.reserve(project_id, amount, conn=conn)
+            held = await self.budgets.reserve(project_id, amount)
         except BudgetExceeded as exc:
             self._budget_refused(exc)
             raise
@@ -382,18 +381,17 @@ class GenerationService:
             timeout_s=request.timeout_s,
         )
         if call_id:
-            # One transaction: the call's end, and its budget settled at its real cost.
-            async with self.calls.engine.begin() as conn:
-                await self.calls.finish(
-                    call_id,
-                    ended_at=generation.ended_at or started_at,
-                    output=call_output(generation),
-                    summary=call_summary(generation),
-                    exception=generation.exception_text(),
-                    conn=conn,
-                )
-                if self.budgets is not None and reservation.held:
-                    await self.budgets.settle(reservation, generation.total_cost or 0.0, conn=conn)
+            # One transaction (shared with other requests'): the call's end, and its
+            # budget settled at its real cost.
+            await self.writer.finish(
+                call_id,
+                ended_at=generation.ended_at or started_at,
+                output=call_output(generation),
+                summary=call_summary(generation),
+                exception=generation.exception_text(),
+                held=reservation.held,
+                cost=generation.total_cost or 0.0,
+            )
             reservation.held.clear()  # settled
         if self.metrics is not None:
             self.metrics.generation(generation)
@@ -440,10 +438,16 @@ class GenerationService:
             "inputs": inputs,
             "wb_user_id": principal.user_id,
         }
-        held = Reservation()  # counted as held only once the transaction commits
-        async with self.calls.engine.begin() as conn:
-            await self._reserve(project_id, amount, held, conn)
-            await self.calls.start(record, conn=conn)
+        budgets = ()
+        if self.budgets is not None and amount is not None:
+            budgets = await self.budgets.applying(project_id)
+        try:
+            # Counted as held only once the transaction (shared with other requests')
+            # commits.
+            held = await self.writer.start(record, budgets, amount)
+        except BudgetExceeded as exc:
+            self._budget_refused(exc)
+            raise
         reservation.held += held.held
         reservation.warnings += held.warnings
 

@@ -31,10 +31,12 @@ async def image_create(
     track = req.track_llm_call is not False
     # Checked before anything is sent, so a bad request gets its 422 even when the answer
     # would start early.
-    await app.generation.check(req.project_id, req.inputs, track=track)
+    checked = await app.generation.check(req.project_id, req.inputs, track=track)
 
     def work() -> Awaitable[Generation]:
-        return app.generation.generate(caller, req.project_id, req.inputs, track=track)
+        return app.generation.generate(
+            caller, req.project_id, req.inputs, track=track, checked=checked
+        )
 
     # Read from the headers, not declared as parameters: the OpenAPI document stays the
     # Weave spec's. With a key (or as an SDK's own retry), a repeat gets the first

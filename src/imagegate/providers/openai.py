@@ -153,6 +153,15 @@ class OpenAIProvider:
             kwargs["response_format"] = spec.upstream_response_format
         if spec.provider_params:
             kwargs["extra_body"] = spec.provider_params
+        if not request.is_edit and not self.azure:
+            # A generation's JSON goes as the SDK's documented `extra_body`, the prompt
+            # alone as an argument: the SDK checks each argument against its annotation,
+            # hashing `Literal[...]` unions on every call (~0.25 ms a request, a twentieth
+            # of a small generation's CPU). The JSON sent is the same. (Azure reads the
+            # deployment from the `model` argument, and an edit's files need the SDK's
+            # own handling.)
+            prompt, extra = kwargs.pop("prompt"), kwargs.pop("extra_body", {})
+            return {"prompt": prompt, "extra_body": {**kwargs, **extra}}
         if request.is_edit:
             # The SDK sends these as multipart parts: `image` for one, `image[]` for more.
             files = [_file(image) for image in request.images]

@@ -2,10 +2,16 @@
 
 A generation reserves its estimated cost before the provider is called and settles the
 real cost afterwards. Each reservation is one conditional UPDATE of the budget's
-window row (`spent + reserved + amount <= limit`): PostgreSQL re-checks the condition
-against the row as the previous writer left it, and SQLite has one writer at a time, so
-concurrent requests on any number of replicas can overshoot a hard budget only by what
-their estimates missed, never by a race.
+window row (`spent + reserved + amount <= limit`, the limit and hardness read from the
+budget's own row in the same statement): PostgreSQL re-checks the condition against the
+row as the previous writer left it, and SQLite has one writer at a time, so concurrent
+requests on any number of replicas can overshoot a hard budget only by what their
+estimates missed, never by a race.
+
+Which budgets apply to a project is looked up on every generation, so it is cached like
+the caller (store/cache.py): at most `cache_ttl` old, cleared at once by the process
+that sets or deletes a budget. A cached budget deleted meanwhile is skipped; a limit
+changed meanwhile is read live by the reservation itself.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.errors import BudgetExceeded
 from imagegate.ids import uuid7
+from imagegate.store.cache import TTLCache
 from imagegate.store.db import transaction
 from imagegate.store.tables import budget_windows, budgets
 
@@ -72,8 +79,9 @@ def describe(budget: Budget) -> str:
 
 
 class BudgetStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, cache_ttl: float = 0.0) -> None:
         self.engine = engine
+        self._applying_cache: TTLCache[str, tuple[Budget, ...]] = TTLCache(cache_ttl)
 
     async def set(
         self, scope: Scope, target: str, *, period: Period, limit_usd: float, hard: bool
@@ -93,6 +101,7 @@ class BudgetStore:
                 await conn.execute(
                     budgets.insert().values(id=budget_id, scope=scope, target=target, **values)
                 )
+        self._applying_cache.clear()
         return Budget(budget_id, scope, target, period, limit_usd, hard)
 
     async def delete(self, scope: Scope, target: str) -> bool:
@@ -100,7 +109,17 @@ class BudgetStore:
             result = await conn.execute(
                 budgets.delete().where(budgets.c.scope == scope, budgets.c.target == target)
             )
+        self._applying_cache.clear()
         return bool(result.rowcount)
+
+    async def applying(self, project_id: str) -> tuple[Budget, ...]:
+        """The budgets over a project (its own and its team's), in lock order; cached."""
+
+        async def load() -> tuple[Budget, ...]:
+            async with self.engine.connect() as conn:
+                return tuple(await self._applying(conn, project_id))
+
+        return await self._applying_cache.get(project_id, load)
 
     async def _applying(self, conn: AsyncConnection, project_id: str) -> list[Budget]:
         entity = project_id.split("/", 1)[0]
@@ -147,8 +166,7 @@ class BudgetStore:
         return result
 
     async def has_budget(self, project_id: str) -> bool:
-        async with self.engine.connect() as conn:
-            return bool(await self._applying(conn, project_id))
+        return bool(await self.applying(project_id))
 
     async def reserve(
         self, project_id: str, amount: float, *, conn: AsyncConnection | None = None
@@ -156,41 +174,11 @@ class BudgetStore:
         """Hold `amount` (USD) against every budget over the project, or raise
         BudgetExceeded (holding nothing) when a hard one cannot take it. In `conn`'s
         transaction when given (the one that records the call)."""
-        reservation = Reservation()
-        now = datetime.now(UTC)
+        applying = await self.applying(project_id)
+        if not applying:
+            return Reservation()
         async with transaction(self.engine, conn) as conn:
-            for budget in await self._applying(conn, project_id):
-                start = window_start(budget.period, now)
-                await _ensure_window(conn, budget.id, start)
-                level = budget_windows.c.spent_usd + budget_windows.c.reserved_usd
-                query = budget_windows.update().where(
-                    budget_windows.c.budget_id == budget.id,
-                    budget_windows.c.window_start == start,
-                )
-                if budget.hard and amount > 0:
-                    query = query.where(level + amount <= budget.limit_usd)
-                row = (
-                    await conn.execute(
-                        query.values(reserved_usd=budget_windows.c.reserved_usd + amount).returning(
-                            budget_windows.c.spent_usd, budget_windows.c.reserved_usd
-                        )
-                    )
-                ).first()
-                if row is None:
-                    # Raising rolls back what this transaction reserved in other budgets.
-                    spent, reserved = await _levels(conn, budget.id, start)
-                    raise BudgetExceeded(
-                        f"the {describe(budget)} cannot take this generation "
-                        f"(estimated ${amount:.4f}; spent ${spent:.4f}, "
-                        f"${reserved:.4f} reserved by running generations)",
-                        budget=budget_body(budget, start, spent, reserved),
-                    )
-                reservation.held.append((budget.id, start, amount))
-                if float(row.spent_usd) + float(row.reserved_usd) > budget.limit_usd:
-                    reservation.warnings.append(
-                        f"over the {describe(budget)}: ${float(row.spent_usd):.4f} spent"
-                    )
-        return reservation
+            return await reserve_in(conn, applying, amount)
 
     async def settle(
         self, reservation: Reservation, cost: float, *, conn: AsyncConnection | None = None
@@ -200,18 +188,92 @@ class BudgetStore:
         if not reservation.held:
             return
         async with transaction(self.engine, conn) as conn:
-            for budget_id, start, amount in reservation.held:
-                await conn.execute(
-                    budget_windows.update()
-                    .where(
-                        budget_windows.c.budget_id == budget_id,
-                        budget_windows.c.window_start == start,
-                    )
-                    .values(
-                        reserved_usd=budget_windows.c.reserved_usd - amount,
-                        spent_usd=budget_windows.c.spent_usd + cost,
-                    )
-                )
+            await conn.execute(SETTLE, settlements(reservation.held, cost))
+
+
+_WINDOW_START = budget_windows.c.window_start.type
+_SETTLE_START = sa.bindparam("s_start", type_=_WINDOW_START)
+# Whether a window can take `amount` more, judged by the budget's own row as it is now
+# (a limit lowered or a budget made hard on another replica counts at once).
+_fits = sa.exists(
+    sa.select(budgets.c.id).where(
+        budgets.c.id == budget_windows.c.budget_id,
+        sa.or_(
+            budgets.c.hard.is_(False),
+            sa.bindparam("r_amount", type_=sa.Float) <= 0,
+            budget_windows.c.spent_usd
+            + budget_windows.c.reserved_usd
+            + sa.bindparam("r_amount", type_=sa.Float)
+            <= budgets.c.limit_usd,
+        ),
+    )
+)
+RESERVE = (
+    budget_windows.update()
+    .where(
+        budget_windows.c.budget_id == sa.bindparam("r_budget"),
+        budget_windows.c.window_start == sa.bindparam("r_start", type_=_WINDOW_START),
+        _fits,
+    )
+    .values(reserved_usd=budget_windows.c.reserved_usd + sa.bindparam("r_amount", type_=sa.Float))
+    .returning(budget_windows.c.spent_usd, budget_windows.c.reserved_usd)
+)
+# Releases a reservation and records the real cost; one row per budget held.
+SETTLE = (
+    budget_windows.update()
+    .where(
+        budget_windows.c.budget_id == sa.bindparam("s_budget"),
+        budget_windows.c.window_start == _SETTLE_START,
+    )
+    .values(
+        reserved_usd=budget_windows.c.reserved_usd - sa.bindparam("s_amount", type_=sa.Float),
+        spent_usd=budget_windows.c.spent_usd + sa.bindparam("s_cost", type_=sa.Float),
+    )
+)
+
+
+def settlements(held: list[tuple[str, datetime, float]], cost: float) -> list[dict[str, Any]]:
+    """SETTLE's parameters for a reservation settled at `cost`."""
+    return [
+        {"s_budget": budget_id, "s_start": start, "s_amount": amount, "s_cost": cost}
+        for budget_id, start, amount in held
+    ]
+
+
+async def reserve_in(
+    conn: AsyncConnection, applying: tuple[Budget, ...], amount: float
+) -> Reservation:
+    """Hold `amount` against each of `applying` in `conn`'s transaction, or raise
+    BudgetExceeded having released what it held here, so the transaction may go on and
+    commit others' writes (group commit)."""
+    reservation = Reservation()
+    now = datetime.now(UTC)
+    for budget in applying:
+        start = window_start(budget.period, now)
+        params = {"r_budget": budget.id, "r_start": start, "r_amount": amount}
+        row = (await conn.execute(RESERVE, params)).first()
+        if row is None:
+            # The window's first reservation (its row is made here), or a refusal.
+            await _ensure_window(conn, budget.id, start)
+            row = (await conn.execute(RESERVE, params)).first()
+        if row is None:
+            spent, reserved, current = await _levels(conn, budget.id, start)
+            if current is None:
+                continue  # deleted since it was cached: nothing to hold
+            if reservation.held:
+                await conn.execute(SETTLE, settlements(reservation.held, 0.0))
+            raise BudgetExceeded(
+                f"the {describe(current)} cannot take this generation "
+                f"(estimated ${amount:.4f}; spent ${spent:.4f}, "
+                f"${reserved:.4f} reserved by running generations)",
+                budget=budget_body(current, start, spent, reserved),
+            )
+        reservation.held.append((budget.id, start, amount))
+        if float(row.spent_usd) + float(row.reserved_usd) > budget.limit_usd:
+            reservation.warnings.append(
+                f"over the {describe(budget)}: ${float(row.spent_usd):.4f} spent"
+            )
+    return reservation
 
 
 def budget_body(
@@ -236,15 +298,26 @@ def _budget(row: sa.Row[Any]) -> Budget:
 
 
 async def _ensure_window(conn: AsyncConnection, budget_id: str, start: datetime) -> None:
+    # From the budget's row, so a budget deleted since it was cached makes no window.
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    source = sa.select(
+        budgets.c.id,
+        sa.literal(start, type_=budget_windows.c.window_start.type),
+        sa.literal(0.0),
+        sa.literal(0.0),
+    ).where(budgets.c.id == budget_id)
     await conn.execute(
         dialect.insert(budget_windows)
-        .values(budget_id=budget_id, window_start=start, spent_usd=0.0, reserved_usd=0.0)
+        .from_select(["budget_id", "window_start", "spent_usd", "reserved_usd"], source)
         .on_conflict_do_nothing()
     )
 
 
-async def _levels(conn: AsyncConnection, budget_id: str, start: datetime) -> tuple[float, float]:
+async def _levels(
+    conn: AsyncConnection, budget_id: str, start: datetime
+) -> tuple[float, float, Budget | None]:
+    """A window's spent and reserved amounts, and its budget as it is now (None when
+    deleted)."""
     row = (
         await conn.execute(
             sa.select(budget_windows.c.spent_usd, budget_windows.c.reserved_usd).where(
@@ -252,4 +325,6 @@ async def _levels(conn: AsyncConnection, budget_id: str, start: datetime) -> tup
             )
         )
     ).first()
-    return (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+    current = (await conn.execute(sa.select(budgets).where(budgets.c.id == budget_id))).first()
+    spent, reserved = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
+    return spent, reserved, None if current is None else _budget(current)

@@ -31,7 +31,7 @@ class TTLCache(Generic[K, V]):
 
     async def get(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
         """The value for `key`, loading it (once, however many ask at once) when missing
-        or older than the ttl. A failed load is not kept."""
+        or older than the ttl. A failed load is not kept, and is not shared either."""
         if self.ttl <= 0:
             return await load()
         now = time.monotonic()
@@ -40,7 +40,13 @@ class TTLCache(Generic[K, V]):
             return entry[1]
         pending = self._loading.get(key)
         if pending is not None:
-            return await asyncio.shield(pending)
+            try:
+                return await asyncio.shield(pending)
+            except Exception:
+                # The shared read failed (a connect that timed out under load, say): this
+                # request tries its own, as it would uncached, so one failure is not
+                # everyone's. A database that is down fails each of them anyway.
+                return await load()
         future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         epoch = self._epoch

@@ -53,6 +53,38 @@ def _after(fields: list[tuple[str, str]], row: Any) -> sa.ColumnElement[bool]:
     return sa.and_(bound, sa.or_(*terms))
 
 
+# A call's start and end, as statements the group-commit writer (store/group_commit.py)
+# runs for many calls at once; CallStore runs them for one.
+START = calls.insert()
+FINISH = (
+    calls.update()
+    .where(calls.c.id == sa.bindparam("f_id"))
+    .values(
+        ended_at=sa.bindparam("f_ended_at", type_=calls.c.ended_at.type),
+        output=sa.bindparam("f_output", type_=calls.c.output.type),
+        summary=sa.bindparam("f_summary", type_=calls.c.summary.type),
+        exception=sa.bindparam("f_exception", type_=calls.c.exception.type),
+    )
+)
+
+
+def finish_params(
+    call_id: str,
+    ended_at: datetime,
+    output: Any,
+    summary: Mapping[str, Any],
+    exception: str | None,
+) -> dict[str, Any]:
+    """FINISH's parameters for one call."""
+    return {
+        "f_id": call_id,
+        "f_ended_at": ended_at,
+        "f_output": output,
+        "f_summary": dict(summary),
+        "f_exception": exception,
+    }
+
+
 def _wire(row: Any, keep: set[str] | None, include_costs: bool) -> dict[str, Any]:
     call = to_wire(row._mapping, include_costs=include_costs)
     return {k: v for k, v in call.items() if k in keep} if keep else call
@@ -66,7 +98,7 @@ class CallStore:
         """Record a call as started (it reads back as `running` until `finish`), in
         `conn`'s transaction when given."""
         async with transaction(self.engine, conn) as conn:
-            await conn.execute(calls.insert().values(**call))
+            await conn.execute(START, [dict(call)])
 
     async def finish(
         self,
@@ -80,11 +112,7 @@ class CallStore:
     ) -> None:
         async with transaction(self.engine, conn) as conn:
             await conn.execute(
-                calls.update()
-                .where(calls.c.id == call_id)
-                .values(
-                    ended_at=ended_at, output=output, summary=dict(summary), exception=exception
-                )
+                FINISH, [finish_params(call_id, ended_at, output, summary, exception)]
             )
 
     async def fail_unfinished(

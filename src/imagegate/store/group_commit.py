@@ -1,0 +1,218 @@
+"""Group commit of generations' call records: one writer task per process.
+
+Each generation writes twice: its start (the call row, with its budget reservation) and
+its end (the call's outcome, with the budget settled). Alone, each is a transaction of
+its own: a pool checkout, a few statements and a commit, every one a trip through the
+driver (on SQLite, aiosqlite's thread). Under load those trips are most of a small
+generation's cost. Here requests hand their writes to one task, which writes whatever
+has queued meanwhile in one transaction: the starts as one multi-row insert, the ends
+as one executemany, the settlements as another.
+
+Each request still awaits its own commit before it goes on (nothing it was told is
+recorded is lost). A budget refusal is that request's alone: its reservation is
+released inside the transaction and the others commit. Any other failure rolls the
+batch back and its writes are retried one transaction each, so an error reaches the
+request it belongs to, and only that one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from imagegate.errors import BudgetExceeded
+from imagegate.store.budgets import SETTLE, Budget, Reservation, reserve_in, settlements
+from imagegate.store.calls import FINISH, START, finish_params
+
+MAX_BATCH = 128  # writes per transaction: bounds how long one batch holds the lock
+
+
+@dataclass
+class _Start:
+    record: Mapping[str, Any]
+    budgets: tuple[Budget, ...]
+    amount: float | None
+    done: asyncio.Future[Reservation] = field(repr=False)
+
+
+@dataclass
+class _Finish:
+    params: dict[str, Any]
+    held: list[tuple[str, datetime, float]]
+    cost: float
+    done: asyncio.Future[None] = field(repr=False)
+
+
+@dataclass
+class _Settle:
+    """A reservation released by a request that went away after its start committed."""
+
+    held: list[tuple[str, datetime, float]]
+    cost: float
+    done: asyncio.Future[None] = field(repr=False)
+
+
+_Write = _Start | _Finish | _Settle
+
+
+class CallWriter:
+    def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
+        self.engine = engine
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Write] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(
+        self, record: Mapping[str, Any], budgets: tuple[Budget, ...], amount: float | None
+    ) -> Reservation:
+        """Record a call as started, holding `amount` against `budgets` in the same
+        transaction; what it holds, or BudgetExceeded (nothing recorded or held)."""
+        op = _Start(record, budgets, amount, self._future())
+        self._submit(op)
+        try:
+            return await asyncio.shield(op.done)
+        except asyncio.CancelledError:
+            # The write goes on without us: whatever it holds once committed is released
+            # at its estimate (as a generation that died on the way is).
+            op.done.add_done_callback(self._release_abandoned)
+            raise
+
+    async def finish(
+        self,
+        call_id: str,
+        *,
+        ended_at: datetime,
+        output: Any,
+        summary: Mapping[str, Any],
+        exception: str | None,
+        held: list[tuple[str, datetime, float]],
+        cost: float,
+    ) -> None:
+        """Record the call's end and settle what it held at `cost`, in one transaction."""
+        params = finish_params(call_id, ended_at, output, summary, exception)
+        op = _Finish(params, list(held), cost, self._future())
+        self._submit(op)
+        await asyncio.shield(op.done)
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        if self._task is None or self._queue is None:
+            return
+        if self._loop is asyncio.get_running_loop() and not self._task.done():
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = self._queue = self._loop = None
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    def _submit(self, op: _Write) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._task is None or self._task.done():
+            self._loop, self._queue = loop, asyncio.Queue()
+            # A context of its own: not that of the request that happened to start it.
+            self._task = loop.create_task(
+                self._run(self._queue), name="call-writer", context=contextvars.Context()
+            )
+        assert self._queue is not None
+        self._queue.put_nowait(op)
+
+    def _release_abandoned(self, done: asyncio.Future[Reservation]) -> None:
+        if done.cancelled() or done.exception() is not None or not done.result().held:
+            return
+        held = done.result().held
+        op = _Settle(held, held[0][2], self._future())  # assume the estimate was paid
+        op.done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._submit(op)
+
+    async def _run(self, queue: asyncio.Queue[_Write]) -> None:
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._write_batch(batch)
+            finally:
+                for op in batch:
+                    if not op.done.done():  # cancelled mid-write (shutdown)
+                        op.done.set_exception(RuntimeError("the call writer stopped"))
+                    queue.task_done()
+
+    async def _write_batch(self, batch: list[_Write]) -> None:
+        try:
+            async with self.engine.begin() as conn:
+                outcomes = await _write(conn, batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                _fail(batch[0], exc)
+                return
+            # Which write failed is unknown: each alone, so its error is its own.
+            for op in batch:
+                try:
+                    async with self.engine.begin() as conn:
+                        (outcome,) = await _write(conn, [op])
+                except Exception as exc:
+                    _fail(op, exc)
+                else:
+                    _resolve(op, outcome)
+            return
+        for op, outcome in zip(batch, outcomes, strict=True):
+            _resolve(op, outcome)
+
+
+async def _write(conn: AsyncConnection, batch: list[_Write]) -> list[Any]:
+    """Write `batch` in `conn`'s transaction: each write's outcome (a Reservation, a
+    BudgetExceeded, or None)."""
+    outcomes: list[Any] = []
+    records = []
+    ends = []
+    settled: list[dict[str, Any]] = []
+    for op in batch:
+        if isinstance(op, _Start):
+            reservation = Reservation()
+            if op.amount is not None and op.budgets:
+                try:
+                    reservation = await reserve_in(conn, op.budgets, op.amount)
+                except BudgetExceeded as exc:
+                    outcomes.append(exc)
+                    continue
+            records.append(op.record)
+            outcomes.append(reservation)
+        elif isinstance(op, _Finish):
+            ends.append(op.params)
+            settled += settlements(op.held, op.cost)
+            outcomes.append(None)
+        else:
+            settled += settlements(op.held, op.cost)
+            outcomes.append(None)
+    if records:
+        await conn.execute(START, records)
+    if ends:
+        await conn.execute(FINISH, ends)
+    if settled:
+        await conn.execute(SETTLE, settled)
+    return outcomes
+
+
+def _resolve(op: _Write, outcome: Any) -> None:
+    if op.done.done():
+        return
+    if isinstance(outcome, BaseException):
+        _fail(op, outcome)
+    else:
+        op.done.set_result(outcome)
+
+
+def _fail(op: _Write, exc: BaseException) -> None:
+    if not op.done.done():
+        op.done.set_exception(exc)
