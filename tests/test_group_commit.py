@@ -16,7 +16,7 @@ from imagegate.errors import BudgetExceeded
 from imagegate.ids import uuid7
 from imagegate.store.budgets import BudgetStore
 from imagegate.store.tables import budget_windows, calls
-from tests.conftest import Users, basic
+from tests.conftest import Backend, Users, basic
 
 
 def record(project_id: str) -> dict[str, Any]:
@@ -180,3 +180,39 @@ async def test_concurrent_generations_are_each_recorded(
     ids = [a.json()["weave_call_id"] for a in answers]
     rows = await stored(imagegate, ids)
     assert len(rows) == 12 and all(row.ended_at is not None for row in rows.values())
+
+
+async def test_a_batch_takes_budget_windows_in_one_order(
+    imagegate: Imagegate, users: Users, backend: Backend
+) -> None:
+    """A batch whose requests' budgets come in another order than the global one locks
+    them in that order first: while another transaction (another replica's) holds the
+    first window, the batch holds nothing the other could then wait for (without the
+    ordering it held the second one: a deadlock once the other asks for it)."""
+    if backend.name != "postgres":
+        pytest.skip("row locks: PostgreSQL (SQLite has one writer at a time)")
+    for project in ("acme/first", "acme/second"):
+        await imagegate.accounts.ensure_project(project)
+        await imagegate.budgets.set("project", project, period="daily", limit_usd=5, hard=True)
+        await imagegate.budgets.settle(await imagegate.budgets.reserve(project, 0.0), 0.0)
+    first = await imagegate.budgets.applying("acme/first")
+    second = await imagegate.budgets.applying("acme/second")
+    assert first[0].id < second[0].id  # the global order: first, then second
+    writer = imagegate.generation.writer
+    async with imagegate.engine.connect() as other:
+        await other.execute(sa.text("SET LOCAL lock_timeout = '300ms'"))
+        lock = sa.select(budget_windows.c.budget_id).with_for_update()
+        await other.execute(lock.where(budget_windows.c.budget_id == first[0].id))
+        # One batch: the second project's request first, then the first's.
+        batch = asyncio.gather(
+            writer.start(record("acme/second"), second, 0.1),
+            writer.start(record("acme/first"), first, 0.1),
+        )
+        await asyncio.sleep(0.3)  # the batch is waiting for the first window
+        # Without the ordering the batch holds the second window here: lock timeout.
+        await other.execute(lock.where(budget_windows.c.budget_id == second[0].id))
+        await other.commit()
+        results = await asyncio.wait_for(batch, 10)
+    assert [len(r.held) for r in results] == [1, 1]
+    status = {s.budget.target: s for s in await imagegate.budgets.status("acme/first")}
+    assert status["acme/first"].reserved_usd == pytest.approx(0.1)

@@ -241,13 +241,17 @@ def settlements(held: list[tuple[str, datetime, float]], cost: float) -> list[di
 
 
 async def reserve_in(
-    conn: AsyncConnection, applying: tuple[Budget, ...], amount: float
+    conn: AsyncConnection,
+    applying: tuple[Budget, ...],
+    amount: float,
+    *,
+    now: datetime | None = None,
 ) -> Reservation:
     """Hold `amount` against each of `applying` in `conn`'s transaction, or raise
     BudgetExceeded having released what it held here, so the transaction may go on and
     commit others' writes (group commit)."""
     reservation = Reservation()
-    now = datetime.now(UTC)
+    now = now or datetime.now(UTC)
     for budget in applying:
         start = window_start(budget.period, now)
         params = {"r_budget": budget.id, "r_start": start, "r_amount": amount}
@@ -295,6 +299,19 @@ def budget_body(
 
 def _budget(row: sa.Row[Any]) -> Budget:
     return Budget(row.id, row.scope, row.target, row.period, float(row.limit_usd), bool(row.hard))
+
+
+async def lock_windows(conn: AsyncConnection, windows: list[tuple[str, datetime]]) -> None:
+    """Make and lock `windows` (budget id, window start) in one global order: a transaction
+    that touches several budget windows takes them this way first, so two of them (on any
+    replicas) never each hold one the other waits for."""
+    for budget_id, start in sorted(set(windows)):
+        await _ensure_window(conn, budget_id, start)
+        await conn.execute(
+            sa.select(budget_windows.c.budget_id)
+            .where(budget_windows.c.budget_id == budget_id, budget_windows.c.window_start == start)
+            .with_for_update()
+        )
 
 
 async def _ensure_window(conn: AsyncConnection, budget_id: str, start: datetime) -> None:

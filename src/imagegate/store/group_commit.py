@@ -22,13 +22,21 @@ import contextlib
 import contextvars
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.errors import BudgetExceeded
-from imagegate.store.budgets import SETTLE, Budget, Reservation, reserve_in, settlements
+from imagegate.store.budgets import (
+    SETTLE,
+    Budget,
+    Reservation,
+    lock_windows,
+    reserve_in,
+    settlements,
+    window_start,
+)
 from imagegate.store.calls import FINISH, START, finish_params
 
 MAX_BATCH = 128  # writes per transaction: bounds how long one batch holds the lock
@@ -177,12 +185,14 @@ async def _write(conn: AsyncConnection, batch: list[_Write]) -> list[Any]:
     records = []
     ends = []
     settled: list[dict[str, Any]] = []
+    now = datetime.now(UTC)
+    await _lock_in_one_order(conn, batch, now)
     for op in batch:
         if isinstance(op, _Start):
             reservation = Reservation()
             if op.amount is not None and op.budgets:
                 try:
-                    reservation = await reserve_in(conn, op.budgets, op.amount)
+                    reservation = await reserve_in(conn, op.budgets, op.amount, now=now)
                 except BudgetExceeded as exc:
                     outcomes.append(exc)
                     continue
@@ -202,6 +212,26 @@ async def _write(conn: AsyncConnection, batch: list[_Write]) -> list[Any]:
     if settled:
         await conn.execute(SETTLE, settled)
     return outcomes
+
+
+async def _lock_in_one_order(conn: AsyncConnection, batch: list[_Write], now: datetime) -> None:
+    """One request takes its budgets' windows in id order, but a batch of several takes
+    them request by request, then the settlements': two replicas' batches could each
+    hold a window the other waits for (PostgreSQL would end one after a second's
+    deadlock check). Unless the batch's own order is already the global one, its windows
+    are locked in that order first. SQLite has one writer at a time: nothing to order."""
+    if conn.dialect.name != "postgresql":
+        return
+    touched: list[tuple[str, datetime]] = []
+    for op in batch:
+        if isinstance(op, _Start) and op.amount is not None:
+            touched += [(b.id, window_start(b.period, now)) for b in op.budgets]
+    for op in batch:
+        if not isinstance(op, _Start):
+            touched += [(budget_id, start) for budget_id, start, _ in op.held]
+    in_order = list(dict.fromkeys(touched))
+    if in_order != sorted(in_order):
+        await lock_windows(conn, in_order)
 
 
 def _resolve(op: _Write, outcome: Any) -> None:
