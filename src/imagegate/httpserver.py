@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import resource
@@ -241,6 +242,11 @@ def serve(
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    # The workers share the supervisor's objects until they write to them. The cyclic
+    # collector writes to every object it examines, so it would copy them all into each
+    # worker: frozen, they are never examined.
+    gc.collect()
+    gc.freeze()
     for _ in range(workers):
         start_worker()
     while children:
