@@ -160,6 +160,11 @@ async def test_a_restart_after_a_crash_ends_the_calls_it_left(
             found = await client.post("/calls/stream_query", json={"project_id": "admin/crash"})
             calls = [line for line in found.text.splitlines() if line.strip()]
             assert len(calls) == 1 and '"interrupted' in calls[0], found.text
+        # Counted once for the server (by its supervisor), not once per worker.
+        for _ in range(4):
+            async with httpx.AsyncClient(base_url=restarted.url) as fresh:
+                text = (await fresh.get("/metrics")).text
+            assert "\nimagegate_interrupted_calls_total 1.0\n" in text
     finally:
         stop_server(restarted)
 
