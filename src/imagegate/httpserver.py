@@ -247,8 +247,8 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     # The workers share the supervisor's objects until they write to them. The cyclic
     # collector writes to every object it examines, so it would copy them all into each
-    # worker: frozen, they are never examined.
-    gc.collect()
+    # worker: frozen, they are never examined. (No collection first: it would take tens
+    # of milliseconds of the start-up, to free little.)
     gc.freeze()
     for slot in range(workers):
         start_worker(slot)
