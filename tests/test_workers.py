@@ -162,7 +162,7 @@ async def test_a_restart_after_a_crash_ends_the_calls_it_left(
             assert len(calls) == 1 and '"interrupted' in calls[0], found.text
         # Counted once for the server (by its supervisor), not once per worker.
         for _ in range(4):
-            async with httpx.AsyncClient(base_url=restarted.url) as fresh:
+            async with httpx.AsyncClient(base_url=restarted.url, timeout=60) as fresh:
                 text = (await fresh.get("/metrics")).text
             assert "\nimagegate_interrupted_calls_total 1.0\n" in text
     finally:
@@ -234,7 +234,7 @@ async def _scrapes(server: LiveServer, count: int) -> list[int]:
     worker may answer it), one after the other."""
     totals = []
     for _ in range(count):
-        async with httpx.AsyncClient(base_url=server.url) as fresh:
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as fresh:
             text = (await fresh.get("/metrics")).text
         found = [line for line in text.splitlines() if line.startswith(GENERATED)]
         totals.append(int(float(found[0].split()[-1])) if found else 0)
