@@ -65,7 +65,7 @@ class Server:
 
     def peak_pss_mib(self) -> float:
         """The highest proportional set size summed over the processes, sampled since the
-        last `reset_peak`: a page the forked workers share counts once in total, divided
+        last `reset_peak(pss=True)`: a page the forked workers share counts once in total, divided
         among them. A sample every `PssSampler.interval`, so a shorter spike may be missed."""
         return self.pss.stop() if self.pss is not None else float("nan")
 
@@ -78,7 +78,7 @@ class Server:
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def reset_peak(self) -> None:
+    def reset_peak(self, *, pss: bool = False) -> None:
         # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
         # Where that is not allowed, the peak covers the whole run so far.
         for pid in self.pids():
@@ -86,7 +86,8 @@ class Server:
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
         if self.pss is not None:
             self.pss.stop()
-        self.pss = PssSampler(self.pids)
+        # Sampling costs the load generator's process a little CPU: only when asked.
+        self.pss = PssSampler(self.pids) if pss else None
 
     def memory(self) -> str:
         """The peaks since `reset_peak`, as the benches print them."""

@@ -100,7 +100,7 @@ timeout_s = 600
                 "project_id": "admin/inflight",
                 "inputs": {"model": "bench/slow", "prompt": "x"},
             }
-            server.reset_peak()
+            server.reset_peak(pss=True)
             started = time.monotonic()
             statuses = asyncio.run(
                 fire(server.url, ("api", admin_key(server)), args.requests, body)
