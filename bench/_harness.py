@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    pss: PssSampler | None = None
 
     def pids(self) -> list[int]:
         """The server's process and its descendants (imagegate's forked workers)."""
@@ -61,6 +63,12 @@ class Server:
                     total += int(match[1])
         return total / 1024 if total else float("nan")
 
+    def peak_pss_mib(self) -> float:
+        """The highest proportional set size summed over the processes, sampled since the
+        last `reset_peak(pss=True)`: a page the forked workers share counts once in total, divided
+        among them. A sample every `PssSampler.interval`, so a shorter spike may be missed."""
+        return self.pss.stop() if self.pss is not None else float("nan")
+
     def cpu_seconds(self) -> float:
         """User and system CPU time the processes have used so far."""
         ticks = 0
@@ -70,14 +78,24 @@ class Server:
                 ticks += int(fields[11]) + int(fields[12])
         return ticks / os.sysconf("SC_CLK_TCK")
 
-    def reset_peak(self) -> None:
+    def reset_peak(self, *, pss: bool = False) -> None:
         # Writing 5 to clear_refs resets VmHWM to the current RSS (Linux >= 4.0).
         # Where that is not allowed, the peak covers the whole run so far.
         for pid in self.pids():
             with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
+        if self.pss is not None:
+            self.pss.stop()
+        # Sampling costs the load generator's process a little CPU: only when asked.
+        self.pss = PssSampler(self.pids) if pss else None
+
+    def memory(self) -> str:
+        """The peaks since `reset_peak`, as the benches print them."""
+        return f"peak PSS {self.peak_pss_mib():.0f} MiB (RSS summed {self.peak_rss_mib():.0f})"
 
     def stop(self) -> None:
+        if self.pss is not None:
+            self.pss.stop()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -85,6 +103,44 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+
+class PssSampler:
+    """Samples the PSS (/proc/<pid>/smaps_rollup) summed over a process tree in a thread
+    and keeps the highest sum. VmHWM, summed, counts every page forked processes share
+    once per process; PSS divides a shared page among its sharers, so the sum is the
+    memory the tree really holds."""
+
+    interval = 0.1  # seconds
+
+    def __init__(self, pids: Callable[[], list[int]]) -> None:
+        self.pids = pids
+        self.peak_kib = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> int:
+        total = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+                if match := re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE):
+                    total += int(match[1])
+        self.peak_kib = max(self.peak_kib, total)
+        return total
+
+    def _run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.sample()
+
+    def stop(self) -> float:
+        """Stop sampling (after a last sample); the peak in MiB."""
+        if not self._done.is_set():
+            self._done.set()
+            self._thread.join()
+            self.sample()
+        return self.peak_kib / 1024 if self.peak_kib else float("nan")
 
 
 def spawn(args: list[str], log: Path, url: str, *, env: dict[str, str] | None = None) -> Server:
@@ -109,11 +165,15 @@ def spawn(args: list[str], log: Path, url: str, *, env: dict[str, str] | None = 
     raise RuntimeError(f"{args[:2]} did not start:\n{log.read_text()}")
 
 
-def start_imagegate(data_dir: Path, *, env: dict[str, str], models: Path | None) -> Server:
+def start_imagegate(
+    data_dir: Path, *, env: dict[str, str], models: Path | None, extra: list[str] | None = None
+) -> Server:
+    """`imagegate serve` on a free port, with `extra` arguments (e.g. `--workers 1`)."""
     port = free_port()
     args = [str(IMAGEGATE), "serve", "--port", str(port), "--data-dir", str(data_dir)]
     if models is not None:
         args += ["--models", str(models)]
+    args += extra or []
     log = data_dir.parent / f"imagegate-{port}.log"
     return spawn(args, log, f"http://127.0.0.1:{port}", env=env)
 

@@ -4,6 +4,10 @@ answering after 5 s, must give zero `503 database unavailable`").
 
     .venv/bin/python bench/inflight.py                       # 1,000 at once, 5 s, 1.9 MB
     .venv/bin/python bench/inflight.py --requests 200 --delay-ms 2000
+    .venv/bin/python bench/inflight.py --workers 1           # one worker, no supervisor
+
+Memory is the peak PSS summed over imagegate's processes (forked workers share pages;
+PSS counts each once in all), with the summed peak RSS (VmHWM, an upper bound) beside it.
 
 The server is a real `imagegate serve` process (SQLite + files, the defaults) and the
 provider bench/fake_provider.py, both on loopback. Every request is sent at once.
@@ -15,6 +19,7 @@ import argparse
 import asyncio
 import base64
 import collections
+import shutil
 import sys
 import tempfile
 import time
@@ -59,6 +64,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--delay-ms", type=int, default=5000)
     parser.add_argument("--payload", choices=PAYLOADS, default="1.5m")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="imagegate's --workers (default: its own)"
+    )
+    parser.add_argument("--log", type=Path, help="keep imagegate's output in this file")
     args = parser.parse_args()
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="imagegate-inflight-") as tmp:
@@ -82,26 +91,32 @@ timeout_s = 600
 """
         )
         (work / "data").mkdir()
-        server = start_imagegate(work / "data", env={"OPENAI_API_KEY": KEY}, models=models)
+        workers = ["--workers", str(args.workers)] if args.workers else []
+        server = start_imagegate(
+            work / "data", env={"OPENAI_API_KEY": KEY}, models=models, extra=workers
+        )
         try:
             body = {
                 "project_id": "admin/inflight",
                 "inputs": {"model": "bench/slow", "prompt": "x"},
             }
-            server.reset_peak()
+            server.reset_peak(pss=True)
             started = time.monotonic()
             statuses = asyncio.run(
                 fire(server.url, ("api", admin_key(server)), args.requests, body)
             )
             elapsed = time.monotonic() - started
-            peak = server.peak_rss_mib()
+            memory = server.memory()
+            processes = len(server.pids())
         finally:
             server.stop()
             fake.stop()
+            if args.log is not None:
+                shutil.copyfile(server.log, args.log)
         print(f"machine: {machine()}; load before {load}, after {load_average()}")
         print(
             f"{args.requests} at once, provider delay {args.delay_ms} ms, payload {args.payload}:"
-            f" {elapsed:.1f} s; imagegate's peak RSS {peak:.0f} MiB"
+            f" {elapsed:.1f} s; imagegate ({processes} processes): {memory}"
         )
         for status, count in statuses.most_common():
             print(f"  {count:5d}  {status}")

@@ -160,6 +160,11 @@ async def test_a_restart_after_a_crash_ends_the_calls_it_left(
             found = await client.post("/calls/stream_query", json={"project_id": "admin/crash"})
             calls = [line for line in found.text.splitlines() if line.strip()]
             assert len(calls) == 1 and '"interrupted' in calls[0], found.text
+        # Counted once for the server (by its supervisor), not once per worker.
+        for _ in range(4):
+            async with httpx.AsyncClient(base_url=restarted.url, timeout=60) as fresh:
+                text = (await fresh.get("/metrics")).text
+            assert "\nimagegate_interrupted_calls_total 1.0\n" in text
     finally:
         stop_server(restarted)
 
@@ -170,3 +175,88 @@ def _worker_pids(server: LiveServer) -> set[int]:
         for line in server.output
         if "Started server process" in line
     }
+
+
+GENERATED = 'imagegate_generations_total{model="local/procedural",status="success"}'
+
+
+async def test_metrics_count_the_whole_server_through_a_worker_restart(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "data", {}, ["--workers", str(WORKERS)])
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, auth=("api", server.admin_key), timeout=120
+        ) as client:
+            await _generate(client, 30)
+            await _started(server, WORKERS)
+            # The load was shared, so no single worker's own count is the total.
+            by_worker = _generations_by_process(server)
+            assert sum(by_worker.values()) == 30 and len(by_worker) >= 2, by_worker
+            seen = await _scrapes(server, 3 * WORKERS)
+            assert set(seen) == {30}, seen
+
+            # A worker that counted some of them dies; its counts stay in the totals.
+            victim = max(by_worker, key=lambda pid: by_worker[pid])
+            os.kill(victim, signal.SIGKILL)
+            seen = await _scrapes(server, 2 * WORKERS)
+            await _started(server, WORKERS + 1)  # its replacement is serving
+            await _generate(client, 30)
+            seen += await _scrapes(server, 3 * WORKERS)
+            assert seen == sorted(seen) and seen[-1] == 60, seen
+            assert set(seen[-3 * WORKERS :]) == {60}, seen
+            assert sum(_generations_by_process(server).values()) == 60
+            http = [
+                line
+                for line in (await client.get("/metrics")).text.splitlines()
+                if line.startswith('imagegate_http_requests_total{method="POST",route="/image/cr')
+            ]
+            assert http == [
+                'imagegate_http_requests_total{method="POST",route="/image/create",status="200"}'
+                " 60.0"
+            ]
+        stop_server(server)
+        # The supervisor removes the shared files when it stops.
+        assert list((server.data_dir / "metrics").iterdir()) == []
+    finally:
+        stop_server(server)
+
+
+async def _generate(client: httpx.AsyncClient, count: int) -> None:
+    body = {
+        "project_id": "admin/metrics",
+        "inputs": {"model": "local/procedural", "prompt": "a fox", "size": "256x256"},
+    }
+    answers = await asyncio.gather(*(client.post("/image/create", json=body) for _ in range(count)))
+    assert collections.Counter(a.status_code for a in answers) == {200: count}
+
+
+async def _scrapes(server: LiveServer, count: int) -> list[int]:
+    """The total of generations in `count` scrapes, each on a new connection (so any
+    worker may answer it), one after the other."""
+    totals = []
+    for _ in range(count):
+        async with httpx.AsyncClient(base_url=server.url, timeout=60) as fresh:
+            text = (await fresh.get("/metrics")).text
+        found = [line for line in text.splitlines() if line.startswith(GENERATED)]
+        totals.append(int(float(found[0].split()[-1])) if found else 0)
+    return totals
+
+
+async def _started(server: LiveServer, count: int) -> None:
+    deadline = time.monotonic() + 30
+    while "".join(server.output).count("Application startup complete") < count:
+        assert time.monotonic() < deadline, "".join(server.output)
+        await asyncio.sleep(0.1)
+
+
+def _generations_by_process(server: LiveServer) -> dict[int, float]:
+    """Each process's own count, from the files they share (prometheus_client's format)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts = {}
+    for shared in (server.data_dir / "metrics").glob("*/counter_*.db"):
+        pid = int(shared.stem.split("_")[1])
+        for metric in MultiProcessCollector.merge([str(shared)]):
+            for sample in metric.samples:
+                if sample.name == "imagegate_generations_total" and sample.value:
+                    counts[pid] = counts.get(pid, 0) + sample.value
+    return counts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -110,6 +111,7 @@ def serve(host: str, port: int, **options: Any) -> None:
     no keys). Every setting is a flag here and an IMAGEGATE_* variable (see the README)."""
     from imagegate.app import create_app
     from imagegate.httpserver import serve as serve_http
+    from imagegate.metrics import SharedMetrics
     from imagegate.startup import ServerLock, prepare
 
     settings = _settings(options)
@@ -134,13 +136,22 @@ def serve(host: str, port: int, **options: Any) -> None:
             '{"model": "local/procedural", "prompt": "a red fox in a blue forest"}}\'\n'
         )
     sys.stdout.flush()
-    serve_http(
-        lambda: create_app(settings, prepared=prepared),
-        host=host,
-        port=port,
-        limits=settings.http_limits(),
-        workers=workers,
-    )
+    shared = None
+    if workers > 1:  # /metrics sums every worker's values (imagegate.metrics)
+        shared = SharedMetrics.enable(settings.data_dir)
+        shared.count_interrupted(prepared.interrupted)
+        prepared = dataclasses.replace(prepared, interrupted=0)  # counted once, above
+    try:
+        serve_http(
+            lambda: create_app(settings, prepared=prepared),
+            host=host,
+            port=port,
+            limits=settings.http_limits(),
+            workers=workers,
+        )
+    finally:
+        if shared is not None:
+            shared.remove()
 
 
 def remote_options(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -6,13 +6,24 @@ routes are the app's path templates (not raw paths), and models are the catalog'
 
 `/metrics` needs no key, as operators' scrapers expect; with `IMAGEGATE_METRICS_TOKEN`
 set it requires `Authorization: Bearer <token>`.
+
+With several worker processes (`imagegate serve --workers N`) a scrape must describe the
+whole server, whichever worker answers it: `SharedMetrics` switches prometheus_client to
+its multiprocess mode, where every process keeps its values in small mmap'd files of its
+own under the data dir and a scrape sums them all. A worker that dies leaves its files,
+so its counts stay in the totals, and its replacement counts on in files of its own:
+counters never go down while the server runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import os
+import shutil
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -24,8 +35,10 @@ from prometheus_client import (
     Gauge,
     Histogram,
     disable_created_metrics,
+    values,
 )
 from prometheus_client.exposition import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,6 +51,16 @@ UNMATCHED_ROUTE = "unmatched"
 # Image generation takes from tens of milliseconds (local) to minutes (a slow provider).
 PROVIDER_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# prometheus_client's multiprocess mode reads its directory from this variable.
+SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _interrupted_calls(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "imagegate_interrupted_calls",
+        "Calls found unfinished after a crash and ended as interrupted",
+        registry=registry,
+    )
 
 
 class Metrics:
@@ -47,6 +70,11 @@ class Metrics:
     def __init__(self, models: Iterable[str]) -> None:
         self.models = frozenset(models)
         self.registry = CollectorRegistry()
+        # What a scrape reads: this registry, or every process's files when shared.
+        self.scraped = self.registry
+        if getattr(values.ValueClass, "_multiprocess", False):
+            self.scraped = CollectorRegistry()
+            MultiProcessCollector(self.scraped, path=os.environ[SHARED_DIR_VARIABLE])
         r = self.registry
         self.http_requests = Counter(
             "imagegate_http_requests",
@@ -89,16 +117,13 @@ class Metrics:
             ["model"],
             registry=r,
         )
-        self.interrupted_calls = Counter(
-            "imagegate_interrupted_calls",
-            "Calls found unfinished after a crash and ended as interrupted",
-            registry=r,
-        )
+        self.interrupted_calls = _interrupted_calls(r)
         self.rate_limit = Gauge(
             "imagegate_rate_limit_per_minute",
             "Configured rate limits per key or project (0: none), by scope and kind",
             ["scope", "kind"],
             registry=r,
+            multiprocess_mode="max",  # the same settings in every worker
         )
         self.rate_limited = Counter(
             "imagegate_rate_limited",
@@ -134,7 +159,50 @@ class Metrics:
         self.interrupted_calls.inc(count)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self.scraped)
+
+
+class SharedMetrics:
+    """Metrics shared by the processes of one server, in `<data dir>/metrics/<pid>` (the
+    supervisor's pid). `enable` before forking the workers: every metric made afterwards,
+    in any of them, is kept in the directory, and every scrape sums the directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @classmethod
+    def enable(cls, data_dir: Path) -> SharedMetrics:
+        parent = data_dir / "metrics"
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for stale in parent.iterdir():  # left by a server that was killed
+            if stale.name.isdigit() and not _alive(int(stale.name)):
+                shutil.rmtree(stale, ignore_errors=True)
+        directory = parent / str(os.getpid())
+        shutil.rmtree(directory, ignore_errors=True)  # a reused pid's: not this server's
+        directory.mkdir(mode=0o700)
+        os.environ[SHARED_DIR_VARIABLE] = str(directory)
+        values.ValueClass = values.MultiProcessValue()
+        return cls(directory)
+
+    def count_interrupted(self, count: int) -> None:
+        """Calls start-up recovery ended: counted once, here, not by every worker."""
+        if count:
+            _interrupted_calls(CollectorRegistry()).inc(count)
+
+    def remove(self) -> None:
+        values.close_all_multiprocess_files()
+        values.ValueClass = values.MutexValue
+        os.environ.pop(SHARED_DIR_VARIABLE, None)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(PermissionError):  # another user's process: alive
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+    return True
 
 
 ROUTE_KEY = "imagegate.route"  # a holder in the scope, shared by copies of it
