@@ -7,14 +7,20 @@ or it is discarded, and nothing half-written stays behind.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable
+import weakref
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from imagegate.digest import weave_digest_of
+from imagegate.errors import ImagesNotStored
+
+log = logging.getLogger("imagegate.store")
 
 TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
 
@@ -33,7 +39,11 @@ class StagedFile:
     def write(self, data: bytes) -> None:
         # A buffered write to the page cache: microseconds, so it stays on the event
         # loop; the fsync (the slow part) happens once, in a thread, at commit.
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:  # a full or failing disk: mapped here, where it enters
+            log.error("writing an image to %s failed: %r", self.path, exc)
+            raise ImagesNotStored(f"writing {self.path}: {exc!r}") from exc
         self._sha256.update(data)
         self.size += len(data)
 
@@ -52,10 +62,13 @@ class StagedFile:
         with self.path.open("rb") as f:
             return f.read(size)
 
-    def read(self) -> bytes:
-        """All the bytes (for an image that is not kept: it is answered from memory)."""
+    def hold(self) -> HeldImage:
+        """What was written, as a `HeldImage` (for an image that is not kept): the file
+        is closed and its name removed, so nothing is left behind whatever happens."""
         self._file.flush()
-        return self.path.read_bytes()
+        fd = os.open(self.path, os.O_RDONLY)
+        self.discard()
+        return HeldImage(fd, self.size)
 
     def sync(self) -> None:
         """Flush, fsync and close (blocking: call it in a thread)."""
@@ -69,6 +82,31 @@ class StagedFile:
         if not self._file.closed:
             self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+class HeldImage:
+    """The bytes of an image kept nowhere (an untracked generation's), in a file that
+    has no name any more: read in chunks for its answer, never whole in memory. The
+    descriptor is closed when nothing refers to the image."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.size = size
+        self._fd = fd
+        self._close = weakref.finalize(self, os.close, fd)
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
+        for offset in range(0, self.size, chunk_size):
+            yield await asyncio.to_thread(self.read_at, offset, chunk_size)
+
+    def read(self) -> bytes:
+        """All of it (only where a whole copy is unavoidable: an idempotency record)."""
+        return self.read_at(0, self.size)
+
+    def close(self) -> None:
+        self._close()
 
 
 def remove_stale(temps: Iterable[Path], older_than_s: float | None) -> int:
