@@ -4,6 +4,11 @@ answering after 5 s, must give zero `503 database unavailable`").
 
     .venv/bin/python bench/inflight.py                       # 1,000 at once, 5 s, 1.9 MB
     .venv/bin/python bench/inflight.py --requests 200 --delay-ms 2000
+    .venv/bin/python bench/inflight.py --path untracked --workers 1 --payload 4k
+
+`--path` picks the way the images go: `weave` (/image/create, stored), `untracked`
+(/image/create with track_llm_call false: answered with the base64, stored nowhere),
+`stream` (the OpenAI door's server-sent events, two partial images then the final one).
 
 The server is a real `imagegate serve` process (SQLite + files, the defaults) and the
 provider bench/fake_provider.py, both on loopback. Every request is sent at once.
@@ -29,23 +34,41 @@ from bench.fake_provider import PAYLOADS
 from bench.run import load_average
 
 KEY = "sk-bench-0123456789abcdef"
+PROJECT = "admin/inflight"
 
 
-async def fire(url: str, auth: tuple[str, str], total: int, body: dict) -> collections.Counter:
+PATHS = ("weave", "untracked", "stream")
+
+
+def request_for(path: str) -> tuple[str, dict, dict[str, str], bytes]:
+    """(URL path, JSON body, extra headers, what a good answer starts with) for `path`."""
+    inputs = {"model": "bench/slow", "prompt": "x"}
+    if path == "stream":
+        body = {**inputs, "stream": True, "partial_images": 2}
+        return "/v1/images/generations", body, {"OpenAI-Project": PROJECT}, b"event: "
+    body = {"project_id": PROJECT, "inputs": inputs}
+    if path == "untracked":
+        body["track_llm_call"] = False
+    return "/image/create", body, {}, b'{"response":{"created"'
+
+
+async def fire(url: str, auth: tuple[str, str], total: int, path: str) -> collections.Counter:
     statuses: collections.Counter[str] = collections.Counter()
     connector = aiohttp.TCPConnector(limit=0)
     timeout = aiohttp.ClientTimeout(total=600)
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-    headers = {"Authorization": f"Basic {token}"}
+    route, body, extra, good = request_for(path)
+    headers = {"Authorization": f"Basic {token}", **extra}
     async with aiohttp.ClientSession(
         connector=connector, timeout=timeout, headers=headers
     ) as session:
 
         async def one() -> None:
             try:
-                async with session.post(f"{url}/image/create", json=body) as res:
+                async with session.post(f"{url}{route}", json=body) as res:
                     data = await res.read()
-                    ok = res.status == 200 and b"b64_json" in data[:300]
+                    ok = res.status == 200 and data.startswith(good) and b"b64_json" in data
+                    ok = ok and (path != "stream" or b"event: image_generation.completed" in data)
                     statuses["200 ok" if ok else f"{res.status} {data[:240]!r}"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
@@ -59,6 +82,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--delay-ms", type=int, default=5000)
     parser.add_argument("--payload", choices=PAYLOADS, default="1.5m")
+    parser.add_argument("--path", choices=PATHS, default="weave")
+    parser.add_argument(
+        "--workers", type=int, default=None, help="imagegate's worker processes (its default)"
+    )
     args = parser.parse_args()
     load = load_average()
     with tempfile.TemporaryDirectory(prefix="imagegate-inflight-") as tmp:
@@ -75,23 +102,22 @@ def main() -> None:
 provider = "openai"
 upstream_model = "bench"
 base_url = "{fake.url}/v1"
-params = ["size"]
+params = ["size", "stream"]
 size_range = [256, 2048]
 max_attempts = 1
 timeout_s = 600
 """
         )
         (work / "data").mkdir()
-        server = start_imagegate(work / "data", env={"OPENAI_API_KEY": KEY}, models=models)
+        env = {"OPENAI_API_KEY": KEY}
+        if args.workers is not None:
+            env["IMAGEGATE_WORKERS"] = str(args.workers)
+        server = start_imagegate(work / "data", env=env, models=models)
         try:
-            body = {
-                "project_id": "admin/inflight",
-                "inputs": {"model": "bench/slow", "prompt": "x"},
-            }
             server.reset_peak()
             started = time.monotonic()
             statuses = asyncio.run(
-                fire(server.url, ("api", admin_key(server)), args.requests, body)
+                fire(server.url, ("api", admin_key(server)), args.requests, args.path)
             )
             elapsed = time.monotonic() - started
             peak = server.peak_rss_mib()
@@ -100,7 +126,8 @@ timeout_s = 600
             fake.stop()
         print(f"machine: {machine()}; load before {load}, after {load_average()}")
         print(
-            f"{args.requests} at once, provider delay {args.delay_ms} ms, payload {args.payload}:"
+            f"{args.requests} at once ({args.path}, workers {args.workers or 'default'}), provider"
+            f" delay {args.delay_ms} ms, payload {args.payload}:"
             f" {elapsed:.1f} s; imagegate's peak RSS {peak:.0f} MiB"
         )
         for status, count in statuses.most_common():

@@ -5,11 +5,19 @@ piece at a time. Against the fake OpenAI server at the network boundary for Lite
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 from imagegate.digest import weave_digest
 from imagegate.providers import load_catalog
-from imagegate.providers.base import GeneratedImage, ImageRequest, PartialImage, Secret
+from imagegate.providers.answer_stream import EventScanner
+from imagegate.providers.base import (
+    GeneratedImage,
+    ImageRequest,
+    MemoryFile,
+    PartialImage,
+    Secret,
+)
 from imagegate.providers.litellm import LiteLLMProvider
 from imagegate.providers.local import ProceduralProvider
 from imagegate.providers.procedural import render_png
@@ -108,3 +116,42 @@ max_attempts = 1
     result = await LiteLLMProvider().generate(request)
     assert [image.file for image in result.images] == files.made
     assert content(files.made[0]) == small_png(7, size=300)
+
+
+def test_upstream_events_are_read_however_the_bytes_are_split() -> None:
+    """Server-sent events cut at every byte, with CRLF line ends, comments, an `event:`
+    line, data over two lines and `[DONE]`: each event's image lands in a sink of its
+    own, and the rest of its JSON is parsed."""
+    png = small_png(3, size=80)
+    b64 = base64.b64encode(png).decode()
+    stream = (
+        ": keep-alive\r\n\r\n"
+        "event: image_generation.partial_image\r\n"
+        f'data: {{"type":"image_generation.partial_image","partial_image_index":0,\r\n'
+        f'data: "b64_json":"{b64}"}}\r\n\r\n'
+        f'data:{{"type":"image_generation.completed","b64_json":"{b64}","usage":{{"n":1}}}}\n\n'
+        "data: [DONE]\n\n"
+    ).encode()
+    sinks: list[MemoryFile] = []
+
+    def new_sink() -> MemoryFile:
+        sinks.append(MemoryFile())
+        return sinks[-1]
+
+    scanner = EventScanner(new_sink)
+    events = [event for i in range(len(stream)) for event in scanner.feed(stream[i : i + 1])]
+    assert scanner.done
+    assert [e.data["type"] for e in events] == [
+        "image_generation.partial_image",
+        "image_generation.completed",
+    ]
+    assert events[0].data["partial_image_index"] == 0 and events[1].data["usage"] == {"n": 1}
+    assert [e.file for e in events] == sinks
+    assert [sink.getvalue() for sink in sinks] == [png, png]
+    assert [e.invalid for e in events] == [None, None]
+
+
+def test_bad_base64_in_an_event_is_marked_invalid() -> None:
+    scanner = EventScanner(MemoryFile)
+    (event,) = scanner.feed(b'data: {"type":"x.partial_image","b64_json":"abc!"}\n\n')
+    assert event.invalid is not None

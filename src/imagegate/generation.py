@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegate.held_image import HeldImage
 from imagegate.pricing import normalize_usage
-from imagegate.store.staging import HeldImage
 
 ResponseFormat = Literal["b64_json", "url"]
 

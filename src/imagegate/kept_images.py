@@ -22,9 +22,10 @@ from PIL import Image
 from imagegate.digest import weave_digest_of
 from imagegate.errors import ImagegateError, ImagesNotStored, InvalidProviderOutput, StorageError
 from imagegate.generation import GeneratedImage, Generation
+from imagegate.held_image import HeldImage
 from imagegate.providers.base import ImageFile, MemoryFile
 from imagegate.store import FileStore
-from imagegate.store.staging import HeldImage, StagedFile
+from imagegate.store.staging import StagedFile
 from imagegate.urls import SVG_MIMETYPE, sniff_image_type
 from imagegate.weave_shape import content_metadata_of
 

@@ -7,18 +7,17 @@ or it is discarded, and nothing half-written stays behind.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import tempfile
 import time
-import weakref
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from imagegate.digest import weave_digest_of
 from imagegate.errors import ImagesNotStored
+from imagegate.held_image import HeldImage
 
 log = logging.getLogger("imagegate.store")
 
@@ -82,31 +81,6 @@ class StagedFile:
         if not self._file.closed:
             self._file.close()
         self.path.unlink(missing_ok=True)
-
-
-class HeldImage:
-    """The bytes of an image kept nowhere (an untracked generation's), in a file that
-    has no name any more: read in chunks for its answer, never whole in memory. The
-    descriptor is closed when nothing refers to the image."""
-
-    def __init__(self, fd: int, size: int) -> None:
-        self.size = size
-        self._fd = fd
-        self._close = weakref.finalize(self, os.close, fd)
-
-    def read_at(self, offset: int, size: int) -> bytes:
-        return os.pread(self._fd, size, offset)
-
-    async def chunks(self, chunk_size: int) -> AsyncIterator[bytes]:
-        for offset in range(0, self.size, chunk_size):
-            yield await asyncio.to_thread(self.read_at, offset, chunk_size)
-
-    def read(self) -> bytes:
-        """All of it (only where a whole copy is unavoidable: an idempotency record)."""
-        return self.read_at(0, self.size)
-
-    def close(self) -> None:
-        self._close()
 
 
 def remove_stale(temps: Iterable[Path], older_than_s: float | None) -> int:
