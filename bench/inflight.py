@@ -38,6 +38,7 @@ PROJECT = "admin/inflight"
 
 
 PATHS = ("weave", "untracked", "stream")
+COMPLETED = b"\nevent: image_generation.completed\n"  # a stream's final image
 
 
 def request_for(path: str) -> tuple[str, dict, dict[str, str], bytes]:
@@ -45,7 +46,8 @@ def request_for(path: str) -> tuple[str, dict, dict[str, str], bytes]:
     inputs = {"model": "bench/slow", "prompt": "x"}
     if path == "stream":
         body = {**inputs, "stream": True, "partial_images": 2}
-        return "/v1/images/generations", body, {"OpenAI-Project": PROJECT}, b"event: "
+        # (after any `: keep-alive` comments the door sends while the first partial comes)
+        return "/v1/images/generations", body, {"OpenAI-Project": PROJECT}, b""
     body = {"project_id": PROJECT, "inputs": inputs}
     if path == "untracked":
         body["track_llm_call"] = False
@@ -68,8 +70,9 @@ async def fire(url: str, auth: tuple[str, str], total: int, path: str) -> collec
                 async with session.post(f"{url}{route}", json=body) as res:
                     data = await res.read()
                     ok = res.status == 200 and data.startswith(good) and b"b64_json" in data
-                    ok = ok and (path != "stream" or b"event: image_generation.completed" in data)
-                    statuses["200 ok" if ok else f"{res.status} {data[:240]!r}"] += 1
+                    ok = ok and (path != "stream" or COMPLETED in data)
+                    shown = data if len(data) < 400 else data[:120] + b" ... " + data[-280:]
+                    statuses["200 ok" if ok else f"{res.status} {shown!r}"] += 1
             except (aiohttp.ClientError, TimeoutError) as exc:
                 statuses[type(exc).__name__] += 1
 

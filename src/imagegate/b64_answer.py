@@ -24,7 +24,10 @@ from imagegate.store import FileStore
 
 # Raw bytes per base64 chunk: a multiple of 3, so the chunks' encodings join up.
 CHUNK = 3 * 64 * 1024
-__all__ = ["CHUNK", "Base64Answer", "ImageB64", "b64_length", "render_json"]
+# From a held file (read on the loop, from the page cache), smaller: its encoding is the
+# transport's 64 KB high-water mark, so an answer in flight holds about that much.
+HELD_CHUNK = 3 * 16 * 1024
+__all__ = ["CHUNK", "HELD_CHUNK", "Base64Answer", "ImageB64", "b64_length", "render_json"]
 
 
 def render_json(content: Any) -> bytes:
@@ -83,7 +86,7 @@ class Base64Answer:
         if image.data is not None:
             return _chunks_of(image.data)
         if image.held is not None:
-            return image.held.chunks(CHUNK)
+            return image.held.chunks(HELD_CHUNK)
         chunks = await self.files.chunks(self.project_id, image.digest, CHUNK)
         if chunks is None:
             raise ImagegateError(f"image {image.digest} of {self.project_id} is missing")
@@ -97,13 +100,16 @@ async def _chunks_of(data: bytes) -> AsyncIterator[bytes]:
 
 
 async def _encoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Base64 of the concatenated chunks, whatever their sizes."""
+    """Base64 of the concatenated chunks, whatever their sizes. Only the encoded piece is
+    alive while it is sent (the chunk it came from is let go first)."""
     rest = b""
     async for chunk in chunks:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % 3
         rest = data[cut:]
-        if cut:
-            yield base64.b64encode(data[:cut])
+        encoded = base64.b64encode(memoryview(data)[:cut]) if cut else b""
+        chunk = data = b""
+        if encoded:
+            yield encoded
     if rest:
         yield base64.b64encode(rest)
