@@ -24,8 +24,9 @@ from imagegate.store import FileStore
 
 # Raw bytes per base64 chunk: a multiple of 3, so the chunks' encodings join up.
 CHUNK = 3 * 64 * 1024
-# From a held file (read on the loop, from the page cache), smaller: its encoding is the
-# transport's 64 KB high-water mark, so an answer in flight holds about that much.
+# From a held file (read on the loop, from the page cache) for an untracked answer,
+# smaller: its encoding is the transport's 64 KB high-water mark, so an answer in flight
+# holds about that much. A stream's partial images go in CHUNKs: fewer writes, sooner.
 HELD_CHUNK = 3 * 16 * 1024
 __all__ = ["CHUNK", "HELD_CHUNK", "Base64Answer", "ImageB64", "b64_length", "render_json"]
 
@@ -47,9 +48,10 @@ class Base64Answer:
     marker. Images of `project_id`: stored ones are read from the file store, an untracked
     generation's from the file it holds them in."""
 
-    def __init__(self, files: FileStore, project_id: str) -> None:
+    def __init__(self, files: FileStore, project_id: str, held_chunk: int = HELD_CHUNK) -> None:
         self.files = files
         self.project_id = project_id
+        self.held_chunk = held_chunk  # raw bytes per piece read from a held file
         self._token = f"imagegate-b64-{secrets.token_hex(12)}-"
         self._images: list[GeneratedImage] = []
 
@@ -69,11 +71,17 @@ class Base64Answer:
         length = sum(map(len, texts)) + sum(b64_length(self._images[n].size) for n in numbers)
 
         async def stream() -> AsyncIterator[bytes]:
+            # The JSON around an image goes out with its first piece: one write less
+            # (each write may wait for the client to read: it counts under load).
+            pending = b""
             for text, source in zip(texts, [*sources, None], strict=True):
-                yield text
+                pending += text
                 if source is not None:
                     async for chunk in _encoded(source):
-                        yield chunk
+                        yield pending + chunk if pending else chunk
+                        pending = b""
+            if pending:
+                yield pending
 
         return stream(), length
 
@@ -86,7 +94,7 @@ class Base64Answer:
         if image.data is not None:
             return _chunks_of(image.data)
         if image.held is not None:
-            return image.held.chunks(HELD_CHUNK)
+            return image.held.chunks(self.held_chunk)
         chunks = await self.files.chunks(self.project_id, image.digest, CHUNK)
         if chunks is None:
             raise ImagegateError(f"image {image.digest} of {self.project_id} is missing")

@@ -1,4 +1,4 @@
-"""An image held in a file that has no name any more (see `StagedFile.hold`)."""
+"""An image's bytes in an open file, whose name may be gone (see `StagedFile.hold`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 
 
 class HeldImage:
-    """The bytes of an image kept nowhere (an untracked generation's), in a file that
-    has no name any more: read in chunks for its answer, never whole in memory. The
-    descriptor is closed when nothing refers to the image."""
+    """The bytes of an image kept nowhere (an untracked generation's), or not kept yet
+    (a partial image passed on before it is stored), in an open file that may have no
+    name any more: read in chunks for its answer, never whole in memory. The descriptor
+    is closed when nothing refers to the image."""
 
     def __init__(self, fd: int, size: int) -> None:
         self.size = size

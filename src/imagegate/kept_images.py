@@ -109,6 +109,29 @@ class ImageKeeper:
             held=held,
         )
 
+    def preview(self, image: ImageFile, index: int) -> GeneratedImage:
+        """A partial image as it is, before it is kept: passed on at once, read from its
+        own file (which stays readable while `keep` commits it)."""
+        if isinstance(image, MemoryFile):  # a provider used on its own
+            data = image.getvalue()
+            mimetype, width, height = inspect_image(data[:_SNIFF_BYTES], data)
+            sha256, size, held = hashlib.sha256(data).digest(), len(data), None
+        elif isinstance(image, StagedFile):
+            mimetype, width, height = inspect_image(image.head(_SNIFF_BYTES), image.path)
+            sha256, size, held, data = image.sha256, image.size, image.reader(), None
+        else:
+            raise TypeError(f"not an image file: {type(image).__name__}")
+        return GeneratedImage(
+            index=index,
+            digest=weave_digest_of(sha256),
+            mimetype=mimetype,
+            size=size,
+            width=width,
+            height=height,
+            data=data,
+            held=held,
+        )
+
     async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
         """An image's bytes: in memory when the generation has them, else (a stored
         image, a replay, a generation read back from its call) from the file store."""

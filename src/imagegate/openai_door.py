@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 
 from imagegate import keepalive
-from imagegate.b64_answer import Base64Answer, ImageB64
+from imagegate.b64_answer import CHUNK, Base64Answer, ImageB64
 from imagegate.core import Imagegate
 from imagegate.error_answers import openai_error
 from imagegate.errors import as_tree_error, failure_kind
@@ -210,7 +210,7 @@ async def _stream(
     }
 
     # Each image's base64 is streamed from the file store into its event.
-    answer = Base64Answer(app.files, door.req.project_id)
+    answer = Base64Answer(app.files, door.req.project_id, held_chunk=CHUNK)
 
     async def events() -> AsyncIterator[bytes]:
         item = first

@@ -462,12 +462,14 @@ class GenerationService:
         keep_in = project_id if track else None
         keep = self.images.keep
 
+        partials: list[PartialImage] = []
+
         async def collect(partial: PartialImage) -> None:
-            # Kept (stored) as it comes, so it is passed on from the file store.
-            kept = await keep(keep_in, partial.file, partial.index, None, "b64_json")
-            outcome.partials.append(kept)
+            # Passed on at once from its own file; kept (stored) with the images, so
+            # storing it never delays the stream.
+            partials.append(partial)
             if on_partial is not None:
-                await on_partial(kept)
+                await on_partial(self.images.preview(partial.file, partial.index))
 
         # The temp files a provider decodes its answer into: each is committed to the
         # store or, whatever happens, discarded at the end.
@@ -488,6 +490,9 @@ class GenerationService:
                 outcome.images.append(
                     await keep(keep_in, image.file, index, image.revised_prompt, response_format)
                 )
+            for partial in partials:
+                kept = await keep(keep_in, partial.file, partial.index, None, "b64_json")
+                outcome.partials.append(kept)
         except (ProviderError, StorageError) as exc:
             outcome.fail(exc)
         except Exception:

@@ -213,8 +213,7 @@ class OpenAIProvider:
                                 raise _stream_error(data["error"], "", api_key)
                             kind = str(data.get("type") or "")
                             if kind.endswith(".completed"):
-                                image = _StreamedImage(None, file=event.file)
-                                image.invalid = event.invalid
+                                image = _StreamedImage(None, file=event.file, invalid=event.invalid)
                                 return _Streamed([image], data.get("usage"))
                             if not kind.endswith(".partial_image"):
                                 continue

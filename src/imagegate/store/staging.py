@@ -61,6 +61,12 @@ class StagedFile:
         with self.path.open("rb") as f:
             return f.read(size)
 
+    def reader(self) -> HeldImage:
+        """What was written so far, readable while the file is committed or discarded
+        meanwhile (the open file outlives its name)."""
+        self._file.flush()
+        return HeldImage(os.open(self.path, os.O_RDONLY), self.size)
+
     def hold(self) -> HeldImage:
         """What was written, as a `HeldImage` (for an image that is not kept): the file
         is closed and its name removed, so nothing is left behind whatever happens."""

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
-from imagegate.b64_answer import Base64Answer
+from imagegate.b64_answer import CHUNK, Base64Answer
 from imagegate.errors import (
     BudgetExceeded,
     Forbidden,
@@ -241,7 +241,7 @@ async def _stream(
     )
     first = await anext(items)
     # Each preview's base64 is streamed from the file store into its event.
-    answer = Base64Answer(ctx.app.files, project_id)
+    answer = Base64Answer(ctx.app.files, project_id, held_chunk=CHUNK)
 
     async def events() -> AsyncIterator[bytes]:
         item = first
