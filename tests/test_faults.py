@@ -29,6 +29,7 @@ from imagegate.config import Settings
 from imagegate.digest import weave_digest
 from imagegate.recovery import INTERRUPTED
 from imagegate.store import LocalFileStore
+from imagegate.store.staging import StagedFile
 from tests.backends import stored_files
 from tests.conftest import Backend, LiveServer, start_server, stop_server
 from tests.fake_openai import FakeOpenAI, Reply, error_body, small_png
@@ -392,6 +393,14 @@ class FullDisk(LocalFileStore):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self.free -= len(data)
         LocalFileStore._write(path, data)
+
+    def _commit(self, staged: StagedFile, path: Path) -> None:  # type: ignore[override]
+        # An image a provider wrote into a staged file: its bytes are already on the
+        # disk, so a full disk refuses them while they are written; here, at commit.
+        if staged.size > self.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.free -= staged.size
+        LocalFileStore._commit(staged, path)
 
 
 async def test_disk_full_is_a_clear_error_with_nothing_partial(

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from imagegate.held_image import HeldImage
 from imagegate.pricing import normalize_usage
 
 ResponseFormat = Literal["b64_json", "url"]
@@ -28,7 +30,7 @@ _FROZEN = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base6
 class GeneratedImage(BaseModel):
     """One image of a generation."""
 
-    model_config = _FROZEN
+    model_config = ConfigDict(**_FROZEN, arbitrary_types_allowed=True)
 
     index: int  # its place among the generation's images (Weave's `source_index`)
     digest: str  # Weave digest of the bytes (see imagegate.digest)
@@ -40,9 +42,13 @@ class GeneratedImage(BaseModel):
     # Digest of the stored Weave `Content` metadata.json; None when nothing was stored
     # (`track_llm_call: false`), in which case the image exists only in `data`.
     metadata_digest: str | None = None
-    # The bytes, while the generation is in memory or when they are stored nowhere else;
-    # None for a generation read back from its call (the file store has them by digest).
+    # The bytes of an image stored nowhere else, when they are in memory (a replay's,
+    # read back from its idempotency record); None for a stored image (the file store
+    # has it by digest) and for an untracked generation's own images (`held`).
     data: bytes | None = Field(default=None, repr=False)
+    # An untracked generation's image as it came from the provider: a nameless file its
+    # answer streams from, so the image is never whole in memory. Not serialised.
+    held: HeldImage | None = Field(default=None, repr=False, exclude=True)
 
     @property
     def stored(self) -> bool:
@@ -50,9 +56,17 @@ class GeneratedImage(BaseModel):
 
     @property
     def b64(self) -> str:
-        if self.data is None:
-            raise ValueError(f"image {self.digest} has no bytes in memory")
-        return base64.b64encode(self.data).decode()
+        """The base64, whole (only for small images: answers stream it instead)."""
+        data = self.held.read() if self.data is None and self.held is not None else self.data
+        if data is None:
+            raise ValueError(f"image {self.digest} has no bytes at hand")
+        return base64.b64encode(data).decode()
+
+
+# Receives each partial image of a streamed generation once it is kept.
+KeptPartialSink = Callable[[GeneratedImage], Awaitable[None]]
+# What gives an image's base64 while an answer is built (`Base64Answer.marker` streams it).
+ImageB64 = Callable[[GeneratedImage], str]
 
 
 class GenerationError(BaseModel):
@@ -174,7 +188,9 @@ class Generation(BaseModel):
         """JSON for keeping (idempotent replays). Image bytes are kept only for images
         stored nowhere else; `from_record` gives back an equal answer."""
         images = [
-            image.model_dump(mode="json", exclude={"data"} if image.stored else None)
+            image.model_dump(mode="json", exclude={"data"})
+            if image.stored
+            else _with_data(image).model_dump(mode="json")
             for image in self.images
         ]
         return {**self.model_dump(mode="json", exclude={"images"}), "images": images}
@@ -183,3 +199,10 @@ class Generation(BaseModel):
     def from_record(cls, record: Any) -> Generation:
         # Through JSON, so bytes kept as base64 decode as they were encoded.
         return cls.model_validate_json(json.dumps(record))
+
+
+def _with_data(image: GeneratedImage) -> GeneratedImage:
+    """An unstored image with its bytes in memory (for a record, which must hold them)."""
+    if image.data is None and image.held is not None:
+        return image.model_copy(update={"data": image.held.read()})
+    return image

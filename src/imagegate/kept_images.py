@@ -1,9 +1,10 @@
 """Keeping a generation's images: inspect each one (true type, dimensions), hash it once,
 and for a tracked call store it with its Weave `Content` metadata.
 
-An image arrives either as bytes (local providers, streamed partials, edit inputs) or as
-a file the provider decoded its answer into (`StagedFile`): the latter is committed to
-the file store as it is, never read back into memory.
+An image arrives as the file a provider wrote it into (`StagedFile`): for a tracked call
+it is committed to the file store as it is, and for an untracked one it becomes a
+`HeldImage` its answer streams from; either way it is never read whole into memory.
+Bytes come only from callers that have them already (edit inputs).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from PIL import Image
 from imagegate.digest import weave_digest_of
 from imagegate.errors import ImagegateError, ImagesNotStored, InvalidProviderOutput, StorageError
 from imagegate.generation import GeneratedImage, Generation
+from imagegate.held_image import HeldImage
+from imagegate.providers.base import ImageFile, MemoryFile
 from imagegate.store import FileStore
 from imagegate.store.staging import StagedFile
 from imagegate.urls import SVG_MIMETYPE, sniff_image_type
@@ -55,14 +58,18 @@ class ImageKeeper:
     async def keep(
         self,
         project_id: str | None,
-        image: bytes | StagedFile,
+        image: bytes | ImageFile,
         index: int,
         revised_prompt: str | None,
         response_format: str,
     ) -> GeneratedImage:
         """Inspect an image and, for a tracked call (`project_id`), store it with its
-        Weave metadata file. A staged file is stored as it is (its bytes are not kept in
-        memory); bytes stay with the image (an untracked call answers from them)."""
+        Weave metadata file. A staged file is stored as it is, or for an untracked call
+        held (its answer streams from it); bytes stay with the image."""
+        if isinstance(image, MemoryFile):  # a provider used on its own
+            image = image.getvalue()
+        if not isinstance(image, StagedFile | bytes):
+            raise TypeError(f"not an image file: {type(image).__name__}")
         if isinstance(image, StagedFile):
             mimetype, width, height = inspect_image(image.head(_SNIFF_BYTES), image.path)
             sha256, size = image.sha256, image.size
@@ -85,11 +92,10 @@ class ImageKeeper:
                 )
             except (StorageError, OSError) as exc:
                 raise _storage_failed(project_id, exc) from exc
+        held: HeldImage | None = None
         if isinstance(image, StagedFile) and project_id is None:
-            data: bytes | None = image.read()  # nowhere else to answer from
-            image.discard()
-        else:
-            data = None if isinstance(image, StagedFile) else image
+            held = image.hold()  # nowhere else to answer from
+        data = image if isinstance(image, bytes) else None
         return GeneratedImage(
             index=index,
             digest=digest,
@@ -100,6 +106,30 @@ class ImageKeeper:
             revised_prompt=revised_prompt,
             metadata_digest=metadata_digest,
             data=data,
+            held=held,
+        )
+
+    def preview(self, image: ImageFile, index: int) -> GeneratedImage:
+        """A partial image as it is, before it is kept: passed on at once, read from its
+        own file (which stays readable while `keep` commits it)."""
+        if isinstance(image, MemoryFile):  # a provider used on its own
+            data = image.getvalue()
+            mimetype, width, height = inspect_image(data[:_SNIFF_BYTES], data)
+            sha256, size, held = hashlib.sha256(data).digest(), len(data), None
+        elif isinstance(image, StagedFile):
+            mimetype, width, height = inspect_image(image.head(_SNIFF_BYTES), image.path)
+            sha256, size, held, data = image.sha256, image.size, image.reader(), None
+        else:
+            raise TypeError(f"not an image file: {type(image).__name__}")
+        return GeneratedImage(
+            index=index,
+            digest=weave_digest_of(sha256),
+            mimetype=mimetype,
+            size=size,
+            width=width,
+            height=height,
+            data=data,
+            held=held,
         )
 
     async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:

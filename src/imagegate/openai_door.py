@@ -20,13 +20,12 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import Headers
 
 from imagegate import keepalive
-from imagegate.b64_answer import Base64Answer, ImageB64
+from imagegate.b64_answer import CHUNK, Base64Answer, ImageB64
 from imagegate.core import Imagegate
 from imagegate.error_answers import openai_error
 from imagegate.errors import as_tree_error, failure_kind
-from imagegate.generation import GeneratedImage, Generation
+from imagegate.generation import GeneratedImage, Generation, KeptPartialSink
 from imagegate.openai_request import DoorRequest
-from imagegate.providers.base import PartialImage
 from imagegate.store import Principal
 from imagegate.streaming import stream_generation
 from imagegate.urls import public_base
@@ -79,7 +78,7 @@ def _run(
     caller: Principal,
     door: DoorRequest,
     headers: Mapping[str, str],
-    on_partial: Callable[[PartialImage], Awaitable[None]] | None,
+    on_partial: KeptPartialSink | None,
 ) -> Awaitable[Generation]:
     def work() -> Awaitable[Generation]:
         return app.generation.generate(
@@ -110,19 +109,8 @@ async def _json_answer(app: Imagegate, generation: Generation, base_url: str) ->
     if generation.response_format == "url":
         return JSONResponse(images_response(generation, link), headers=headers)
     # Each image's base64 streamed from the file store into the JSON around it.
-    answer = Base64Answer(app.files, generation)
+    answer = Base64Answer(app.files, generation.project_id)
     return await answer.response(images_response(generation, link, answer.marker), headers)
-
-
-async def with_bytes(app: Imagegate, generation: Generation) -> Generation:
-    """The generation with every image's bytes (a replayed one has digests only)."""
-    images = [
-        image
-        if image.data is not None
-        else image.model_copy(update={"data": await app.generation.image_bytes(generation, image)})
-        for image in generation.images
-    ]
-    return generation.model_copy(update={"images": tuple(images)})
 
 
 def error_answer(generation: Generation) -> JSONResponse | None:
@@ -149,9 +137,8 @@ def images_response(
     b64: ImageB64 = lambda image: image.b64,
 ) -> dict[str, Any]:
     """OpenAI's `ImagesResponse`, derived from the Generation (the one place it is made).
-    `b64` gives each image's base64 (by default from its bytes, which `with_bytes`
-    gives; `Base64Answer.marker` for an answer streamed from the file store) unless URLs
-    were asked for."""
+    `b64` gives each image's base64 (`Base64Answer.marker`, for an answer streamed from
+    the file store; whole, by default) unless URLs were asked for."""
     data = []
     for image in generation.images:
         item: dict[str, Any]
@@ -222,6 +209,9 @@ async def _stream(
         "quality": inputs.quality if inputs.quality in STREAM_QUALITIES else "auto",
     }
 
+    # Each image's base64 is streamed from the file store into its event.
+    answer = Base64Answer(app.files, door.req.project_id, held_chunk=CHUNK)
+
     async def events() -> AsyncIterator[bytes]:
         item = first
         try:
@@ -229,8 +219,20 @@ async def _stream(
                 if item is None:
                     yield keepalive.HEARTBEAT
                 else:
-                    yield _sse(partial_event(kind, item, common, inputs.size or "auto"))
+                    event = partial_event(kind, item, common, inputs.size or "auto", answer.marker)
+                    body, _ = await answer.pieces(_sse(event))
+                    async for chunk in body:
+                        yield chunk
                 item = await anext(items)
+            failure = error_answer(item)
+            if failure is not None:
+                yield _sse({"type": "error", **json.loads(failure.body)}, "error")
+                return
+            # Every image's file opened before the first completed event goes out.
+            bodies = [
+                await answer.pieces(_sse(event))
+                for event in completed_events(kind, item, common, answer.marker)
+            ]
         except Exception as exc:
             log.error("streamed generation failed: %r", exc)
             tree = as_tree_error(exc)  # the status is gone: the event says what it would
@@ -239,12 +241,9 @@ async def _stream(
             return
         finally:
             await items.aclose()
-        failure = error_answer(item)
-        if failure is not None:
-            yield _sse({"type": "error", **json.loads(failure.body)}, "error")
-            return
-        for event in completed_events(kind, await with_bytes(app, item), common):
-            yield _sse(event)
+        for body, _ in bodies:
+            async for chunk in body:
+                yield chunk
 
     return StreamingResponse(
         events(), media_type="text/event-stream", headers=keepalive.NO_BUFFERING
@@ -257,11 +256,11 @@ def _sse(data: dict[str, Any], event: str | None = None) -> bytes:
 
 
 def partial_event(
-    kind: str, partial: PartialImage, common: dict[str, str], size: str
+    kind: str, partial: GeneratedImage, common: dict[str, str], size: str, b64: ImageB64
 ) -> dict[str, Any]:
     return {
         "type": f"{kind}.partial_image",
-        "b64_json": partial.b64_json,
+        "b64_json": b64(partial),
         "partial_image_index": partial.index,
         "created_at": _now(),
         "size": size,
@@ -270,10 +269,10 @@ def partial_event(
 
 
 def completed_events(
-    kind: str, generation: Generation, common: dict[str, str]
+    kind: str, generation: Generation, common: dict[str, str], b64: ImageB64
 ) -> list[dict[str, Any]]:
     """The completed event of each image, derived from the same `ImagesResponse`."""
-    shaped = images_response(generation)
+    shaped = images_response(generation, b64=b64)
     usage = shaped.get("usage") or {
         "input_tokens": 0,
         "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},

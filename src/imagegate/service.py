@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import logging
 import time
@@ -23,18 +22,18 @@ from imagegate.errors import (
     StorageError,
     StorageUnavailable,
 )
-from imagegate.generation import GeneratedImage, Generation, GenerationError, ImageFailure
+from imagegate.generation import (
+    GeneratedImage,
+    Generation,
+    GenerationError,
+    ImageFailure,
+    KeptPartialSink,
+)
 from imagegate.ids import uuid7
 from imagegate.kept_images import ImageKeeper
 from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider
-from imagegate.providers.base import (
-    EditFiles,
-    PartialImage,
-    PartialSink,
-    ProviderResult,
-    Secret,
-)
+from imagegate.providers.base import EditFiles, PartialImage, ProviderResult, Secret
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
@@ -211,15 +210,15 @@ class GenerationService:
         *,
         track: bool = True,
         edit: EditFiles | None = None,
-        on_partial: PartialSink | None = None,
+        on_partial: KeptPartialSink | None = None,
         checked: ImageRequest | None = None,
     ) -> Generation:
         """Generate (or, with `edit`, edit), store and record one request's images: the
         typed result every door derives its answer from. InvalidInput (422), RateLimited
         (429) and BudgetExceeded (402) come before anything is stored or any provider is
         called. With `on_partial` the request may stream: each partial image goes to it as
-        soon as the provider has it. `checked` is what `check` made of these same inputs,
-        when the caller has it already."""
+        soon as the provider has it and it is kept. `checked` is what `check` made of these
+        same inputs, when the caller has it already."""
         request = checked or await self.check(
             project_id, inputs, track=track, edit=edit, allow_stream=on_partial is not None
         )
@@ -313,7 +312,7 @@ class GenerationService:
         track: bool,
         amount: float | None,
         reservation: Reservation,
-        on_partial: PartialSink | None = None,
+        on_partial: KeptPartialSink | None = None,
     ) -> Generation:
         spec = request.spec
         response_format = inputs.response_format or "b64_json"
@@ -457,22 +456,25 @@ class GenerationService:
         project_id: str,
         track: bool,
         response_format: str,
-        on_partial: PartialSink | None = None,
+        on_partial: KeptPartialSink | None = None,
     ) -> _Outcome:
         """Ask the provider (streaming when asked and the provider can), then inspect (and
         for a tracked call store) each image and partial image. Failures come back in the
         outcome, never raised."""
         started = time.perf_counter()
         outcome = _Outcome(result=ProviderResult(images=[]))
+        keep_in = project_id if track else None
+        keep = self.images.keep
+
         partials: list[PartialImage] = []
 
         async def collect(partial: PartialImage) -> None:
+            # Passed on at once from its own file; kept (stored) with the images, so
+            # storing it never delays the stream.
             partials.append(partial)
             if on_partial is not None:
-                await on_partial(partial)
+                await on_partial(self.images.preview(partial.file, partial.index))
 
-        keep_in = project_id if track else None
-        keep = self.images.keep
         # The temp files a provider decodes its answer into: each is committed to the
         # store or, whatever happens, discarded at the end.
         staged: list[StagedFile] = []
@@ -489,13 +491,12 @@ class GenerationService:
                 outcome.result = await provider.generate(request)
             outcome.provider_seconds = time.perf_counter() - started
             for index, image in enumerate(outcome.result.images):
-                kept = image.file if isinstance(image.file, StagedFile) else image.data
                 outcome.images.append(
-                    await keep(keep_in, kept, index, image.revised_prompt, response_format)
+                    await keep(keep_in, image.file, index, image.revised_prompt, response_format)
                 )
             for partial in partials:
-                data = base64.b64decode(partial.b64_json)
-                outcome.partials.append(await keep(keep_in, data, partial.index, None, "b64_json"))
+                kept = await keep(keep_in, partial.file, partial.index, None, "b64_json")
+                outcome.partials.append(kept)
         except (ProviderError, StorageError) as exc:
             outcome.fail(exc)
         except Exception:

@@ -12,8 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from imagegate.generation import Generation
-from imagegate.providers.base import PartialImage, PartialSink
+from imagegate.generation import GeneratedImage, Generation, KeptPartialSink
 
 # The event loop keeps only weak references to tasks: running ones live here.
 _running: set[asyncio.Task[None]] = set()
@@ -30,15 +29,15 @@ class _Failed:
 
 
 async def stream_generation(
-    work: Callable[[PartialSink], Awaitable[Generation]], heartbeat: float | None = None
-) -> AsyncIterator[PartialImage | Generation | None]:
-    """Each partial image as it comes, then the Generation; `work`'s errors are raised
+    work: Callable[[KeptPartialSink], Awaitable[Generation]], heartbeat: float | None = None
+) -> AsyncIterator[GeneratedImage | Generation | None]:
+    """Each partial image as it comes (once kept), then the Generation; `work`'s errors are raised
     here, in order. `work(sink)` runs to its end whether or not this is read. With
     `heartbeat`, None comes after each `heartbeat` seconds without anything else (the
     stream sends a keep-alive then, so no proxy takes it for dead)."""
-    queue: asyncio.Queue[PartialImage | _Done | _Failed] = asyncio.Queue()
+    queue: asyncio.Queue[GeneratedImage | _Done | _Failed] = asyncio.Queue()
 
-    async def sink(partial: PartialImage) -> None:
+    async def sink(partial: GeneratedImage) -> None:
         queue.put_nowait(partial)
 
     async def run() -> None:
@@ -51,7 +50,7 @@ async def stream_generation(
     _running.add(task)
     task.add_done_callback(_running.discard)
     # One pending get at a time, never cancelled mid-wait, so no item is lost to a timeout.
-    pending: asyncio.Task[PartialImage | _Done | _Failed] | None = None
+    pending: asyncio.Task[GeneratedImage | _Done | _Failed] | None = None
     try:
         while True:
             if pending is None:

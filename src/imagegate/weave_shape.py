@@ -26,6 +26,7 @@ from imagegate.generation import (
     GeneratedImage,
     Generation,
     GenerationError,
+    ImageB64,
     ImageFailure,
     ResponseFormat,
 )
@@ -129,7 +130,9 @@ def _facts(image: GeneratedImage) -> dict[str, Any]:
     }
 
 
-def _item(gen: Generation, image: GeneratedImage, link: ImageLink | None) -> dict[str, Any]:
+def _item(
+    gen: Generation, image: GeneratedImage, link: ImageLink | None, b64: ImageB64
+) -> dict[str, Any]:
     facts = _facts(image)
     if image.stored:
         assert image.metadata_digest is not None
@@ -139,7 +142,7 @@ def _item(gen: Generation, image: GeneratedImage, link: ImageLink | None) -> dic
             facts["url"] = link(image)
     else:
         # Not tracked: nothing stored, nothing to reference; the provider's raw shape.
-        item = {"b64_json": image.b64}
+        item = {"b64_json": b64(image)}
     if image.revised_prompt:
         item["revised_prompt"] = image.revised_prompt
     item["content"] = facts
@@ -153,10 +156,10 @@ def _failures(failures: tuple[ImageFailure, ...]) -> list[dict[str, Any]]:
     ]
 
 
-def _response(gen: Generation, link: ImageLink | None) -> dict[str, Any]:
+def _response(gen: Generation, link: ImageLink | None, b64: ImageB64) -> dict[str, Any]:
     response: dict[str, Any] = {
         "created": gen.created,
-        "data": [_item(gen, image, link) for image in gen.images],
+        "data": [_item(gen, image, link, b64) for image in gen.images],
         "model": gen.model,
         "size": gen.size,
         "output_format": gen.output_format,
@@ -178,12 +181,19 @@ def error_response(error: GenerationError) -> dict[str, Any]:
     return body
 
 
-def weave_answer(gen: Generation, link: ImageLink | None = None) -> dict[str, Any]:
+def weave_answer(
+    gen: Generation, link: ImageLink | None = None, b64: ImageB64 | None = None
+) -> dict[str, Any]:
     """`ImageGenerationCreateRes` for /image/create. `link` gives the signed URL of a
-    stored image, added as `content.url` when URLs were asked for."""
+    stored image, added as `content.url` when URLs were asked for; `b64` the base64 of
+    an untracked one (`Base64Answer.marker`, for an answer streamed from its file)."""
     if gen.error is not None:
         return {"response": error_response(gen.error), "weave_call_id": gen.call_id}
-    return {"response": _response(gen, link), "weave_call_id": gen.call_id}
+    return {"response": _response(gen, link, b64 or _whole_b64), "weave_call_id": gen.call_id}
+
+
+def _whole_b64(image: GeneratedImage) -> str:
+    return image.b64
 
 
 def weave_failure(exc: Exception) -> bytes:
@@ -202,9 +212,11 @@ def call_output(gen: Generation) -> dict[str, Any] | None:
     and a streamed generation's partial images, as Content like its images."""
     if gen.error is not None:
         return None
-    output = _response(gen, None)
+    output = _response(gen, None, _whole_b64)
     if gen.partial_images:
-        output["partial_images"] = [_item(gen, image, None) for image in gen.partial_images]
+        output["partial_images"] = [
+            _item(gen, image, None, _whole_b64) for image in gen.partial_images
+        ]
     return output
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from imagegate import keepalive
 from imagegate.api.deps import App, Caller, authorize
+from imagegate.b64_answer import Base64Answer
 from imagegate.generation import Generation
 from imagegate.idempotency import request_hash
 from imagegate.schemas import ImageGenerationCreateReq, ImageGenerationCreateRes
@@ -53,7 +54,11 @@ async def image_create(
     link = app.generation.image_link(req.project_id, base_url)
 
     async def render(generation: Generation) -> Response:
-        return JSONResponse(weave_answer(generation, link))
+        if all(image.stored for image in generation.images):
+            return JSONResponse(weave_answer(generation, link))
+        # Untracked: each image's base64 streamed from the file that holds it.
+        answer = Base64Answer(app.files, req.project_id)
+        return await answer.response(weave_answer(generation, link, answer.marker), {})
 
     interval = keepalive.interval_for(
         request.headers, app.settings.keepalive_interval, unasked=True

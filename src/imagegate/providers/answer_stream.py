@@ -76,6 +76,19 @@ class Base64Writer:
             raise InvalidBase64("its length is not a multiple of 4")
 
 
+def decode_into(b64: str, sink: ImageSink, piece: int = 1 << 20) -> None:
+    """Base64 text already whole in memory (an SDK's parsed answer) decoded into `sink`
+    a piece at a time, so no second whole copy is made; InvalidBase64 if it is not."""
+    writer = Base64Writer(sink)
+    for start in range(0, len(b64), piece):
+        try:
+            text = b64[start : start + piece].encode("ascii")
+        except UnicodeEncodeError:
+            raise InvalidBase64("a character that is not base64") from None
+        writer.feed(text)
+    writer.close()
+
+
 class AnswerScanner:
     """Feed it the answer's bytes as they come; `close()` gives the parsed JSON with each
     `b64_json` value replaced by the number of the sink (from `new_sink`) it went to."""
@@ -95,6 +108,11 @@ class AnswerScanner:
             pos = self._state(chunk, pos)
         if len(self._kept) > _MAX_KEPT:
             raise MalformedAnswer("too much JSON besides the images")
+
+    @property
+    def kept(self) -> bytes:
+        """The JSON read so far, without the images."""
+        return bytes(self._kept)
 
     def close(self) -> Any:
         if self._state != self._outside:
@@ -194,3 +212,102 @@ class AnswerScanner:
             writer.feed(text)
         except InvalidBase64 as exc:
             self.errors[number] = str(exc)
+
+
+class StreamedEvent:
+    """One server-sent event: its `data` JSON, with the image its `b64_json` held (if
+    any) in `file`, and why that image's base64 was refused (`invalid`)."""
+
+    def __init__(self, data: Any, file: ImageSink | None, invalid: str | None) -> None:
+        self.data = data
+        self.file = file
+        self.invalid = invalid
+
+
+class EventScanner:
+    """An upstream's server-sent events (OpenAI's image stream) read as they arrive:
+    each event's `data` goes through an `AnswerScanner` of its own, so its image is
+    decoded into a sink from `new_sink` and never held whole. `feed` gives the events
+    each chunk completes; `done` turns true at a `[DONE]` event."""
+
+    _MAX_FIELD = 1024  # a field name longer than this: not an event stream
+
+    def __init__(self, new_sink: Callable[[], ImageSink]) -> None:
+        self.new_sink = new_sink
+        self.done = False
+        self._field = bytearray()  # the current line's field name, until its colon
+        self._state = self._at_field
+        self._skip_space = False  # one space may follow a field's colon
+        self._data: AnswerScanner | None = None  # the current event's data
+        self._events: list[StreamedEvent] = []
+
+    def feed(self, chunk: bytes) -> list[StreamedEvent]:
+        pos = 0
+        while pos < len(chunk):
+            pos = self._state(chunk, pos)
+        events, self._events = self._events, []
+        return events
+
+    def _at_field(self, chunk: bytes, pos: int) -> int:
+        newline = chunk.find(b"\n", pos)
+        colon = chunk.find(b":", pos, len(chunk) if newline < 0 else newline)
+        if colon < 0 and newline < 0:
+            self._field += chunk[pos:]
+            if len(self._field) > self._MAX_FIELD:
+                raise MalformedAnswer("not an event stream")
+            return len(chunk)
+        end = colon if colon >= 0 else newline
+        name = bytes(self._field + chunk[pos:end]).strip(b"\r")
+        self._field.clear()
+        if colon < 0:  # a line without a colon: an empty one ends the event
+            if not name:
+                self._dispatch()
+            return newline + 1
+        if name == b"data":
+            if self._data is None:
+                self._data = AnswerScanner(self.new_sink)
+            else:  # data lines join with a line break (whitespace, between JSON tokens)
+                self._data.feed(b"\n")
+            self._skip_space = True
+            self._state = self._in_data
+        else:  # a comment, `event:` (the type is in the data too), `id:`, `retry:`
+            self._state = self._skipping
+        return colon + 1
+
+    def _in_data(self, chunk: bytes, pos: int) -> int:
+        if self._skip_space:
+            self._skip_space = False
+            if chunk[pos] == 0x20:
+                pos += 1
+        newline = chunk.find(b"\n", pos)
+        end = len(chunk) if newline < 0 else newline
+        assert self._data is not None
+        self._data.feed(chunk[pos:end])
+        if newline < 0:
+            return end
+        self._state = self._at_field
+        return newline + 1
+
+    def _skipping(self, chunk: bytes, pos: int) -> int:
+        newline = chunk.find(b"\n", pos)
+        if newline < 0:
+            return len(chunk)
+        self._state = self._at_field
+        return newline + 1
+
+    def _dispatch(self) -> None:
+        scanner, self._data = self._data, None
+        if scanner is None:
+            return  # an event without data (a keep-alive comment's blank line)
+        if scanner.kept.strip() == b"[DONE]":
+            self.done = True
+            return
+        data = scanner.close()
+        file: ImageSink | None = None
+        invalid = None
+        for number, writer in enumerate(scanner.writers):
+            if writer.empty or file is not None:
+                writer.sink.discard()  # type: ignore[attr-defined]
+            else:
+                file, invalid = writer.sink, scanner.errors.get(number)
+        self._events.append(StreamedEvent(data, file, invalid))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -55,26 +56,34 @@ class EditFiles:
     markup: InputImage | None = None
 
 
-@dataclass(frozen=True)
-class PartialImage:
-    """One progressive render of a streamed generation, as base64 (the form it travels
-    in both ways, so passing an upstream's partial on costs no re-encoding)."""
-
-    index: int
-    b64_json: str
-
-
-# Receives each partial image as soon as the provider has it.
-PartialSink = Callable[[PartialImage], Awaitable[None]]
-
-
 class ImageFile(Protocol):
-    """Where a provider decodes an image it receives (a temp file in the file store,
-    hashed as it is written: `imagegate.store.staging.StagedFile`)."""
+    """Where a provider puts an image it makes or receives, as the bytes come (a temp
+    file in the file store, hashed as it is written: `imagegate.store.staging.StagedFile`).
+    A provider never holds an image whole: it writes into one of these."""
 
     def write(self, data: bytes) -> None: ...
 
     def discard(self) -> None: ...
+
+
+class MemoryFile(io.BytesIO):
+    """An image in memory: where a provider is called without `image_files` (on its
+    own, outside the generation service)."""
+
+    def discard(self) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """One progressive render of a streamed generation, in its own file."""
+
+    index: int
+    file: ImageFile
+
+
+# Receives each partial image as soon as the provider has it.
+PartialSink = Callable[[PartialImage], Awaitable[None]]
 
 
 # Gives a new ImageFile for each image of an answer.
@@ -98,8 +107,7 @@ class ImageRequest:
     markup: InputImage | None = None
     # Streaming: how many partial images to send before the final one (None: no stream).
     partial_images: int | None = None
-    # Where a provider that can decode its answer as it arrives puts each image (else
-    # it answers with the bytes in memory).
+    # Where the provider puts each image (`new_file`; without it, memory).
     image_files: ImageFiles | None = None
 
     @property
@@ -125,6 +133,10 @@ class ImageRequest:
     def output_format(self) -> str:
         return str(self.params.get("output_format", self.spec.output_format))
 
+    def new_file(self) -> ImageFile:
+        """A new file for one image of the answer."""
+        return self.image_files() if self.image_files is not None else MemoryFile()
+
     @property
     def width(self) -> int:
         return int(self.size.split("x")[0])
@@ -136,11 +148,10 @@ class ImageRequest:
 
 @dataclass(frozen=True)
 class GeneratedImage:
-    """An image a provider made: its bytes, or the file they were decoded into."""
+    """An image a provider made: the file (from `ImageRequest.new_file`) it wrote it to."""
 
-    data: bytes = b""
+    file: ImageFile
     revised_prompt: str | None = None
-    file: ImageFile | None = None
 
 
 @dataclass(frozen=True)

@@ -68,4 +68,8 @@ class LiteLLMProvider:
                     kwargs["mask"] = _file(request.mask)
             return await endpoint(**kwargs)
 
-        return await generate_with_retries(spec, call, timeout_s=request.timeout_s, api_key=api_key)
+        # LiteLLM answers each image's base64 whole; it is decoded into the request's
+        # files a piece at a time, so the image itself is never a second whole copy.
+        return await generate_with_retries(
+            spec, call, request.new_file, timeout_s=request.timeout_s, api_key=api_key
+        )

@@ -9,14 +9,11 @@ the images of the others are kept and the failures are reported per item.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
-import io
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +36,13 @@ from imagegate.errors import (
     ProviderTimeout,
 )
 from imagegate.pricing import add_usage
-from imagegate.providers.answer_stream import AnswerScanner, MalformedAnswer
+from imagegate.providers.answer_stream import (
+    AnswerScanner,
+    EventScanner,
+    InvalidBase64,
+    MalformedAnswer,
+    decode_into,
+)
 from imagegate.providers.base import (
     GeneratedImage,
     ImageFile,
@@ -172,9 +175,6 @@ class OpenAIProvider:
                 kwargs["markup"] = _file(request.markup)
         return kwargs
 
-    def _endpoint(self, client: openai.AsyncOpenAI, request: ImageRequest) -> Any:
-        return client.images.edit if request.is_edit else client.images.generate
-
     async def _request(self, request: ImageRequest, n: int, batch: int) -> ProviderResult:
         spec = request.spec
         assert request.api_key is not None
@@ -183,52 +183,84 @@ class OpenAIProvider:
         endpoint = images.edit if request.is_edit else images.generate
         kwargs = self._kwargs(request, n)
         timeout_s = request.timeout_s
-        new_file = request.image_files or _MemoryFile
 
         async def call() -> Any:
             # The answer is read as it arrives, each image decoded into its own file.
-            return await read_answer(endpoint, kwargs, timeout_s, new_file)
+            return await read_answer(endpoint, kwargs, timeout_s, request.new_file)
 
         return await generate_with_retries(
-            spec, call, timeout_s=timeout_s, batch=batch, api_key=api_key
+            spec, call, request.new_file, timeout_s=timeout_s, batch=batch, api_key=api_key
         )
 
     async def generate_streaming(
         self, request: ImageRequest, on_partial: PartialSink
     ) -> ProviderResult:
-        """One image over the upstream's server-sent events; each partial image goes to
-        `on_partial` as soon as its event arrives. A stream that fails before its first
-        partial is retried like any request; after one, the failure is final (the caller
-        has already seen part of this attempt)."""
+        """One image over the upstream's server-sent events, read as they arrive: each
+        partial image is decoded into a file of its own and goes to `on_partial` as soon
+        as its event ends, and the final one likewise (no image is ever whole in memory).
+        A stream that fails before its first partial is retried like any request; after
+        one, the failure is final (the caller has already seen part of this attempt)."""
         spec = request.spec
         if request.api_key is None:
             return await self.generate(request)  # raises the missing-key error
         api_key = request.api_key.reveal()
-        endpoint = self._endpoint(self._client(spec, api_key), request)
+        images = self._client(spec, api_key).images.with_streaming_response
+        endpoint = images.edit if request.is_edit else images.generate
         kwargs = self._kwargs(request, 1)
         kwargs.update(stream=True, partial_images=request.partial_images)
         timeout_s = request.timeout_s
 
         async def call() -> Any:
-            stream = await endpoint(**kwargs, timeout=timeout_s)
+            scanner = EventScanner(request.new_file)
             sent = 0
             try:
-                async for event in stream:
-                    kind = getattr(event, "type", "")
-                    if kind.endswith(".partial_image"):
-                        await on_partial(PartialImage(event.partial_image_index, event.b64_json))
-                        sent += 1
-                    elif kind.endswith(".completed"):
-                        return _Streamed([_StreamedImage(event.b64_json)], event.usage)
-            except openai.APIError as exc:
-                if isinstance(exc, openai.APIStatusError | openai.APIConnectionError) and not sent:
+                async with endpoint(**kwargs, timeout=timeout_s) as response:
+                    async for chunk in _answer_chunks(response):
+                        for event in scanner.feed(chunk):
+                            data = event.data if isinstance(event.data, dict) else {}
+                            if data.get("error"):  # an `error` event: final
+                                raise _stream_error(data["error"], "", api_key)
+                            kind = str(data.get("type") or "")
+                            if kind.endswith(".completed"):
+                                image = _StreamedImage(None, file=event.file, invalid=event.invalid)
+                                return _Streamed([image], data.get("usage"))
+                            if not kind.endswith(".partial_image"):
+                                continue
+                            if event.file is None or event.invalid:
+                                raise InvalidProviderOutput(
+                                    "provider returned invalid base64 image data"
+                                )
+                            index = int(data.get("partial_image_index") or 0)
+                            await on_partial(PartialImage(index, event.file))
+                            sent += 1
+                        if scanner.done:
+                            break
+            except (openai.APIStatusError, openai.APIConnectionError) as exc:
+                if not sent:
                     raise  # nothing reached the caller: retried as usual
-                raise _stream_error(exc, api_key) from None
-            finally:
-                await stream.close()
+                body = exc.body if isinstance(exc.body, dict) else {}
+                raise _stream_error(body, exc.message, api_key) from None
             raise InvalidProviderOutput("the provider's stream ended without a completed image")
 
-        return await generate_with_retries(spec, call, timeout_s=timeout_s, api_key=api_key)
+        return await generate_with_retries(
+            spec, call, request.new_file, timeout_s=timeout_s, api_key=api_key
+        )
+
+
+def _decoded(b64: Any, new_file: ImageFiles) -> ImageFile | None:
+    """Base64 the SDK parsed decoded into a file of its own; None when it is not base64."""
+    if not isinstance(b64, str) or not b64:
+        return None
+    file = new_file()
+    try:
+        decode_into(b64, file)
+    except InvalidBase64:
+        file.discard()
+        return None
+    except BaseException:
+        file.discard()
+        raise
+    return file
 
 
 @dataclass
@@ -240,13 +272,6 @@ class _StreamedImage:
     invalid: str | None = None  # why that base64 was refused
 
 
-class _MemoryFile(io.BytesIO):
-    """An image decoded into memory, where the caller gave no files."""
-
-    def discard(self) -> None:
-        self.close()
-
-
 async def read_answer(
     endpoint: Any, kwargs: dict[str, Any], timeout_s: float, new_file: ImageFiles
 ) -> _Streamed:
@@ -256,16 +281,8 @@ async def read_answer(
     scanner = AnswerScanner(new_file)
     try:
         async with endpoint(**kwargs, timeout=timeout_s) as response:
-            try:
-                async for chunk in response.iter_bytes():
-                    scanner.feed(chunk)
-            except (MalformedAnswer, openai.APIError):
-                raise
-            except Exception as exc:  # the SDK's transport, as its own calls map it
-                kind = openai.APITimeoutError if "Timeout" in type(exc).__name__ else None
-                if kind is not None:
-                    raise kind(request=response.http_request) from exc
-                raise openai.APIConnectionError(request=response.http_request) from exc
+            async for chunk in _answer_chunks(response):
+                scanner.feed(chunk)
         answer = scanner.close()
         if not isinstance(answer, dict):
             raise MalformedAnswer("not a JSON object")
@@ -293,6 +310,25 @@ async def read_answer(
     return _Streamed(items, usage)
 
 
+async def _answer_chunks(response: Any) -> AsyncIterator[bytes]:
+    """The answer's bytes as they arrive; the transport's errors as the SDK's own calls
+    map them (a timeout, else a connection error)."""
+    iterator = aiter(response.iter_bytes())
+    while True:
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except openai.APIError:
+            raise
+        except Exception as exc:
+            kind = openai.APITimeoutError if "Timeout" in type(exc).__name__ else None
+            if kind is not None:
+                raise kind(request=response.http_request) from exc
+            raise openai.APIConnectionError(request=response.http_request) from exc
+        yield chunk
+
+
 @dataclass
 class _Streamed:
     """A completed stream, in the shape `read_images` reads (ImagesResponse's)."""
@@ -305,17 +341,18 @@ def _file(image: InputImage) -> tuple[str, bytes, str]:
     return (image.filename or f"image.{image.extension}", image.data, image.mimetype)
 
 
-def _stream_error(exc: openai.APIError, api_key: str | None) -> ProviderError:
-    """An `error` event in the middle of an upstream stream."""
-    body = exc.body if isinstance(exc.body, dict) else {}
+def _stream_error(body: Any, fallback: str, api_key: str | None) -> ProviderError:
+    """An `error` event (or a failure) in the middle of an upstream stream."""
+    body = body if isinstance(body, dict) else {}
     code = body.get("code") or body.get("type") or ""
     kind = ContentPolicyViolation if code in MODERATION_CODES else ProviderServerError
-    return kind(redact(str(body.get("message") or exc.message), api_key))
+    return kind(redact(str(body.get("message") or fallback or "the stream failed"), api_key))
 
 
 async def generate_with_retries(
     spec: ModelSpec,
     call: Callable[[], Awaitable[Any]],
+    new_file: ImageFiles,
     *,
     timeout_s: float,
     batch: int = 0,
@@ -349,7 +386,7 @@ async def generate_with_retries(
             record.update(latency_ms=_ms(started), status_code=200)
             attempts.append(record)
             try:
-                result = await read_images(response, spec)
+                result = await read_images(response, spec, new_file)
             except ProviderError as exc:
                 exc.attempts = attempts
                 raise
@@ -494,20 +531,18 @@ def _status_error(
     return kind(message, upstream_status=status, details=details), retry_after
 
 
-async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
+async def read_images(response: Any, spec: ModelSpec, new_file: ImageFiles) -> ProviderResult:
     raw_usage = getattr(response, "usage", None)
     usage = raw_usage.model_dump() if hasattr(raw_usage, "model_dump") else dict(raw_usage or {})
     items = list(response.data or [])
-    fetched = await asyncio.gather(*(_item_bytes(item, spec) for item in items))
+    fetched = await asyncio.gather(*(_item_file(item, spec, new_file) for item in items))
     result = ProviderResult(images=[], usage=usage)
     for item, outcome in zip(items, fetched, strict=True):
         if isinstance(outcome, ItemError):
             result.errors.append(outcome)
-        elif isinstance(outcome, bytes):
-            result.images.append(GeneratedImage(outcome, getattr(item, "revised_prompt", None)))
         else:
             revised = getattr(item, "revised_prompt", None)
-            result.images.append(GeneratedImage(revised_prompt=revised, file=outcome))
+            result.images.append(GeneratedImage(outcome, revised))
     if not result.images and result.errors:
         first = result.errors[0]
         raise ProviderError.of_type(first.error_type, first.message)
@@ -516,26 +551,24 @@ async def read_images(response: Any, spec: ModelSpec) -> ProviderResult:
     return result
 
 
-async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ImageFile | ItemError:
+async def _item_file(item: Any, spec: ModelSpec, new_file: ImageFiles) -> ImageFile | ItemError:
+    """One item of the answer in a file of its own: the one it was decoded into as it
+    arrived, else its base64 (an SDK's parsed answer) decoded, or its URL downloaded."""
     file: ImageFile | None = getattr(item, "file", None)
     if file is not None:
         if getattr(item, "invalid", None):
             file.discard()
             return ItemError("provider returned invalid base64 image data", "provider_error")
-        if isinstance(file, _MemoryFile):
-            data = file.getvalue()
-            file.discard()
-            return data
         return file
     if item.b64_json:
-        try:
-            return base64.b64decode(item.b64_json, validate=True)
-        except (binascii.Error, ValueError):
+        file = _decoded(item.b64_json, new_file)
+        if file is None:
             message = "provider returned invalid base64 image data"
             return ItemError(message, InvalidProviderOutput.error_type)
+        return file
     if item.url:
         try:
-            return await fetch_image(
+            data = await fetch_image(
                 item.url,
                 max_bytes=spec.max_download_bytes,
                 timeout_s=spec.timeout_s,
@@ -543,5 +576,8 @@ async def _item_bytes(item: Any, spec: ModelSpec) -> bytes | ImageFile | ItemErr
             )
         except ProviderError as exc:
             return ItemError(exc.message, exc.error_type)
+        file = new_file()
+        file.write(data)
+        return file
     message = "provider returned an image with neither data nor URL"
     return ItemError(message, InvalidProviderOutput.error_type)

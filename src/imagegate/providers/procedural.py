@@ -17,10 +17,18 @@ import math
 import random
 import re
 from importlib import resources
+from typing import Protocol
 
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
 RGB = tuple[int, int, int]
+
+
+class Writable(Protocol):
+    """Where an encoded picture goes, as Pillow's encoder produces it."""
+
+    def write(self, data: bytes, /) -> object: ...
+
 
 # Longest side of the canvas for the blurred layers (background, glow, soft shapes). They
 # have no fine detail, so drawing and blurring them small and upscaling once is much cheaper
@@ -150,8 +158,13 @@ def render_png(prompt: str, seed: int, width: int, height: int, index: int) -> b
 
 def encode_png(img: Image.Image) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="PNG", compress_level=_COMPRESS_LEVEL)
+    write_png(img, buf)
     return buf.getvalue()
+
+
+def write_png(img: Image.Image, out: Writable) -> None:
+    """`img` as PNG into `out`, a block at a time (never the whole encoding at once)."""
+    img.save(out, format="PNG", compress_level=_COMPRESS_LEVEL)
 
 
 def render(prompt: str, seed: int, width: int, height: int, index: int) -> Image.Image:
@@ -181,6 +194,11 @@ def _render_any_size(prompt: str, seed: int, size: tuple[int, int], index: int) 
 
 
 def edit_png(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int) -> bytes:
+    """PNG bytes of `edit_image`."""
+    return encode_png(edit_image(prompt, seed, base, mask, index))
+
+
+def edit_image(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int) -> Image.Image:
     """An edit of `base`: the mask's fully transparent pixels are repainted from the prompt
     and every other pixel keeps its exact value. Without a mask the whole picture is
     blended half and half with a render of the prompt. Deterministic, like `render_png`.
@@ -189,39 +207,51 @@ def edit_png(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int
         original = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
     painted = _render_any_size(prompt, seed, original.size, index).convert(original.mode)
     if mask is None:
-        return encode_png(Image.blend(original, painted, 0.5))
+        return Image.blend(original, painted, 0.5)
     with Image.open(io.BytesIO(mask)) as opened:
         alpha = opened.convert("RGBA").getchannel("A")
     # 255 where the mask is fully transparent (edit there), 0 elsewhere (keep).
     where = alpha.point(lambda a: 255 if a == 0 else 0)
-    return encode_png(Image.composite(painted, original, where))
+    return Image.composite(painted, original, where)
 
 
-def progressive(final: bytes, step: int, steps: int) -> bytes:
+def progressive(final: Image.Image, step: int, steps: int) -> Image.Image:
     """Partial image `step` (0-based) of `steps` before `final`: the final picture in
     coarse blocks that get finer with each step, as a progressive render shows it."""
-    with Image.open(io.BytesIO(final)) as opened:
-        img = opened.convert("RGBA" if "A" in opened.getbands() else "RGB")
     block = 2 ** (steps - step + 2)  # 3 steps: 32, 16, 8 pixel blocks
-    small = img.resize(
-        (max(1, img.width // block), max(1, img.height // block)), Image.Resampling.BOX
+    small = final.resize(
+        (max(1, final.width // block), max(1, final.height // block)), Image.Resampling.BOX
     )
-    return encode_png(small.resize(img.size, Image.Resampling.NEAREST))
+    return small.resize(final.size, Image.Resampling.NEAREST)
 
 
 def render_gif(
     prompt: str, seed: int, width: int, height: int, index: int, frames: int, duration_ms: int
 ) -> bytes:
     """An animated GIF: `frames` renders of the prompt (each its own composition)."""
+    buf = io.BytesIO()
+    write_gif(prompt, seed, width, height, index, frames, duration_ms, buf)
+    return buf.getvalue()
+
+
+def write_gif(
+    prompt: str,
+    seed: int,
+    width: int,
+    height: int,
+    index: int,
+    frames: int,
+    duration_ms: int,
+    out: Writable,
+) -> None:
+    """`render_gif` into `out`, as it is encoded."""
     pictures = [
         render(prompt, seed, width, height, index * 100 + frame).quantize(128)
         for frame in range(frames)
     ]
-    buf = io.BytesIO()
     pictures[0].save(
-        buf, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0
+        out, format="GIF", save_all=True, append_images=pictures[1:], duration=duration_ms, loop=0
     )
-    return buf.getvalue()
 
 
 def render_svg(prompt: str, seed: int, width: int, height: int, index: int) -> bytes:

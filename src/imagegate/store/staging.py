@@ -8,6 +8,7 @@ or it is discarded, and nothing half-written stays behind.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import time
@@ -15,6 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from imagegate.digest import weave_digest_of
+from imagegate.errors import ImagesNotStored
+from imagegate.held_image import HeldImage
+
+log = logging.getLogger("imagegate.store")
 
 TEMP_PREFIX = ".tmp-"  # files being written; renamed to their digest when complete
 
@@ -33,7 +38,11 @@ class StagedFile:
     def write(self, data: bytes) -> None:
         # A buffered write to the page cache: microseconds, so it stays on the event
         # loop; the fsync (the slow part) happens once, in a thread, at commit.
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as exc:  # a full or failing disk: mapped here, where it enters
+            log.error("writing an image to %s failed: %r", self.path, exc)
+            raise ImagesNotStored(f"writing {self.path}: {exc!r}") from exc
         self._sha256.update(data)
         self.size += len(data)
 
@@ -52,10 +61,19 @@ class StagedFile:
         with self.path.open("rb") as f:
             return f.read(size)
 
-    def read(self) -> bytes:
-        """All the bytes (for an image that is not kept: it is answered from memory)."""
+    def reader(self) -> HeldImage:
+        """What was written so far, readable while the file is committed or discarded
+        meanwhile (the open file outlives its name)."""
         self._file.flush()
-        return self.path.read_bytes()
+        return HeldImage(os.open(self.path, os.O_RDONLY), self.size)
+
+    def hold(self) -> HeldImage:
+        """What was written, as a `HeldImage` (for an image that is not kept): the file
+        is closed and its name removed, so nothing is left behind whatever happens."""
+        self._file.flush()
+        fd = os.open(self.path, os.O_RDONLY)
+        self.discard()
+        return HeldImage(fd, self.size)
 
     def sync(self) -> None:
         """Flush, fsync and close (blocking: call it in a thread)."""

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
+from imagegate.b64_answer import CHUNK, Base64Answer
 from imagegate.errors import (
     BudgetExceeded,
     Forbidden,
@@ -19,9 +20,9 @@ from imagegate.errors import (
     RateLimited,
     as_tree_error,
 )
+from imagegate.generation import GeneratedImage
 from imagegate.keepalive import HEARTBEAT
 from imagegate.names import split_project_id
-from imagegate.providers.base import PartialImage
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.streaming import stream_generation
 from imagegate.weave_shape import generation_from_call
@@ -239,19 +240,21 @@ async def _stream(
         ctx.app.settings.keepalive_interval,  # a comment in silent stretches, for proxies
     )
     first = await anext(items)
-    mimetype = f"image/{inputs.output_format or 'png'}"
+    # Each preview's base64 is streamed from the file store into its event.
+    answer = Base64Answer(ctx.app.files, project_id, held_chunk=CHUNK)
 
     async def events() -> AsyncIterator[bytes]:
         item = first
         try:
-            while isinstance(item, PartialImage) or item is None:
+            while isinstance(item, GeneratedImage) or item is None:
                 if item is None:
                     yield HEARTBEAT
                 else:
-                    yield _event(
-                        "partial",
-                        {"index": item.index, "src": f"data:{mimetype};base64," + item.b64_json},
-                    )
+                    src = f"data:{item.mimetype};base64,{answer.marker(item)}"
+                    event = _event("partial", {"index": item.index, "src": src})
+                    body, _ = await answer.pieces(event)
+                    async for chunk in body:
+                        yield chunk
                 item = await anext(items)
         except Exception as exc:
             log.error("streamed generation failed: %r", exc)
