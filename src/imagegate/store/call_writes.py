@@ -4,6 +4,7 @@ bulk load costs a statement per batch, not per call."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,10 +12,12 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store.tables import calls
+from imagegate.store.write_queue import SQLiteWriteQueue
 
 MAX_TREE_DEPTH = 1000  # a deleted call takes its descendants; cycles cannot loop forever
 
@@ -29,14 +32,24 @@ def _column_values(
     conn: AsyncConnection, names: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> list[list[Any]]:
     """Each column's values as the driver takes them, through the column's own bind
-    processing (JSON encoding, UTC timestamps), as any insert's would go."""
+    processing (UTC timestamps), as any insert's would go; JSON columns are encoded by
+    pydantic-core (the same JSON as the columns' `json.dumps`, in half the time)."""
     dialect = conn.dialect
     columns = []
     for name in names:
-        process = calls.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         values = [row[name] for row in rows]
+        if isinstance(calls.c[name].type, sa.JSON):
+            columns.append([_json_text(v) for v in values])
+            continue
+        process = calls.c[name].type.dialect_impl(dialect).bind_processor(dialect)
         columns.append([process(v) for v in values] if process else values)
     return columns
+
+
+def _json_text(value: Any) -> str:
+    # None is JSON null, as the JSON type stores it (none_as_null is off); NaN and
+    # infinities are written as json.dumps writes them.
+    return to_json(value, inf_nan_mode="constants").decode()
 
 
 def _same_keys(rows: Sequence[Mapping[str, Any]]) -> list[str] | None:
@@ -100,12 +113,20 @@ def _pg_type(column: sa.Column[Any], dialect: Any) -> str:
 class CallWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        sqlite = engine.dialect.name == "sqlite"
+        self._sqlite_turns = SQLiteWriteQueue(engine.url.database) if sqlite else None
+
+    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """On SQLite, this batch's turn at its one writer (see write_queue.py)."""
+        if self._sqlite_turns is None:
+            return contextlib.nullcontext()
+        return self._sqlite_turns.turn()
 
     async def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Store calls (started or complete) in one statement; known ids are skipped."""
         if not rows:
             return
-        async with self.engine.begin() as conn:
+        async with self._turn(), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 await _insert_new_pg(conn, rows)
             else:
@@ -129,7 +150,7 @@ class CallWriter:
             )
         )
         params = [{f"b_{k}": v for k, v in end.items()} for end in ends]
-        async with self.engine.begin() as conn:
+        async with self._turn(), self.engine.begin() as conn:
             await conn.execute(stmt, params)
 
     async def set_display_name(self, project_id: str, call_id: str, name: str | None) -> bool:
