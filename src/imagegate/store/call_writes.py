@@ -1,6 +1,6 @@
 """Calls written by trace clients (Weave's `@weave.op`): starts, ends, whole calls,
-display names and deletes. Batches go to the database as one executemany each, so a
-bulk load costs a statement per batch, not per call."""
+display names and deletes. A batch of new calls goes to the database as one statement
+(SQLite: one per ~1,900 calls, its bound-value limit), not one per call."""
 
 from __future__ import annotations
 
@@ -88,8 +88,9 @@ async def _insert_new_sqlite(conn: AsyncConnection, rows: Sequence[Mapping[str, 
     allows, not one statement per row (executemany).
 
     The triggers still run for every row, but the prompt index (FTS5) writes its
-    pending terms to disk at each statement's end: one statement per row made it
-    write a segment per call and merge them, 60-200 µs a row; one per batch, about 20.
+    pending terms to disk at each statement's end: one statement per row made it write
+    and merge a segment per call, about 80 µs of CPU a row; one per batch, about 25
+    (measured with sqlite3 alone, docs/scale.md).
     """
     names = _same_keys(rows)
     if names is None:
@@ -113,8 +114,8 @@ def _pg_type(column: sa.Column[Any], dialect: Any) -> str:
 class CallWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        sqlite = engine.dialect.name == "sqlite"
-        self._sqlite_turns = SQLiteWriteQueue(engine.url.database) if sqlite else None
+        on_sqlite = engine.dialect.name == "sqlite"
+        self._sqlite_turns = SQLiteWriteQueue(engine.url.database) if on_sqlite else None
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
         """On SQLite, this batch's turn at its one writer (see write_queue.py)."""
