@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -308,7 +309,9 @@ def _scale_keys(server: Server, data_dir: Path, env: dict[str, str]) -> list[str
     return keys
 
 
-def run_scale(work: Path, backend: str, count: int, runs: int) -> tuple[float, list[Any]]:
+def run_scale(
+    work: Path, backend: str, count: int, runs: int, *, load_only: bool = False
+) -> tuple[float, list[Any]]:
     """Start a server on `backend`, load `count` calls through the API, time the reads."""
     data_dir = work / backend / "data"
     data_dir.mkdir(parents=True)
@@ -322,21 +325,54 @@ def run_scale(work: Path, backend: str, count: int, runs: int) -> tuple[float, l
     server = start_imagegate(data_dir, env=env, models=None)
     try:
         keys = _scale_keys(server, data_dir, env)
-        cpu = server.cpu_seconds()
-        rate = asyncio.run(load(server.url, SCALE_PROJECT, keys, count))
+        cpu, db_cpu, written = server.cpu_seconds(), _pg_cpu_seconds(pg), _written(server)
+        rate, loader_cpu = asyncio.run(load(server.url, SCALE_PROJECT, keys, count))
         per_call = (server.cpu_seconds() - cpu) / count * 1e6
+        db = f", PostgreSQL's {(_pg_cpu_seconds(pg) - db_cpu) / count * 1e6:,.0f}" if pg else ""
+        # SQLite is written by imagegate's own processes.
+        kib = f"{(_written(server) - written) / count / 1024:,.1f} KiB written a call; " * (not pg)
         print(
             f"{backend}: loaded {count:,} calls at {rate:,.0f} calls/s "
-            f"(imagegate's CPU: {per_call:,.0f} µs a call; load average {_load()})",
+            f"(CPU a call: imagegate's {per_call:,.0f} µs{db}, the loader's {loader_cpu:,.0f}; "
+            f"{kib}load average {_load()})",
             flush=True,
         )
         if pg is not None:  # what autovacuum would do soon after a bulk load
             _vacuum(pg, env["IMAGEGATE_DATABASE_URL"].rsplit("/", 1)[1])
+        if load_only:
+            return rate, []
         return rate, asyncio.run(measure_scale(server.url, keys[0], count, runs))
     finally:
         server.stop()
         if pg is not None:
-            pg.stop()
+            pg.destroy()  # its data directory holds the whole load
+
+
+def _written(server: Server) -> int:
+    """Bytes the server's processes have caused to be written to storage so far."""
+    total = 0
+    for pid in server.pids():
+        with contextlib.suppress(OSError):
+            io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+            total += int(io["write_bytes"])
+    return total
+
+
+def _pg_cpu_seconds(pg: Any) -> float:
+    """CPU time of the cluster's processes: the postmaster (with the backends it has
+    reaped) and its live children."""
+    if pg is None:
+        return 0.0
+    postmaster = (pg.root / "data" / "postmaster.pid").read_text().split()[0]
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if stat.parent.name == postmaster:
+                ticks += sum(int(f) for f in fields[11:15])
+            elif fields[1] == postmaster:
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def _load() -> str:
@@ -359,16 +395,21 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=100_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--load-only", action="store_true", help="load, skip the reads")
     args = parser.parse_args()
     backends = ["sqlite", "postgres"] if args.backend == "both" else [args.backend]
     print(machine())
     results = {}
     with tempfile.TemporaryDirectory(prefix="reads-scale-") as tmp:
         for backend in backends:
-            results[backend] = run_scale(Path(tmp), backend, args.calls, args.runs)
+            results[backend] = run_scale(
+                Path(tmp), backend, args.calls, args.runs, load_only=args.load_only
+            )
     print(f"\n{args.calls:,} calls, p50 / p99 of {args.runs} runs, ms")
     for backend, (rate, _) in results.items():
         print(f"load through /v2/.../calls/complete, {backend}: {rate:,.0f} calls/s")
+    if args.load_only:
+        return
     headers = ["operation"] + [f"{b} p50 / p99" for b in results]
     names = [name for name, _ in next(iter(results.values()))[1]]
     rows_ = []

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from imagegate.api.deps import App, Caller, project_from_path
+from imagegate.api.json_body import FastJSONRoute
 from imagegate.errors import NotFound
 from imagegate.wire import (
     CallEndReq,
@@ -21,7 +22,8 @@ from imagegate.wire import (
     UpsertStart,
 )
 
-router = APIRouter(tags=["Calls"])
+# Batches of whole calls are large JSON bodies: parsed by the faster parser.
+router = APIRouter(tags=["Calls"], route_class=FastJSONRoute)
 
 
 @router.post("/v2/{entity}/{project}/calls/complete")
