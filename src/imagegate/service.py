@@ -37,7 +37,7 @@ from imagegate.providers.base import EditFiles, PartialImage, ProviderResult, Se
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
-from imagegate.store.group_commit import CallWriter
+from imagegate.store.group_commit import GenerationRecorder
 from imagegate.store.ratelimit import RateLimiter
 from imagegate.store.secrets import SecretStore, SecretUnreadable
 from imagegate.store.staging import StagedFile
@@ -109,7 +109,7 @@ class GenerationService:
         self.providers = providers
         self.calls = calls
         # Call records are written through one writer task per process (group commit).
-        self.writer = CallWriter(calls.engine)
+        self.writer = GenerationRecorder(calls.engine)
         self.files = files
         self.images = ImageKeeper(files)
         self.accounts = accounts

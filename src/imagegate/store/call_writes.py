@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from imagegate.store.tables import calls
-from imagegate.store.write_queue import SQLiteWriteQueue
+from imagegate.store.write_queue import writer_turn
 
 MAX_TREE_DEPTH = 1000  # a deleted call takes its descendants; cycles cannot loop forever
 
@@ -114,14 +114,10 @@ def _pg_type(column: sa.Column[Any], dialect: Any) -> str:
 class CallWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        on_sqlite = engine.dialect.name == "sqlite"
-        self._sqlite_turns = SQLiteWriteQueue(engine.url.database) if on_sqlite else None
 
     def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
         """On SQLite, this batch's turn at its one writer (see write_queue.py)."""
-        if self._sqlite_turns is None:
-            return contextlib.nullcontext()
-        return self._sqlite_turns.turn()
+        return writer_turn(self.engine)
 
     async def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Store calls (started or complete) in one statement; known ids are skipped."""

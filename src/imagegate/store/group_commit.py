@@ -38,6 +38,7 @@ from imagegate.store.budgets import (
     window_start,
 )
 from imagegate.store.calls import FINISH, START, finish_params
+from imagegate.store.write_queue import writer_turn
 
 MAX_BATCH = 128  # writes per transaction: bounds how long one batch holds the lock
 
@@ -70,7 +71,7 @@ class _Settle:
 _Write = _Start | _Finish | _Settle
 
 
-class CallWriter:
+class GenerationRecorder:
     def __init__(self, engine: AsyncEngine, *, max_batch: int = MAX_BATCH) -> None:
         self.engine = engine
         self.max_batch = max_batch
@@ -158,7 +159,7 @@ class CallWriter:
 
     async def _write_batch(self, batch: list[_Write]) -> None:
         try:
-            async with self.engine.begin() as conn:
+            async with writer_turn(self.engine), self.engine.begin() as conn:
                 outcomes = await _write(conn, batch)
         except Exception as exc:
             if len(batch) == 1:
@@ -167,7 +168,7 @@ class CallWriter:
             # Which write failed is unknown: each alone, so its error is its own.
             for op in batch:
                 try:
-                    async with self.engine.begin() as conn:
+                    async with writer_turn(self.engine), self.engine.begin() as conn:
                         (outcome,) = await _write(conn, [op])
                 except Exception as exc:
                     _fail(op, exc)

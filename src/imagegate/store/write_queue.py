@@ -9,7 +9,9 @@ in this process behind an asyncio lock, across processes on an exclusive flock o
 file beside the database, taken in a thread, which the kernel hands on at once.
 
 This orders writers only: SQLite's own locking still keeps every write correct, for
-writers that do not queue here too.
+writers that do not queue here too. The writers that queue: the batch API's inserts and
+ends (store/call_writes.py) and the generations' group commits (store/group_commit.py),
+one queue per engine, so in one process they queue together.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 
 class SQLiteWriteQueue:
@@ -64,3 +70,17 @@ class SQLiteWriteQueue:
 def _release_if_taken(taking: asyncio.Future[None], fd: int) -> None:
     if not taking.cancelled() and taking.exception() is None:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+_queues: weakref.WeakKeyDictionary[Engine, SQLiteWriteQueue] = weakref.WeakKeyDictionary()
+
+
+def writer_turn(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[None]:
+    """A write's turn at `engine`'s database: on SQLite, queued with the engine's other
+    writers (one queue per engine); elsewhere at once (PostgreSQL locks rows)."""
+    if engine.dialect.name != "sqlite":
+        return contextlib.nullcontext()
+    queue = _queues.get(engine.sync_engine)
+    if queue is None:
+        queue = _queues[engine.sync_engine] = SQLiteWriteQueue(engine.url.database)
+    return queue.turn()
