@@ -28,6 +28,12 @@ MiB = 1024 * 1024
 APP_NAME = "imagegate"
 
 
+def malloc_arenas_set(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment sets glibc's malloc arena count (MALLOC_ARENA_MAX, not
+    imagegate's setting): a server process then leaves it as it is."""
+    return "MALLOC_ARENA_MAX" in (os.environ if env is None else env)
+
+
 def user_data_dir(env: Mapping[str, str] | None = None) -> Path:
     """The platform's per-user data directory for imagegate: the same for every command,
     whatever directory it runs from (`$XDG_DATA_HOME/imagegate`, else

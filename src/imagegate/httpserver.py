@@ -306,7 +306,9 @@ def _few_malloc_arenas() -> None:
     a server runs dozens of threads (SQLite connections, file writes): freed memory
     scattered over many arenas is seldom reused or returned. Two arenas, as
     MALLOC_ARENA_MAX=2 would, unless the environment already says."""
-    if sys.platform == "linux" and "MALLOC_ARENA_MAX" not in os.environ:
+    from imagegate.config import malloc_arenas_set  # config imports this module
+
+    if sys.platform == "linux" and not malloc_arenas_set():
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None).mallopt(M_ARENA_MAX, 2)
 

@@ -53,6 +53,8 @@ PROVIDER_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120,
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 # prometheus_client's multiprocess mode reads its directory from this variable.
 SHARED_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# This process's shared directory while SharedMetrics is enabled (workers inherit it).
+_shared_directory: Path | None = None
 
 
 def _interrupted_calls(registry: CollectorRegistry) -> Counter:
@@ -72,9 +74,9 @@ class Metrics:
         self.registry = CollectorRegistry()
         # What a scrape reads: this registry, or every process's files when shared.
         self.scraped = self.registry
-        if getattr(values.ValueClass, "_multiprocess", False):
+        if _shared_directory is not None:
             self.scraped = CollectorRegistry()
-            MultiProcessCollector(self.scraped, path=os.environ[SHARED_DIR_VARIABLE])
+            MultiProcessCollector(self.scraped, path=str(_shared_directory))
         r = self.registry
         self.http_requests = Counter(
             "imagegate_http_requests",
@@ -180,7 +182,9 @@ class SharedMetrics:
         directory = parent / str(os.getpid())
         shutil.rmtree(directory, ignore_errors=True)  # a reused pid's: not this server's
         directory.mkdir(mode=0o700)
-        os.environ[SHARED_DIR_VARIABLE] = str(directory)
+        global _shared_directory
+        _shared_directory = directory
+        os.environ[SHARED_DIR_VARIABLE] = str(directory)  # for prometheus_client's files
         values.ValueClass = values.MultiProcessValue()
         return cls(directory)
 
@@ -192,6 +196,8 @@ class SharedMetrics:
     def remove(self) -> None:
         values.close_all_multiprocess_files()
         values.ValueClass = values.MutexValue
+        global _shared_directory
+        _shared_directory = None
         os.environ.pop(SHARED_DIR_VARIABLE, None)
         shutil.rmtree(self.directory, ignore_errors=True)
 
