@@ -61,6 +61,13 @@ def _prompt(rng: random.Random, marked: bool) -> str:
     return ", ".join(words)[:120]
 
 
+def _uuid7(at: datetime, rng: random.Random) -> str:
+    """A UUIDv7 of `at`, as Weave's clients send (ids are time-ordered; weave-wire.md)."""
+    ms = int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF
+    value = ms << 80 | 0x7 << 76 | rng.getrandbits(12) << 64 | 0b10 << 62 | rng.getrandbits(62)
+    return str(uuid.UUID(int=value))
+
+
 def generate(
     count: int, *, seed: int = 15, now: datetime | None = None
 ) -> Iterator[dict[str, Any]]:
@@ -74,7 +81,7 @@ def generate(
         price, size = MODELS[model]
         started = first + step * i + timedelta(milliseconds=rng.randrange(0, 900))
         latency = timedelta(milliseconds=rng.randrange(1500, 25_000))
-        call_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        call_id = _uuid7(started, rng)
         inputs = {
             "model": model,
             "prompt": _prompt(rng, rng.random() < MARKER_RATE),
