@@ -9,13 +9,13 @@ image whole in memory, let alone its base64 and the JSON string around it.
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pybase64
 from fastapi.responses import Response, StreamingResponse
 
 from imagegate.errors import ImagegateError
@@ -115,9 +115,9 @@ async def _encoded(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         data = rest + chunk if rest else chunk
         cut = len(data) - len(data) % 3
         rest = data[cut:]
-        encoded = base64.b64encode(memoryview(data)[:cut]) if cut else b""
+        encoded = pybase64.b64encode(memoryview(data)[:cut]) if cut else b""
         chunk = data = b""
         if encoded:
             yield encoded
     if rest:
-        yield base64.b64encode(rest)
+        yield pybase64.b64encode(rest)

@@ -11,12 +11,12 @@ gallery in `imagegate.web.view` (from `imagegate.weave_shape.generation_from_cal
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Literal
 
+import pybase64
 from pydantic import BaseModel, ConfigDict, Field
 
 from imagegate.held_image import HeldImage
@@ -60,7 +60,7 @@ class GeneratedImage(BaseModel):
         data = self.held.read() if self.data is None and self.held is not None else self.data
         if data is None:
             raise ValueError(f"image {self.digest} has no bytes at hand")
-        return base64.b64encode(data).decode()
+        return pybase64.b64encode(data).decode()
 
 
 # Receives each partial image of a streamed generation once it is kept.

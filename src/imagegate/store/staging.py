@@ -28,8 +28,11 @@ class StagedFile:
     """A temp file in `directory`, with the SHA-256 and size of what was written."""
 
     def __init__(self, directory: Path) -> None:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+        try:
+            fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
+        except FileNotFoundError:  # the first image in it: a mkdir only then
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=directory, prefix=TEMP_PREFIX)
         self.path = Path(name)
         self._file = os.fdopen(fd, "wb")
         self._sha256 = hashlib.sha256()
