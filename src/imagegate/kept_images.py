@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image
 
 from imagegate.digest import weave_digest_of
-from imagegate.errors import ImagegateError, ImagesNotStored, InvalidProviderOutput, StorageError
-from imagegate.generation import GeneratedImage, Generation
+from imagegate.errors import ImagesNotStored, InvalidProviderOutput, StorageError
+from imagegate.generation import GeneratedImage
 from imagegate.held_image import HeldImage
 from imagegate.providers.base import ImageFile, MemoryFile
 from imagegate.store import FileStore
@@ -131,16 +131,6 @@ class ImageKeeper:
             data=data,
             held=held,
         )
-
-    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
-        """An image's bytes: in memory when the generation has them, else (a stored
-        image, a replay, a generation read back from its call) from the file store."""
-        if image.data is not None:
-            return image.data
-        data = await self.files.get(generation.project_id, image.digest)
-        if data is None:
-            raise ImagegateError(f"image {image.digest} of call {generation.call_id} is missing")
-        return data
 
 
 def _storage_failed(project_id: str, exc: BaseException) -> ImagesNotStored:

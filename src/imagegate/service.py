@@ -541,10 +541,6 @@ class GenerationService:
 
         return link
 
-    async def image_bytes(self, generation: Generation, image: GeneratedImage) -> bytes:
-        """An image's bytes: in memory for an untracked generation, else from the store."""
-        return await self.images.image_bytes(generation, image)
-
 
 def _result_size(request: ImageRequest, images: list[GeneratedImage]) -> str:
     """The size answered: an edit's is what came out (a model may keep its input's size)."""

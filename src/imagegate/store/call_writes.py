@@ -4,7 +4,6 @@ display names and deletes. A batch of new calls goes to the database as one stat
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
@@ -115,15 +114,11 @@ class CallWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    def _turn(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """On SQLite, this batch's turn at its one writer (see write_queue.py)."""
-        return writer_turn(self.engine)
-
     async def insert(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Store calls (started or complete) in one statement; known ids are skipped."""
         if not rows:
             return
-        async with self._turn(), self.engine.begin() as conn:
+        async with writer_turn(self.engine), self.engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 await _insert_new_pg(conn, rows)
             else:
@@ -147,7 +142,7 @@ class CallWriter:
             )
         )
         params = [{f"b_{k}": v for k, v in end.items()} for end in ends]
-        async with self._turn(), self.engine.begin() as conn:
+        async with writer_turn(self.engine), self.engine.begin() as conn:
             await conn.execute(stmt, params)
 
     async def set_display_name(self, project_id: str, call_id: str, name: str | None) -> bool:
