@@ -98,9 +98,12 @@ def create_engine(
             connect_args={"timeout": 30},
             pool_timeout=queue_timeout,
             hide_parameters=True,
+            # Reset below, only when a transaction is open (see _end_open_transaction).
+            pool_reset_on_return=None,
             **({} if db_path == ":memory:" else {"poolclass": WaitingPool}),
         )
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "reset", _end_open_transaction)
     else:
         engine = create_async_engine(
             url,
@@ -159,6 +162,16 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _end_open_transaction(dbapi_conn: Any, _record: Any, reset: Any) -> None:
+    # A connection goes back to the pool with no transaction open. The default reset
+    # rolls back whenever the connection's own transaction was not ended, as after every
+    # read (sqlite3 opens none for a SELECT): a trip to aiosqlite's thread for nothing.
+    if reset.terminate_only or reset.transaction_was_reset or not reset.asyncio_safe:
+        return
+    if dbapi_conn.driver_connection.in_transaction:
+        dbapi_conn.rollback()
 
 
 def alembic_config() -> Config:

@@ -52,19 +52,25 @@ class SQLiteWriteQueue:
             if fd is None:
                 yield
                 return
-            taking = asyncio.get_running_loop().run_in_executor(
-                None, fcntl.flock, fd, fcntl.LOCK_EX
-            )
-            try:
-                await asyncio.shield(taking)
-            except asyncio.CancelledError:
-                # The thread takes the lock all the same: give it back when it has.
-                taking.add_done_callback(lambda f: _release_if_taken(f, fd))
-                raise
+            try:  # free (the usual case): taken at once, no trip to a thread
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await _wait_for_lock(fd)
             try:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+async def _wait_for_lock(fd: int) -> None:
+    """The lock, once another process's writer lets go: waited for in a thread."""
+    taking = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, fd, fcntl.LOCK_EX)
+    try:
+        await asyncio.shield(taking)
+    except asyncio.CancelledError:
+        # The thread takes the lock all the same: give it back when it has.
+        taking.add_done_callback(lambda f: _release_if_taken(f, fd))
+        raise
 
 
 def _release_if_taken(taking: asyncio.Future[None], fd: int) -> None:
