@@ -1,15 +1,17 @@
 """The provider SDK's connections: httpx2's interface over aiohttp, with back-pressure.
 
-The openai SDK speaks httpx2; httpx2's own stack (httpcore2 and h11, in Python) cost
-more CPU per generation than the rest of the request's path. aiohttp parses HTTP in C
+The openai SDK speaks httpx2; httpx2's own stack (httpcore2 and h11, in Python) was a
+large share of each generation's CPU (py-spy, 130 KB answers). aiohttp parses HTTP in C
 and is the transport the SDK itself documents as its faster option, so the SDK is given
 an httpx2 transport that sends each request through an aiohttp session (sequential SDK
-calls at c=16, 130 KB answers: 0.76 -> ~0.4 ms CPU a call).
+calls at c=16, 3 interleaved runs: 0.77-0.86 -> 0.43-0.46 ms CPU a call at 130 KB,
+2.41-2.60 -> 1.45-1.67 ms at 1.9 MB; the SDK's own aiohttp client: 0.51-0.58, 2.55-3.0).
 
 Back-pressure: aiohttp's reader pauses the socket past a small buffer, and each socket's
 receive buffer is small too, so the kernel's window holds the rest of an answer back
 with the provider: memory per answer in flight stays a few hundred KB, whatever the
-image's size (1,000 answers of 1.9 MB in flight stay a few hundred MB).
+image's size (bench/inflight.py, 1,000 answers of 1.9 MB in flight: peak PSS 399-410
+MiB, 430 on the previous stack in the same window).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ import openai
 from yarl import URL
 
 # aiohttp's reader stops reading the socket when this much (x2) is waiting to be read.
-# 64 KB, measured against 128 KB (bench/inflight.py, 1,000 answers of 1.9 MB in flight):
-# peak RSS 510-522 vs 629-662 MiB; 3840x2160 at c=64 within the runs' noise.
+# 64 KB, measured against 128 KB on the previous stack (bench/inflight.py, 1,000 answers
+# of 1.9 MB in flight): peak RSS 510-522 vs 629-662 MiB; 3840x2160 at c=64 within noise.
 READ_BUFFER = 64 * 1024
 
 
@@ -86,7 +88,7 @@ class _Body(httpx2.AsyncByteStream):
             # Each piece as the socket gave it, neither joined nor split (against
             # iter_chunked(64 KB) and iter_any, 3 interleaved runs each: 0.51-0.56 vs
             # 0.51-0.62 and 0.53-0.56 ms CPU a call at 130 KB; 1.2-1.8 vs 1.6-2.0 and
-            # 1.5-1.8 ms at 1.5 MB).
+            # 1.5-1.8 ms at 1.9 MB).
             async for chunk, _ in self._response.content.iter_chunks():
                 yield chunk
 
