@@ -99,9 +99,10 @@ class _Body(httpx2.AsyncByteStream):
 
 class AiohttpTransport(httpx2.AsyncBaseTransport):
     """An httpx2 transport sending each request through one aiohttp session (made on
-    the first request, in the loop that runs it). httpx2 keeps redirects, cookies,
-    decoding and proxies from the environment (its client mounts its own transport for
-    those); aiohttp only moves the bytes."""
+    the first request, in the loop that runs it). httpx2 keeps redirects, cookies and
+    decoding; aiohttp only moves the bytes. Proxies from the environment are not used,
+    as before (httpx2 ignores them for a client given its transport, and aiohttp's
+    `trust_env` would also read ~/.netrc); SSL_CERT_FILE/SSL_CERT_DIR are."""
 
     def __init__(self, limits: httpx2.Limits) -> None:
         self._limits = limits
