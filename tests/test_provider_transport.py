@@ -14,13 +14,16 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import openai
 import pytest
+import uvloop
 
 from imagegate.errors import ProviderServerError, ProviderTimeout
 from imagegate.providers import load_catalog
 from imagegate.providers.base import ImageRequest, MemoryFile, Secret
 from imagegate.providers.catalog import ModelSpec
-from imagegate.providers.openai import OpenAIProvider
+from imagegate.providers.openai import OpenAIProvider, classify_failure
+from imagegate.providers.transport import http_client
 from tests.fake_openai import FakeOpenAI, Reply, refused_url, small_png
 
 KEY = Secret("sk-transport-0123456789")
@@ -86,6 +89,69 @@ async def test_a_connection_the_provider_closed_while_idle_is_not_reused(
     assert len(ports) == 4
     assert ports[0] == ports[1]  # kept alive while the provider keeps it
     assert len({ports[1], ports[2], ports[3]}) == 3  # a new connection after each close
+
+
+async def closing_provider(answer: bytes) -> asyncio.Server:
+    """A provider (in this test's loop) that closes each connection right after its
+    answer, without saying so (no `Connection: close`): the client's pool takes the
+    connection back before it sees the close."""
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+        )
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(serve, "127.0.0.1", 0)
+
+
+def test_a_request_on_a_connection_closing_as_it_is_taken_is_retried(tmp_path: Path) -> None:
+    """The SDK over our transport, called back to back on uvloop (as the server runs):
+    the pool hands the connection out again before the loop has read the provider's
+    close, and aiohttp finds it closing before it writes. Nothing reached the provider,
+    so the provider's retry policy asks again (as one the provider may have read would
+    not be)."""
+    png = small_png(4)
+    answer = json.dumps({"created": 1, "data": [{"b64_json": base64.b64encode(png).decode()}]})
+    spec = model(tmp_path, "http://127.0.0.1:9")
+
+    async def calls() -> tuple[int, list[BaseException]]:
+        server = await closing_provider(answer.encode())
+        port = server.sockets[0].getsockname()[1]
+        client = openai.AsyncOpenAI(
+            api_key="sk-0", base_url=f"http://127.0.0.1:{port}/v1", http_client=http_client()
+        )
+        generate = client.with_options(max_retries=0).images.generate
+        answered, failed = 0, []
+        try:
+            for _ in range(6):
+                try:
+                    result = await generate(model="gpt-image-1.5", prompt="a red fox")
+                except openai.APIConnectionError as exc:
+                    failed.append(exc)
+                else:
+                    assert result.data and base64.b64decode(result.data[0].b64_json or "") == png
+                    answered += 1
+        finally:
+            await client.close()
+            server.close()
+        return answered, failed
+
+    answered, failed = uvloop.run(calls())
+    assert answered == 3 and len(failed) == 3  # each fresh connection answers once
+    for exc in failed:
+        failure = classify_failure(exc, spec, 60, None)
+        assert failure.retryable and not failure.may_be_billed
+        assert failure.error.message.startswith("could not connect to the provider")
 
 
 async def test_a_compressed_answer_is_decoded_once(tmp_path: Path, fake: FakeOpenAI) -> None:

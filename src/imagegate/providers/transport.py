@@ -69,12 +69,23 @@ def _httpx_errors() -> Iterator[None]:
     except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
         raise httpx2.UnsupportedProtocol(str(exc)) from exc
     except (aiohttp.ClientError, OSError) as exc:
-        # The request's bytes refused (a closed connection, a broken pipe): the
-        # provider cannot have read it whole. Anything else: it may have.
-        refused = isinstance(exc, ConnectionResetError) and exc.errno is None
-        refused = refused or getattr(exc, "errno", None) == errno.EPIPE
-        kind = httpx2.WriteError if refused else httpx2.ReadError
+        kind = httpx2.WriteError if _refused(exc) else httpx2.ReadError
         raise kind(str(exc) or type(exc).__name__) from exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the request's bytes were refused, so the provider cannot have read it
+    whole: aiohttp found the connection closing before it wrote (a kept-alive one the
+    provider closed as it was taken from the pool: its ConnectionResetError without an
+    errno), or the kernel refused them (a broken pipe). Anything else: it may have."""
+    current: BaseException | None = exc
+    while current is not None:
+        if isinstance(current, ConnectionResetError) and current.errno is None:
+            return True
+        if getattr(current, "errno", None) == errno.EPIPE:
+            return True
+        current = current.__cause__
+    return False
 
 
 class _Body(httpx2.AsyncByteStream):
