@@ -25,8 +25,9 @@ CATEGORIES = [
     ("logging (access log)", r"(^|/)logging/|uvicorn/logging"),
     ("SQL (SQLAlchemy, aiosqlite)", r"sqlalchemy/|aiosqlite/|sqlite3/"),
     (
-        "provider call (OpenAI SDK, httpx)",
-        r"(^|/)openai/|httpx/|httpcore/|h11/|anyio/|certifi|ssl\.py|cookiejar|(^|/)email/",
+        "provider call (OpenAI SDK, httpx2, aiohttp)",
+        r"(^|/)openai/|httpx2?/|httpcore2?/|h11/|anyio/|aiohttp/|yarl/|multidict/|"
+        r"aiohappyeyeballs/|providers/transport|certifi|ssl\.py|cookiejar|(^|/)email/",
     ),
     ("pydantic", r"pydantic"),
     ("JSON", r"(^|/)json/|_json\.py"),

@@ -98,6 +98,7 @@ class Received:
     at: float
     # A multipart request's files by field name: (filename, bytes, content type) each.
     files: dict[str, list[tuple[str, bytes, str]]] = field(default_factory=dict)
+    port: int = 0  # the client's: which connection it came on
 
 
 def error_body(message: str, code: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -113,7 +114,8 @@ def error_body(message: str, code: str | None = None, **extra: Any) -> dict[str,
 
 
 class FakeOpenAI:
-    def __init__(self) -> None:
+    def __init__(self, keep_alive_s: float = 5.0) -> None:
+        self.keep_alive_s = keep_alive_s  # closes a connection idle this long
         self.requests: list[Received] = []
         self.script: list[Reply] = []
         # Chooses the answer for each request the script does not cover (from its body).
@@ -161,7 +163,9 @@ class FakeOpenAI:
             else:
                 body = await request.json()
             path = request.url.path + ("?" + request.url.query if request.url.query else "")
-            received = Received(path, dict(request.headers), body, time.monotonic(), files)
+            port = request.client.port if request.client else 0
+            headers = dict(request.headers)
+            received = Received(path, headers, body, time.monotonic(), files, port)
             self.requests.append(received)
             if self.script:
                 reply = self.script.pop(0)
@@ -257,7 +261,13 @@ class FakeOpenAI:
             gate._arrive(-1)
 
     def start(self) -> None:
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            timeout_keep_alive=self.keep_alive_s,  # type: ignore[arg-type]
+        )
         self._server = uvicorn.Server(config)
         thread = threading.Thread(target=self._server.run, daemon=True)
         thread.start()
