@@ -20,9 +20,10 @@ import uvloop
 
 from imagegate.errors import ProviderServerError, ProviderTimeout
 from imagegate.providers import load_catalog
+from imagegate.providers.attempts import classify_failure
 from imagegate.providers.base import ImageRequest, MemoryFile, Secret
 from imagegate.providers.catalog import ModelSpec
-from imagegate.providers.openai import OpenAIProvider, classify_failure
+from imagegate.providers.openai import OpenAIProvider
 from imagegate.providers.transport import http_client
 from tests.fake_openai import FakeOpenAI, Reply, refused_url, small_png
 

@@ -4,7 +4,7 @@ envelope at the OpenAI door, a page in the web gallery).
 
 Foreign errors are mapped where they enter: a failed disk or object-store request becomes
 a StorageError (store/files.py, store/objectstore.py); the openai SDK's and httpx's errors
-a ProviderError of the right kind (providers/openai.py `classify_failure`,
+a ProviderError of the right kind (providers/attempts.py `classify_failure`,
 providers/download.py); bytes Pillow cannot read an InvalidProviderOutput (service.py
 `inspect_image`) or an upload's InvalidInput (uploads.py); a database that cannot be
 reached DatabaseUnavailable (store/db.py), and SQLAlchemy's errors the kind

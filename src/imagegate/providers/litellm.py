@@ -10,8 +10,8 @@ import os
 from types import ModuleType
 from typing import Any
 
+from imagegate.providers.attempts import generate_with_retries
 from imagegate.providers.base import ImageRequest, InputImage, ProviderResult
-from imagegate.providers.openai import generate_with_retries
 
 
 def available() -> bool:
