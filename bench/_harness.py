@@ -55,12 +55,7 @@ class Server:
     def peak_rss_mib(self) -> float:
         """The sum of each process's peak resident memory since start or the last
         `reset_peak` (pages forked workers share count once per process: an upper bound)."""
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{pid}/status").read_text()
-                if match := re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE):
-                    total += int(match[1])
+        total = summed_kib(self.pids(), "status", "VmHWM")
         return total / 1024 if total else float("nan")
 
     def peak_pss_mib(self) -> float:
@@ -105,6 +100,17 @@ class Server:
                 self.process.wait()
 
 
+def summed_kib(pids: list[int], proc_file: str, field: str) -> int:
+    """`field` (in kB) of /proc/<pid>/`proc_file`, summed over `pids` (gone ones: 0)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            text = Path(f"/proc/{pid}/{proc_file}").read_text()
+            if match := re.search(rf"^{field}:\s+(\d+) kB", text, re.MULTILINE):
+                total += int(match[1])
+    return total
+
+
 class PssSampler:
     """Samples the PSS (/proc/<pid>/smaps_rollup) summed over a process tree in a thread
     and keeps the highest sum. VmHWM, summed, counts every page forked processes share
@@ -121,12 +127,7 @@ class PssSampler:
         self._thread.start()
 
     def sample(self) -> int:
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
-                if match := re.search(r"^Pss:\s+(\d+) kB", rollup, re.MULTILINE):
-                    total += int(match[1])
+        total = summed_kib(self.pids(), "smaps_rollup", "Pss")
         self.peak_kib = max(self.peak_kib, total)
         return total
 

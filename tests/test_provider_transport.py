@@ -11,7 +11,7 @@ import gc
 import gzip
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import openai
@@ -58,6 +58,13 @@ retry_base_s = 0.01
     return spec
 
 
+@pytest.fixture
+async def provider() -> AsyncIterator[OpenAIProvider]:
+    made = OpenAIProvider()
+    yield made
+    await made.aclose()
+
+
 def request(spec: ModelSpec) -> ImageRequest:
     return ImageRequest(spec=spec, prompt="a red fox", n=1, size="1024x1024", api_key=KEY)
 
@@ -68,24 +75,20 @@ def image_bytes(file: object) -> bytes:
 
 
 async def test_a_connection_the_provider_closed_while_idle_is_not_reused(
-    tmp_path: Path, brief: FakeOpenAI
+    tmp_path: Path, brief: FakeOpenAI, provider: OpenAIProvider
 ) -> None:
     brief.reset()
     spec = model(tmp_path, brief.url, max_attempts=1)  # a failure would not be retried
-    provider = OpenAIProvider()
-    try:
-        for index in range(3):
-            brief.push(Reply(image=small_png(index)))
-            result = await provider.generate(request(spec))
-            assert image_bytes(result.images[0].file) == small_png(index)
-            assert [a["status_code"] for a in result.attempts] == [200]
-            if index == 0:  # a second request at once: the kept-alive connection
-                brief.push(Reply(image=small_png(9)))
-                again = await provider.generate(request(spec))
-                assert image_bytes(again.images[0].file) == small_png(9)
-            await asyncio.sleep(0.6)  # the provider closes the idle connection
-    finally:
-        await provider.aclose()
+    for index in range(3):
+        brief.push(Reply(image=small_png(index)))
+        result = await provider.generate(request(spec))
+        assert image_bytes(result.images[0].file) == small_png(index)
+        assert [a["status_code"] for a in result.attempts] == [200]
+        if index == 0:  # a second request at once: the kept-alive connection
+            brief.push(Reply(image=small_png(9)))
+            again = await provider.generate(request(spec))
+            assert image_bytes(again.images[0].file) == small_png(9)
+        await asyncio.sleep(0.6)  # the provider closes the idle connection
     ports = [received.port for received in brief.requests]
     assert len(ports) == 4
     assert ports[0] == ports[1]  # kept alive while the provider keeps it
@@ -155,48 +158,40 @@ def test_a_request_on_a_connection_closing_as_it_is_taken_is_retried(tmp_path: P
         assert failure.error.message.startswith("could not connect to the provider")
 
 
-async def test_a_compressed_answer_is_decoded_once(tmp_path: Path, fake: FakeOpenAI) -> None:
+async def test_a_compressed_answer_is_decoded_once(
+    tmp_path: Path, fake: FakeOpenAI, provider: OpenAIProvider
+) -> None:
     fake.reset()
     png = small_png(3, size=200)
     answer = {"created": 1, "data": [{"b64_json": base64.b64encode(png).decode()}]}
     compressed = gzip.compress(json.dumps(answer).encode())
     fake.push(Reply(body=compressed, headers={"Content-Encoding": "gzip"}))
-    provider = OpenAIProvider()
-    try:
-        result = await provider.generate(request(model(tmp_path, fake.url)))
-    finally:
-        await provider.aclose()
+    result = await provider.generate(request(model(tmp_path, fake.url)))
     assert image_bytes(result.images[0].file) == png
     # The SDK asked for compressed answers itself (httpx2 decodes them, not aiohttp).
     assert "gzip" in fake.requests[0].headers["accept-encoding"]
 
 
-async def test_a_refused_connection_is_retried_and_said_so(tmp_path: Path) -> None:
+async def test_a_refused_connection_is_retried_and_said_so(
+    tmp_path: Path, provider: OpenAIProvider
+) -> None:
     spec = model(tmp_path, refused_url(), max_attempts=2)
-    provider = OpenAIProvider()
-    try:
-        with pytest.raises(ProviderServerError) as failed:
-            await provider.generate(request(spec))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderServerError) as failed:
+        await provider.generate(request(spec))
     assert failed.value.message.startswith("could not connect to the provider: ")
     assert "Connect call failed" in failed.value.message
     assert [a["error_type"] for a in failed.value.attempts] == ["provider_error"] * 2
 
 
 async def test_a_provider_that_stops_answering_is_a_timeout(
-    tmp_path: Path, fake: FakeOpenAI
+    tmp_path: Path, fake: FakeOpenAI, provider: OpenAIProvider
 ) -> None:
     fake.reset()
     # The SDK's own read timeout (the request's), under imagegate's outer one.
     fake.push(Reply(delay_s=3))
     spec = model(tmp_path, fake.url, timeout_s=0.5)
-    provider = OpenAIProvider()
-    try:
-        with pytest.raises(ProviderTimeout) as failed:
-            await provider.generate(request(spec))
-    finally:
-        await provider.aclose()
+    with pytest.raises(ProviderTimeout) as failed:
+        await provider.generate(request(spec))
     assert "did not answer within 0.5s" in failed.value.message
     assert len(fake.requests) == 1  # sent: it may have been billed, not asked again
 

@@ -59,9 +59,6 @@ class Base64Answer:
         self._images.append(image)
         return f"{self._token}{len(self._images) - 1}."
 
-    def has_markers(self) -> bool:
-        return bool(self._images)
-
     async def pieces(self, body: bytes) -> tuple[AsyncIterator[bytes], int]:
         """`body` (rendered with markers) as it is sent, and its length. Every file is
         opened before this returns: a missing one is an error now, not a broken stream."""

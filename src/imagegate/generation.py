@@ -69,6 +69,11 @@ KeptPartialSink = Callable[[GeneratedImage], Awaitable[None]]
 ImageB64 = Callable[[GeneratedImage], str]
 
 
+def whole_b64(image: GeneratedImage) -> str:
+    """The `ImageB64` of a record, or of an answer small enough to be built whole."""
+    return image.b64
+
+
 class GenerationError(BaseModel):
     """Why a whole generation failed (no images)."""
 

@@ -16,7 +16,7 @@ class HeldImage:
     def __init__(self, fd: int, size: int) -> None:
         self.size = size
         self._fd = fd
-        self._close = weakref.finalize(self, os.close, fd)
+        weakref.finalize(self, os.close, fd)
 
     def read_at(self, offset: int, size: int) -> bytes:
         return os.pread(self._fd, size, offset)
@@ -30,6 +30,3 @@ class HeldImage:
     def read(self) -> bytes:
         """All of it (only where a whole copy is unavoidable: an idempotency record)."""
         return self.read_at(0, self.size)
-
-    def close(self) -> None:
-        self._close()

@@ -24,7 +24,7 @@ from imagegate.b64_answer import CHUNK, Base64Answer, ImageB64
 from imagegate.core import Imagegate
 from imagegate.error_answers import openai_error
 from imagegate.errors import as_tree_error, failure_kind
-from imagegate.generation import GeneratedImage, Generation, KeptPartialSink
+from imagegate.generation import GeneratedImage, Generation, KeptPartialSink, whole_b64
 from imagegate.openai_request import DoorRequest
 from imagegate.store import Principal
 from imagegate.streaming import stream_generation
@@ -134,7 +134,7 @@ def error_answer(generation: Generation) -> JSONResponse | None:
 def images_response(
     generation: Generation,
     link: Callable[[GeneratedImage], str] | None = None,
-    b64: ImageB64 = lambda image: image.b64,
+    b64: ImageB64 = whole_b64,
 ) -> dict[str, Any]:
     """OpenAI's `ImagesResponse`, derived from the Generation (the one place it is made).
     `b64` gives each image's base64 (`Base64Answer.marker`, for an answer streamed from

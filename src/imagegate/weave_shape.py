@@ -29,6 +29,7 @@ from imagegate.generation import (
     ImageB64,
     ImageFailure,
     ResponseFormat,
+    whole_b64,
 )
 from imagegate.urls import MIME_EXTENSIONS
 
@@ -189,11 +190,7 @@ def weave_answer(
     an untracked one (`Base64Answer.marker`, for an answer streamed from its file)."""
     if gen.error is not None:
         return {"response": error_response(gen.error), "weave_call_id": gen.call_id}
-    return {"response": _response(gen, link, b64 or _whole_b64), "weave_call_id": gen.call_id}
-
-
-def _whole_b64(image: GeneratedImage) -> str:
-    return image.b64
+    return {"response": _response(gen, link, b64 or whole_b64), "weave_call_id": gen.call_id}
 
 
 def weave_failure(exc: Exception) -> bytes:
@@ -212,10 +209,10 @@ def call_output(gen: Generation) -> dict[str, Any] | None:
     and a streamed generation's partial images, as Content like its images."""
     if gen.error is not None:
         return None
-    output = _response(gen, None, _whole_b64)
+    output = _response(gen, None, whole_b64)
     if gen.partial_images:
         output["partial_images"] = [
-            _item(gen, image, None, _whole_b64) for image in gen.partial_images
+            _item(gen, image, None, whole_b64) for image in gen.partial_images
         ]
     return output
 

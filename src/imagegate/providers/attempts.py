@@ -219,12 +219,20 @@ def _backoff(base_s: float, attempt: int, retry_after: float | None) -> float:
     return min(MAX_RETRY_WAIT_S, max(jittered, retry_after or 0.0))
 
 
+def upstream_error(
+    body: Any, fallback: str, api_key: str | None
+) -> tuple[dict[str, Any], str, str]:
+    """An upstream error body (OpenAI's `error` object): the body as a dict, its code
+    (or type) and its message, redacted (`fallback` when it has none)."""
+    body = body if isinstance(body, dict) else {}
+    code = body.get("code") or body.get("type") or ""
+    return body, code, redact(str(body.get("message") or fallback), api_key)
+
+
 def _status_error(
     exc: openai.APIStatusError, api_key: str | None
 ) -> tuple[ProviderError, float | None]:
-    body = exc.body if isinstance(exc.body, dict) else {}
-    code = body.get("code") or body.get("type") or ""
-    message = redact(str(body.get("message") or exc.message), api_key)
+    body, code, message = upstream_error(exc.body, exc.message, api_key)
     status = exc.status_code
     details: dict[str, Any] = {}
     kind: type[ProviderError]

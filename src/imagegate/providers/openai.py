@@ -34,7 +34,7 @@ from imagegate.providers.answer_stream import (
     EventScanner,
     MalformedAnswer,
 )
-from imagegate.providers.attempts import MODERATION_CODES, generate_with_retries, redact
+from imagegate.providers.attempts import MODERATION_CODES, generate_with_retries, upstream_error
 from imagegate.providers.base import (
     ImageFile,
     ImageFiles,
@@ -305,7 +305,6 @@ def _file(image: InputImage) -> tuple[str, bytes, str]:
 
 def _stream_error(body: Any, fallback: str, api_key: str | None) -> ProviderError:
     """An `error` event (or a failure) in the middle of an upstream stream."""
-    body = body if isinstance(body, dict) else {}
-    code = body.get("code") or body.get("type") or ""
+    _, code, message = upstream_error(body, fallback or "the stream failed", api_key)
     kind = ContentPolicyViolation if code in MODERATION_CODES else ProviderServerError
-    return kind(redact(str(body.get("message") or fallback or "the stream failed"), api_key))
+    return kind(message)

@@ -193,11 +193,6 @@ def _render_any_size(prompt: str, seed: int, size: tuple[int, int], index: int) 
     return img if img.size == size else img.resize(size, Image.Resampling.BILINEAR)
 
 
-def edit_png(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int) -> bytes:
-    """PNG bytes of `edit_image`."""
-    return encode_png(edit_image(prompt, seed, base, mask, index))
-
-
 def edit_image(prompt: str, seed: int, base: bytes, mask: bytes | None, index: int) -> Image.Image:
     """An edit of `base`: the mask's fully transparent pixels are repainted from the prompt
     and every other pixel keeps its exact value. Without a mask the whole picture is
@@ -225,15 +220,6 @@ def progressive(final: Image.Image, step: int, steps: int) -> Image.Image:
     return small.resize(final.size, Image.Resampling.NEAREST)
 
 
-def render_gif(
-    prompt: str, seed: int, width: int, height: int, index: int, frames: int, duration_ms: int
-) -> bytes:
-    """An animated GIF: `frames` renders of the prompt (each its own composition)."""
-    buf = io.BytesIO()
-    write_gif(prompt, seed, width, height, index, frames, duration_ms, buf)
-    return buf.getvalue()
-
-
 def write_gif(
     prompt: str,
     seed: int,
@@ -244,7 +230,8 @@ def write_gif(
     duration_ms: int,
     out: Writable,
 ) -> None:
-    """`render_gif` into `out`, as it is encoded."""
+    """An animated GIF into `out`, as it is encoded: `frames` renders of the prompt
+    (each its own composition)."""
     pictures = [
         render(prompt, seed, width, height, index * 100 + frame).quantize(128)
         for frame in range(frames)

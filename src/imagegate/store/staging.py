@@ -73,10 +73,9 @@ class StagedFile:
     def hold(self) -> HeldImage:
         """What was written, as a `HeldImage` (for an image that is not kept): the file
         is closed and its name removed, so nothing is left behind whatever happens."""
-        self._file.flush()
-        fd = os.open(self.path, os.O_RDONLY)
+        held = self.reader()
         self.discard()
-        return HeldImage(fd, self.size)
+        return held
 
     def sync(self) -> None:
         """Flush, fsync and close (blocking: call it in a thread)."""
