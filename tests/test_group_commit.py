@@ -4,6 +4,7 @@ request still hears its own outcome (recorded, refused by its budget, or failed)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,10 +35,18 @@ def record(project_id: str) -> dict[str, Any]:
     }
 
 
-def count_commits(imagegate: Imagegate) -> list[str]:
-    commits: list[str] = []
-    sa.event.listen(imagegate.engine.sync_engine, "commit", lambda _conn: commits.append("c"))
-    return commits
+@pytest.fixture
+def commits() -> Iterator[list[str]]:
+    """Every engine's commits while the test runs: on SQLite the group commit has an
+    engine of its own (store/db.py's SQLiteThread)."""
+    seen: list[str] = []
+
+    def count(_conn: Any) -> None:
+        seen.append("c")
+
+    sa.event.listen(sa.Engine, "commit", count)
+    yield seen
+    sa.event.remove(sa.Engine, "commit", count)
 
 
 async def stored(imagegate: Imagegate, ids: list[str]) -> dict[str, Any]:
@@ -48,11 +57,13 @@ async def stored(imagegate: Imagegate, ids: list[str]) -> dict[str, Any]:
         return {row.id: row for row in rows}
 
 
-async def test_writes_queued_together_commit_together(imagegate: Imagegate, users: Users) -> None:
+async def test_writes_queued_together_commit_together(
+    imagegate: Imagegate, users: Users, commits: list[str]
+) -> None:
     await imagegate.accounts.ensure_project("acme/batch")
+    commits.clear()
     writer = imagegate.generation.writer
     records = [record("acme/batch") for _ in range(20)]
-    commits = count_commits(imagegate)
     await asyncio.gather(*(writer.start(r, (), None) for r in records))
     assert len(commits) == 1  # twenty starts, one transaction
     ended = datetime.now(UTC)
@@ -97,14 +108,14 @@ async def test_a_failing_write_fails_only_its_own_request(
 
 
 async def test_a_budget_refusal_in_a_batch_is_that_requests_alone(
-    imagegate: Imagegate, users: Users
+    imagegate: Imagegate, users: Users, commits: list[str]
 ) -> None:
     await imagegate.accounts.ensure_project("acme/batch")
     await imagegate.budgets.set("project", "acme/batch", period="daily", limit_usd=0.25, hard=True)
     applying = await imagegate.budgets.applying("acme/batch")
     writer = imagegate.generation.writer
     records = [record("acme/batch") for _ in range(3)]
-    commits = count_commits(imagegate)
+    commits.clear()
     results = await asyncio.gather(
         *(writer.start(r, applying, 0.1) for r in records), return_exceptions=True
     )

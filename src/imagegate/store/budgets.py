@@ -178,7 +178,7 @@ class BudgetStore:
         if not applying:
             return Reservation()
         async with transaction(self.engine, conn) as conn:
-            return await reserve_in(conn, applying, amount)
+            return await conn.run_sync(reserve_in, applying, amount)
 
     async def settle(
         self, reservation: Reservation, cost: float, *, conn: AsyncConnection | None = None
@@ -240,8 +240,8 @@ def settlements(held: list[tuple[str, datetime, float]], cost: float) -> list[di
     ]
 
 
-async def reserve_in(
-    conn: AsyncConnection,
+def reserve_in(
+    conn: sa.Connection,
     applying: tuple[Budget, ...],
     amount: float,
     *,
@@ -249,23 +249,24 @@ async def reserve_in(
 ) -> Reservation:
     """Hold `amount` against each of `applying` in `conn`'s transaction, or raise
     BudgetExceeded having released what it held here, so the transaction may go on and
-    commit others' writes (group commit)."""
+    commit others' writes (group commit). Synchronous, so a whole transaction can run in
+    one thread (store/group_commit.py); `AsyncConnection.run_sync` runs it elsewhere."""
     reservation = Reservation()
     now = now or datetime.now(UTC)
     for budget in applying:
         start = window_start(budget.period, now)
         params = {"r_budget": budget.id, "r_start": start, "r_amount": amount}
-        row = (await conn.execute(RESERVE, params)).first()
+        row = conn.execute(RESERVE, params).first()
         if row is None:
             # The window's first reservation (its row is made here), or a refusal.
-            await _ensure_window(conn, budget.id, start)
-            row = (await conn.execute(RESERVE, params)).first()
+            _ensure_window(conn, budget.id, start)
+            row = conn.execute(RESERVE, params).first()
         if row is None:
-            spent, reserved, current = await _levels(conn, budget.id, start)
+            spent, reserved, current = _levels(conn, budget.id, start)
             if current is None:
                 continue  # deleted since it was cached: nothing to hold
             if reservation.held:
-                await conn.execute(SETTLE, settlements(reservation.held, 0.0))
+                conn.execute(SETTLE, settlements(reservation.held, 0.0))
             raise BudgetExceeded(
                 f"the {describe(current)} cannot take this generation "
                 f"(estimated ${amount:.4f}; spent ${spent:.4f}, "
@@ -301,20 +302,20 @@ def _budget(row: sa.Row[Any]) -> Budget:
     return Budget(row.id, row.scope, row.target, row.period, float(row.limit_usd), bool(row.hard))
 
 
-async def lock_windows(conn: AsyncConnection, windows: list[tuple[str, datetime]]) -> None:
+def lock_windows(conn: sa.Connection, windows: list[tuple[str, datetime]]) -> None:
     """Make and lock `windows` (budget id, window start) in one global order: a transaction
     that touches several budget windows takes them this way first, so two of them (on any
     replicas) never each hold one the other waits for."""
     for budget_id, start in sorted(set(windows)):
-        await _ensure_window(conn, budget_id, start)
-        await conn.execute(
+        _ensure_window(conn, budget_id, start)
+        conn.execute(
             sa.select(budget_windows.c.budget_id)
             .where(budget_windows.c.budget_id == budget_id, budget_windows.c.window_start == start)
             .with_for_update()
         )
 
 
-async def _ensure_window(conn: AsyncConnection, budget_id: str, start: datetime) -> None:
+def _ensure_window(conn: sa.Connection, budget_id: str, start: datetime) -> None:
     # From the budget's row, so a budget deleted since it was cached makes no window.
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     source = sa.select(
@@ -323,25 +324,23 @@ async def _ensure_window(conn: AsyncConnection, budget_id: str, start: datetime)
         sa.literal(0.0),
         sa.literal(0.0),
     ).where(budgets.c.id == budget_id)
-    await conn.execute(
+    conn.execute(
         dialect.insert(budget_windows)
         .from_select(["budget_id", "window_start", "spent_usd", "reserved_usd"], source)
         .on_conflict_do_nothing()
     )
 
 
-async def _levels(
-    conn: AsyncConnection, budget_id: str, start: datetime
+def _levels(
+    conn: sa.Connection, budget_id: str, start: datetime
 ) -> tuple[float, float, Budget | None]:
     """A window's spent and reserved amounts, and its budget as it is now (None when
     deleted)."""
-    row = (
-        await conn.execute(
-            sa.select(budget_windows.c.spent_usd, budget_windows.c.reserved_usd).where(
-                budget_windows.c.budget_id == budget_id, budget_windows.c.window_start == start
-            )
+    row = conn.execute(
+        sa.select(budget_windows.c.spent_usd, budget_windows.c.reserved_usd).where(
+            budget_windows.c.budget_id == budget_id, budget_windows.c.window_start == start
         )
     ).first()
-    current = (await conn.execute(sa.select(budgets).where(budgets.c.id == budget_id))).first()
+    current = conn.execute(sa.select(budgets).where(budgets.c.id == budget_id)).first()
     spent, reserved = (float(row[0]), float(row[1])) if row else (0.0, 0.0)
     return spent, reserved, None if current is None else _budget(current)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -20,6 +22,7 @@ from imagegate.errors import DatabaseBusy, DatabaseUnavailable
 if TYPE_CHECKING:
     from alembic.config import Config
 
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REVISION = re.compile(r'^(down_revision|revision)\s*=\s*(?:"([^"]*)"|None)', re.MULTILINE)
 
@@ -119,6 +122,51 @@ def create_engine(
     if isinstance(engine.sync_engine.pool, WaitingPool):
         engine.sync_engine.pool.max_waiters = max_waiters
     return engine
+
+
+class SQLiteThread:
+    """Whole transactions on a SQLite file, each run in one trip to a thread of its own.
+
+    aiosqlite makes every cursor, statement, close and commit a trip to its thread and a
+    wake-up of the event loop: ~0.3 ms of a small transaction's ~0.5. Here a synchronous
+    function gets a plain sqlite3 connection to the same file (same pragmas) and runs
+    there from begin to commit. One thread, so its transactions run one after another;
+    its own, so they never queue behind the file store's fsyncs in the default executor.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        url = engine.url.set(drivername="sqlite")
+        self.engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_size=1,  # one thread: one connection
+            hide_parameters=True,
+        )
+        sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-transactions")
+
+    @staticmethod
+    def for_engine(engine: AsyncEngine) -> SQLiteThread | None:
+        """One for `engine` when it is a SQLite file (an in-memory database is one
+        connection's own: no other connection could see it)."""
+        database = engine.url.database
+        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            return None
+        return SQLiteThread(engine)
+
+    async def begin(self, write: Callable[..., T], *args: Any) -> T:
+        """`write(connection, *args)` in a transaction of its own, committed unless it
+        raises."""
+
+        def transaction() -> T:
+            with self.engine.begin() as conn:
+                return write(conn, *args)
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, transaction)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self.engine.dispose()
 
 
 def _create_private(path: Path) -> None:

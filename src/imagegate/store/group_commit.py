@@ -6,7 +6,8 @@ its own: a pool checkout, a few statements and a commit, every one a trip throug
 driver (on SQLite, aiosqlite's thread). Under load those trips are most of a small
 generation's cost. Here requests hand their writes to one task, which writes whatever
 has queued meanwhile in one transaction: the starts as one multi-row insert, the ends
-as one executemany, the settlements as another.
+as one executemany, the settlements as another. On a SQLite file the whole transaction
+is one trip to a thread (store/db.py's SQLiteThread), not one per statement.
 
 Each request still awaits its own commit before it goes on (nothing it was told is
 recorded is lost). A budget refusal is that request's alone: its reservation is
@@ -20,12 +21,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.errors import BudgetExceeded
 from imagegate.store.budgets import (
@@ -38,6 +41,7 @@ from imagegate.store.budgets import (
     window_start,
 )
 from imagegate.store.calls import FINISH, START, finish_params
+from imagegate.store.db import SQLiteThread
 from imagegate.store.write_queue import writer_turn
 
 MAX_BATCH = 128  # writes per transaction: bounds how long one batch holds the lock
@@ -78,6 +82,8 @@ class GenerationRecorder:
         self._queue: asyncio.Queue[_Write] | None = None
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sqlite: SQLiteThread | None = None
+        self._sqlite_pid = 0  # the process that made _sqlite: a forked worker makes its own
 
     async def start(
         self, record: Mapping[str, Any], budgets: tuple[Budget, ...], amount: float | None
@@ -113,14 +119,16 @@ class GenerationRecorder:
 
     async def close(self) -> None:
         """Write what is queued, then stop the writer."""
-        if self._task is None or self._queue is None:
-            return
-        if self._loop is asyncio.get_running_loop() and not self._task.done():
-            await self._queue.join()
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._task = self._queue = self._loop = None
+        if self._task is not None and self._queue is not None:
+            if self._loop is asyncio.get_running_loop() and not self._task.done():
+                await self._queue.join()
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            self._task = self._queue = self._loop = None
+        if self._sqlite is not None:
+            sqlite, self._sqlite = self._sqlite, None
+            await asyncio.to_thread(sqlite.close)
 
     def _future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
@@ -157,10 +165,23 @@ class GenerationRecorder:
                         op.done.set_exception(RuntimeError("the call writer stopped"))
                     queue.task_done()
 
+    async def _transaction(self, batch: list[_Write]) -> list[Any]:
+        """Write `batch` in one transaction, in its turn at the database."""
+        async with writer_turn(self.engine):
+            sqlite = self._sqlite_thread()
+            if sqlite is not None:
+                return await sqlite.begin(_write, batch)
+            async with self.engine.begin() as conn:
+                return await conn.run_sync(_write, batch)
+
+    def _sqlite_thread(self) -> SQLiteThread | None:
+        if self._sqlite is None or self._sqlite_pid != os.getpid():
+            self._sqlite, self._sqlite_pid = SQLiteThread.for_engine(self.engine), os.getpid()
+        return self._sqlite
+
     async def _write_batch(self, batch: list[_Write]) -> None:
         try:
-            async with writer_turn(self.engine), self.engine.begin() as conn:
-                outcomes = await _write(conn, batch)
+            outcomes = await self._transaction(batch)
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -168,8 +189,7 @@ class GenerationRecorder:
             # Which write failed is unknown: each alone, so its error is its own.
             for op in batch:
                 try:
-                    async with writer_turn(self.engine), self.engine.begin() as conn:
-                        (outcome,) = await _write(conn, [op])
+                    (outcome,) = await self._transaction([op])
                 except Exception as exc:
                     _fail(op, exc)
                 else:
@@ -179,21 +199,22 @@ class GenerationRecorder:
             _resolve(op, outcome)
 
 
-async def _write(conn: AsyncConnection, batch: list[_Write]) -> list[Any]:
+def _write(conn: sa.Connection, batch: list[_Write]) -> list[Any]:
     """Write `batch` in `conn`'s transaction: each write's outcome (a Reservation, a
-    BudgetExceeded, or None)."""
+    BudgetExceeded, or None). Synchronous: on SQLite it runs in a thread, elsewhere
+    through `AsyncConnection.run_sync`."""
     outcomes: list[Any] = []
     records = []
     ends = []
     settled: list[dict[str, Any]] = []
     now = datetime.now(UTC)
-    await _lock_in_one_order(conn, batch, now)
+    _lock_in_one_order(conn, batch, now)
     for op in batch:
         if isinstance(op, _Start):
             reservation = Reservation()
             if op.amount is not None and op.budgets:
                 try:
-                    reservation = await reserve_in(conn, op.budgets, op.amount, now=now)
+                    reservation = reserve_in(conn, op.budgets, op.amount, now=now)
                 except BudgetExceeded as exc:
                     outcomes.append(exc)
                     continue
@@ -207,15 +228,15 @@ async def _write(conn: AsyncConnection, batch: list[_Write]) -> list[Any]:
             settled += settlements(op.held, op.cost)
             outcomes.append(None)
     if records:
-        await conn.execute(START, records)
+        conn.execute(START, records)
     if ends:
-        await conn.execute(FINISH, ends)
+        conn.execute(FINISH, ends)
     if settled:
-        await conn.execute(SETTLE, settled)
+        conn.execute(SETTLE, settled)
     return outcomes
 
 
-async def _lock_in_one_order(conn: AsyncConnection, batch: list[_Write], now: datetime) -> None:
+def _lock_in_one_order(conn: sa.Connection, batch: list[_Write], now: datetime) -> None:
     """One request takes its budgets' windows in id order, but a batch of several takes
     them request by request, then the settlements': two replicas' batches could each
     hold a window the other waits for (PostgreSQL would end one after a second's
@@ -232,7 +253,7 @@ async def _lock_in_one_order(conn: AsyncConnection, batch: list[_Write], now: da
             touched += [(budget_id, start) for budget_id, start, _ in op.held]
     in_order = list(dict.fromkeys(touched))
     if in_order != sorted(in_order):
-        await lock_windows(conn, in_order)
+        lock_windows(conn, in_order)
 
 
 def _resolve(op: _Write, outcome: Any) -> None:
