@@ -148,25 +148,19 @@ class IdempotencyStore:
         key = request_key(headers, request_hash)
         if key is None:
             return work()
-        if not key.derived:
-            return self.run(
-                project_id=project_id,
-                user_id=user_id,
-                key=key.key,
-                request_hash=request_hash,
-                work=work,
-            )
+        # A key derived from the request lives only as long as a retry can join it, and a
+        # first attempt is new work even when an identical one ran before (asking twice
+        # for the same prompt is legitimate): it takes the key over.
+        join_s = RETRY_JOIN_SECONDS if key.derived else None
         return self.run(
             project_id=project_id,
             user_id=user_id,
             key=key.key,
             request_hash=request_hash,
             work=work,
-            # A first attempt is new work even when an identical one ran before (asking
-            # twice for the same prompt is legitimate): it takes the key over.
-            fresh=not key.retry,
-            ttl=RETRY_JOIN_SECONDS,
-            wait=RETRY_JOIN_SECONDS,
+            fresh=key.derived and not key.retry,
+            ttl=join_s,
+            wait=join_s,
         )
 
     async def run(

@@ -160,21 +160,30 @@ async def _fold(
 ) -> None:
     if conn.dialect.name != "postgresql":
         return  # SQLite's triggers already keep one row per key
-    window = ""
-    params: list[sa.BindParameter[Any]] = [sa.bindparam("ids", expanding=True)]
-    values: dict[str, Any] = {"ids": list(project_ids)}
-    if first is not None:
-        window += " AND hour >= :first"
-        params.append(sa.bindparam("first", type_=Timestamp))
-        values["first"] = first
-    if last is not None:
-        window += " AND hour < :last"
-        params.append(sa.bindparam("last", type_=Timestamp))
-        values["last"] = last
+    window, params, values = _window("hour", project_ids, first, last)
     fold = sa.text(_PG_FOLD.replace("{window}", window)).bindparams(*params)
     async with conn.engine.begin() as writer:
         if await writer.scalar(sa.text("SELECT pg_try_advisory_xact_lock(:key)"), _FOLD_LOCK):
             await writer.execute(fold, values)
+
+
+def _window(
+    column: str, project_ids: Sequence[str], since: datetime | None, until: datetime | None
+) -> tuple[str, list[sa.BindParameter[Any]], dict[str, Any]]:
+    """The `{window}` of a spend query (`column` from `since`, until `until`), with the
+    parameters it and `:ids` (the projects) bind."""
+    window = ""
+    params: list[sa.BindParameter[Any]] = [sa.bindparam("ids", expanding=True)]
+    values: dict[str, Any] = {"ids": list(project_ids)}
+    if since is not None:
+        window += f" AND {column} >= :since"
+        params.append(sa.bindparam("since", type_=Timestamp))
+        values["since"] = since
+    if until is not None:
+        window += f" AND {column} < :until"
+        params.append(sa.bindparam("until", type_=Timestamp))
+        values["until"] = until
+    return window, params, values
 
 
 async def _from_rollups(
@@ -233,17 +242,7 @@ async def _from_calls(
     until: datetime | None,
 ) -> ByProject:
     """The same figures summed from the calls themselves (for partial hours)."""
-    window = ""
-    params: list[sa.BindParameter[Any]] = [sa.bindparam("ids", expanding=True)]
-    values: dict[str, Any] = {"ids": list(project_ids)}
-    if since is not None:
-        window += " AND c.started_at >= :since"
-        params.append(sa.bindparam("since", type_=Timestamp))
-        values["since"] = since
-    if until is not None:
-        window += " AND c.started_at < :until"
-        params.append(sa.bindparam("until", type_=Timestamp))
-        values["until"] = until
+    window, params, values = _window("c.started_at", project_ids, since, until)
     sql = _BY_MODEL_SQL[conn.dialect.name].replace("{window}", window)
     rows = await conn.execute(sa.text(sql).bindparams(*params), values)
     result: ByProject = {}

@@ -15,9 +15,8 @@ from imagegate.digest import is_digest
 from imagegate.errors import BudgetExceeded, Forbidden, InvalidInput, NotFound, RateLimited
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.uploads import Upload
-from imagegate.web.generate import project_of
 from imagegate.web.render import render
-from imagegate.web.session import CSRF_FIELD, WebContext, require_user
+from imagegate.web.session import CSRF_FIELD, WebContext, project_of, require_user
 
 router = APIRouter()
 User = Annotated[WebContext, Depends(require_user)]

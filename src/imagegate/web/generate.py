@@ -16,13 +16,11 @@ from imagegate.errors import (
     BudgetExceeded,
     Forbidden,
     InvalidInput,
-    NotFound,
     RateLimited,
     as_tree_error,
 )
 from imagegate.generation import GeneratedImage
 from imagegate.keepalive import HEARTBEAT
-from imagegate.names import split_project_id
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.streaming import stream_generation
 from imagegate.weave_shape import generation_from_call
@@ -32,8 +30,8 @@ from imagegate.web.session import (
     CSRF_FIELD,
     CSRF_HEADER,
     WebContext,
+    project_of,
     read_form,
-    require_entity,
     require_user,
 )
 
@@ -101,16 +99,6 @@ def model_choices(ctx: WebContext, usable: Collection[str]) -> list[dict[str, An
             label += f" (deprecated, shuts down {info.get('shutdown') or 'soon'})"
         choices.append({**info, "fields": fields, "label": label})
     return choices
-
-
-def project_of(ctx: WebContext, entity: str, project: str) -> str:
-    """`entity/project` for a member of the entity, else a 404 page."""
-    try:
-        split_project_id(f"{entity}/{project}")
-    except ValueError as exc:
-        raise NotFound("No such project.") from exc
-    require_entity(ctx, entity)
-    return f"{entity}/{project}"
 
 
 async def _form_page(

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
-from imagegate.errors import BadRequest, Forbidden, NotFound
+from imagegate.errors import BadRequest, Forbidden
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
 from imagegate.store.query import QueryError
@@ -18,6 +18,7 @@ from imagegate.web.render import render, render_fragment
 from imagegate.web.session import (
     CSRF_FIELD,
     WebContext,
+    project_of,
     read_form,
     require_entity,
     require_user,
@@ -80,15 +81,6 @@ def _new_project_id(ctx: WebContext, entity: str, name: str) -> str:
         raise BadRequest(str(exc)) from exc
     require_entity(ctx, entity)
     return f"{entity}/{name.strip()}"
-
-
-def _project(ctx: WebContext, entity: str, project: str) -> str:
-    try:
-        split_project_id(f"{entity}/{project}")
-    except ValueError as exc:
-        raise NotFound("No such project.") from exc
-    require_entity(ctx, entity)
-    return f"{entity}/{project}"
 
 
 async def _query(
@@ -173,7 +165,7 @@ async def _count(ctx: WebContext, project_id: str, **where: Any) -> str:
 
 @router.get("/p/{entity}/{project}")
 async def gallery_page(entity: str, project: str, request: Request, ctx: User) -> Response:
-    project_id = _project(ctx, entity, project)
+    project_id = project_of(ctx, entity, project)
     filters = Filters.parse(request.query_params)
     offset, before = _offset(request), _before(request)
     flt, query, members = await _query(ctx, project_id, filters)
@@ -208,7 +200,7 @@ async def gallery_page(entity: str, project: str, request: Request, ctx: User) -
 @router.get("/p/{entity}/{project}/cards")
 async def gallery_cards(entity: str, project: str, request: Request, ctx: User) -> Response:
     """The next page of cards as an HTML fragment, for infinite scroll."""
-    project_id = _project(ctx, entity, project)
+    project_id = project_of(ctx, entity, project)
     filters = Filters.parse(request.query_params)
     offset, before = _offset(request), _before(request)
     flt, query, members = await _query(ctx, project_id, filters)

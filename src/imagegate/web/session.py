@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from imagegate.core import Imagegate
 from imagegate.errors import BadRequest, Forbidden, NotFound, Unauthorized
+from imagegate.names import split_project_id
 from imagegate.store import Principal
 
 SESSION_COOKIE = "ig_session"
@@ -149,6 +150,16 @@ def require_entity(ctx: WebContext, entity: str) -> None:
     """Members only. Non-members get the same 404 whether or not the project exists."""
     if not ctx.can_see(entity):
         raise NotFound("No such project, or you are not a member of its team.")
+
+
+def project_of(ctx: WebContext, entity: str, project: str) -> str:
+    """`entity/project` from a page's path, for a member of the entity; else a 404 page."""
+    try:
+        split_project_id(f"{entity}/{project}")
+    except ValueError as exc:
+        raise NotFound("No such project.") from exc
+    require_entity(ctx, entity)
+    return f"{entity}/{project}"
 
 
 def signin_url(next_path: str) -> str:

@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from imagegate.errors import NotFound
 from imagegate.names import split_project_id
 from imagegate.web.render import render
-from imagegate.web.session import WebContext, require_entity, require_user
+from imagegate.web.session import WebContext, project_of, require_user
 from imagegate.web.trace_view import CallNode, Media, build_trees
 
 router = APIRouter()
@@ -22,18 +22,9 @@ TRACES_PER_PAGE = 20
 MAX_CALLS_SHOWN = 2000  # per page: a giant trace is cut, and says so
 
 
-def _project(ctx: WebContext, entity: str, project: str) -> str:
-    try:
-        split_project_id(f"{entity}/{project}")
-    except ValueError as exc:
-        raise NotFound("No such project.") from exc
-    require_entity(ctx, entity)
-    return f"{entity}/{project}"
-
-
 @router.get("/p/{entity}/{project}/traces")
 async def traces_page(entity: str, project: str, request: Request, ctx: User) -> Response:
-    project_id = _project(ctx, entity, project)
+    project_id = project_of(ctx, entity, project)
     raw = request.query_params.get("offset", "0")
     offset = min(int(raw), 1_000_000) if raw.isdigit() else 0
     focus = request.query_params.get("call", "")[:64]
