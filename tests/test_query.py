@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from imagegate.store.query import QueryError, calls_order_by, calls_where, field_expr
+from imagegate.store.query import calls_order_by, calls_where, field_expr
+from imagegate.store.query_terms import QueryError
 from imagegate.store.tables import calls, entities, metadata, projects
 from tests.conftest import Backend
 

@@ -1,49 +1,34 @@
-"""The generation service: validate → provider → store images → record the call."""
+"""The generation service: validate → provider → store images → record the call.
+
+GenerationService orchestrates and records; a request's checks are in _request_checks.py,
+its budget holds in _budget_holds.py, and the provider run (the step that pays) in
+_provider_run.py."""
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-import time
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from imagegate import __version__
-from imagegate.errors import (
-    BudgetExceeded,
-    ImagegateError,
-    InternalError,
-    InvalidInput,
-    ProviderAuthError,
-    ProviderError,
-    RateLimited,
-    StorageError,
-    StorageUnavailable,
-)
-from imagegate.generation import (
-    GeneratedImage,
-    Generation,
-    GenerationError,
-    ImageFailure,
-    KeptPartialSink,
-)
+from imagegate import _request_checks as checks
+from imagegate._budget_holds import BudgetHolds
+from imagegate._provider_run import run_provider
+from imagegate.errors import BudgetExceeded, RateLimited, StorageError, StorageUnavailable
+from imagegate.generation import GeneratedImage, Generation, ImageFailure, KeptPartialSink
 from imagegate.ids import uuid7
 from imagegate.kept_images import ImageKeeper
-from imagegate.pricing import compute_cost, estimate_cost, normalize_usage
+from imagegate.pricing import compute_cost, normalize_usage
 from imagegate.providers import Catalog, ImageRequest, Provider
-from imagegate.providers.base import EditFiles, PartialImage, ProviderResult, Secret
+from imagegate.providers.base import EditFiles
 from imagegate.schemas import ImageGenerationRequestInputs
 from imagegate.store import AccountStore, CallStore, FileStore, Principal
 from imagegate.store.budgets import BudgetStore, Reservation
 from imagegate.store.group_commit import GenerationRecorder
 from imagegate.store.ratelimit import RateLimiter
-from imagegate.store.secrets import SecretStore, SecretUnreadable
-from imagegate.store.staging import StagedFile
-from imagegate.uploads import Upload, check_edit_inputs
+from imagegate.store.secrets import SecretStore
+from imagegate.uploads import Upload
 from imagegate.urls import DEFAULT_URL_TTL, image_url
-from imagegate.validation import effective_request, resolve_model
 from imagegate.weave_shape import (
     ANSWER_OPTIONS,
     EDIT_OP_NAME,
@@ -57,34 +42,7 @@ from imagegate.weave_shape import (
 if TYPE_CHECKING:
     from imagegate.metrics import Metrics
 
-log = logging.getLogger("imagegate.generation")
-
 __all__ = ["EDIT_OP_NAME", "OP_NAME", "GenerationService"]
-
-
-@dataclass
-class _Outcome:
-    """What one provider run gave: its result, the images kept, or why it failed."""
-
-    result: ProviderResult
-    images: list[GeneratedImage] = field(default_factory=list)
-    partials: list[GeneratedImage] = field(default_factory=list)  # a stream's, kept
-    error: GenerationError | None = None
-    provider_seconds: float | None = None  # the provider alone, without storing
-
-    def fail(self, exc: ImagegateError) -> None:
-        """Record `exc` as the generation's error, by its kind's `error_type`."""
-        self.images = self.partials = []  # a failure keeps no images, even stored ones
-        provider = exc if isinstance(exc, ProviderError) else None
-        self.error = GenerationError(
-            # An outage's reason (paths, hosts) is for the log, not the call record.
-            message=exc.client_message,
-            error_type=exc.error_type,
-            status_code=provider.upstream_status if provider else None,
-            details=provider.details if provider else {},
-        )
-        if provider is not None and provider.attempts:
-            self.result.attempts = provider.attempts
 
 
 class GenerationService:
@@ -121,16 +79,13 @@ class GenerationService:
         self.environ: Mapping[str, str] = environ if environ is not None else {}
         self.budgets = budgets
         self.rate_limiter = rate_limiter
-        self.allow_unpriced_under_budget = allow_unpriced_under_budget
+        self.holds = BudgetHolds(budgets, metrics, allow_unpriced=allow_unpriced_under_budget)
 
     def check_edit(
         self, inputs: ImageGenerationRequestInputs, uploads: list[Upload], max_total_bytes: int
     ) -> EditFiles:
         """An edit's files, checked against the model (InvalidInput if not)."""
-        spec = resolve_model(self.catalog, set(self.providers), inputs.model)
-        if not spec.edits:
-            effective_request(spec, inputs, edit=True)  # raises: names what edits
-        return check_edit_inputs(spec, uploads, max_total_bytes=max_total_bytes)
+        return checks.edit_files(self.catalog, self.providers, inputs, uploads, max_total_bytes)
 
     def prepare(
         self,
@@ -143,18 +98,15 @@ class GenerationService:
     ) -> ImageRequest:
         """The effective request, or InvalidInput (422) before anything is stored or paid.
         An unknown model's message lists `usable` models (by default every servable one)."""
-        spec = resolve_model(self.catalog, set(self.providers), inputs.model, usable)
-        request = effective_request(spec, inputs, allow_stream=allow_stream, edit=edit is not None)
-        if edit is not None:
-            request = dataclasses.replace(
-                request, images=edit.images, mask=edit.mask, markup=edit.markup
-            )
-        if inputs.response_format == "url" and not track:
-            raise InvalidInput(
-                ["body", "inputs", "response_format"],
-                "response_format 'url' needs the images kept: use track_llm_call true or b64_json",
-            )
-        return request
+        return checks.image_request(
+            self.catalog,
+            self.providers,
+            inputs,
+            track=track,
+            edit=edit,
+            allow_stream=allow_stream,
+            usable=usable,
+        )
 
     async def check(
         self,
@@ -177,30 +129,9 @@ class GenerationService:
     async def usable_models(self, entities: Iterable[str]) -> list[str]:
         """The servable, not shut-down models that have credentials for one of `entities`:
         none needed, the server's environment, or an entity's own provider key."""
-        names: set[str] = set()
-        for entity in entities:
-            names |= {name for name, _ in await self.secrets.names(entity)}
-        usable = []
-        for name in self.catalog.names:
-            spec = self.catalog.get(name)
-            if spec is None or spec.provider not in self.providers or spec.state() == "shut_down":
-                continue
-            key = spec.key_env
-            if key is None or self.environ.get(key) or key in names:
-                usable.append(name)
-        return usable
-
-    async def _api_key(self, request: ImageRequest, entity: str) -> Secret | None:
-        """The entity's own key if it set one, else the server's environment."""
-        name = request.spec.key_env
-        if not name:
-            return None
-        try:
-            stored = await self.secrets.get(entity, name)
-        except SecretUnreadable as exc:  # an operator's mistake: say which, not "internal"
-            raise ProviderAuthError(str(exc)) from exc
-        value = stored or self.environ.get(name)
-        return Secret(value) if value else None
+        return await checks.usable_models(
+            self.catalog, self.providers, self.secrets, self.environ, entities
+        )
 
     async def generate(
         self,
@@ -231,7 +162,7 @@ class GenerationService:
                 if self.metrics is not None:
                     self.metrics.rate_limited.labels(exc.limit["scope"], exc.limit["kind"]).inc()
                 raise
-        amount = await self._budget_amount(project_id, request)
+        amount = await self.holds.amount(project_id, request)
         # Held in the transaction that records the call's start; settled in the one that
         # records its end, or here if the generation died on the way (then assume the
         # estimate was paid).
@@ -251,56 +182,7 @@ class GenerationService:
             cost = generation.total_cost or 0.0
             return generation
         finally:
-            if self.budgets is not None and reservation.held:
-                try:
-                    await self.budgets.settle(reservation, cost)
-                except Exception:  # the answer stands; the reservation stays held
-                    log.exception("settling the budget of %s failed", project_id)
-
-    async def _budget_amount(self, project_id: str, request: ImageRequest) -> float | None:
-        """What to hold against the project's and team's budgets: the estimated cost
-        (0 for an unpriced model where allowed), None for nothing to hold."""
-        if self.budgets is None:
-            return None
-        estimate = estimate_cost(
-            request.spec,
-            prompt=request.prompt,
-            images=request.n,
-            quality=request.params.get("quality"),
-            size=request.size,
-        )
-        if estimate is not None:
-            return estimate
-        if not await self.budgets.has_budget(project_id):
-            return None
-        if not self.allow_unpriced_under_budget:
-            self._budget_refused(None)
-            raise BudgetExceeded(
-                f"model {request.model!r} has no price, and project {project_id!r} has "
-                "a budget: this server does not allow unpriced models under a budget "
-                "(setting budget_allow_unpriced)"
-            )
-        return 0.0
-
-    async def _reserve(
-        self, project_id: str, amount: float | None, reservation: Reservation
-    ) -> None:
-        """Hold `amount` against the budgets in a transaction of its own, adding to
-        `reservation`; BudgetExceeded holds nothing."""
-        if self.budgets is None or amount is None:
-            return
-        try:
-            held = await self.budgets.reserve(project_id, amount)
-        except BudgetExceeded as exc:
-            self._budget_refused(exc)
-            raise
-        reservation.held += held.held
-        reservation.warnings += held.warnings
-
-    def _budget_refused(self, exc: BudgetExceeded | None) -> None:
-        if self.metrics is not None:
-            scope = ((exc.budget if exc else None) or {}).get("scope", "unpriced")
-            self.metrics.budget_refused.labels(scope).inc()
+            await self.holds.settle(project_id, reservation, cost)
 
     async def _generate(
         self,
@@ -342,11 +224,21 @@ class GenerationService:
                 reservation=reservation,
             )
         else:
-            await self._reserve(project_id, amount, reservation)
+            await self.holds.reserve(project_id, amount, reservation)
         warnings = list(reservation.warnings)
         if spec.state() == "deprecated":
             warnings.append(spec.retirement_message().replace("was shut down", "shuts down"))
-        outcome = await self._run(request, project_id, track, response_format, on_partial)
+        outcome = await run_provider(
+            request,
+            project_id,
+            track,
+            response_format,
+            on_partial,
+            providers=self.providers,
+            images=self.images,
+            secrets=self.secrets,
+            environ=self.environ,
+        )
         generation = Generation(
             call_id=call_id,
             project_id=project_id,
@@ -412,7 +304,7 @@ class GenerationService:
         edit's budget first: its input files are stored only once it fits)."""
         await self.accounts.ensure_project(project_id)
         if request.is_edit:
-            await self._reserve(project_id, amount, reservation)
+            await self.holds.reserve(project_id, amount, reservation)
             amount = None
             # The inputs are kept like outputs: Content references to stored files.
             try:
@@ -445,73 +337,10 @@ class GenerationService:
             # commits.
             held = await self.writer.start(record, budgets, amount)
         except BudgetExceeded as exc:
-            self._budget_refused(exc)
+            self.holds.refused(exc)
             raise
         reservation.held += held.held
         reservation.warnings += held.warnings
-
-    async def _run(
-        self,
-        request: ImageRequest,
-        project_id: str,
-        track: bool,
-        response_format: str,
-        on_partial: KeptPartialSink | None = None,
-    ) -> _Outcome:
-        """Ask the provider (streaming when asked and the provider can), then inspect (and
-        for a tracked call store) each image and partial image. Failures come back in the
-        outcome, never raised."""
-        started = time.perf_counter()
-        outcome = _Outcome(result=ProviderResult(images=[]))
-        keep_in = project_id if track else None
-        keep = self.images.keep
-
-        partials: list[PartialImage] = []
-
-        async def collect(partial: PartialImage) -> None:
-            # Passed on at once from its own file; kept (stored) with the images, so
-            # storing it never delays the stream.
-            partials.append(partial)
-            if on_partial is not None:
-                await on_partial(self.images.preview(partial.file, partial.index))
-
-        # The temp files a provider decodes its answer into: each is committed to the
-        # store or, whatever happens, discarded at the end.
-        staged: list[StagedFile] = []
-        try:
-            api_key = await self._api_key(request, project_id.split("/", 1)[0])
-            request = dataclasses.replace(
-                request, api_key=api_key, image_files=self.images.image_files(project_id, staged)
-            )
-            provider = self.providers[request.spec.provider]
-            streaming = getattr(provider, "generate_streaming", None)
-            if request.stream and streaming is not None:
-                outcome.result = await streaming(request, collect)
-            else:
-                outcome.result = await provider.generate(request)
-            outcome.provider_seconds = time.perf_counter() - started
-            for index, image in enumerate(outcome.result.images):
-                outcome.images.append(
-                    await keep(keep_in, image.file, index, image.revised_prompt, response_format)
-                )
-            for partial in partials:
-                kept = await keep(keep_in, partial.file, partial.index, None, "b64_json")
-                outcome.partials.append(kept)
-        except (ProviderError, StorageError) as exc:
-            outcome.fail(exc)
-        except Exception:
-            # A bug: the caller gets a clear answer, the details go to the log (never the
-            # response: they may carry paths or secrets).
-            log.exception("generation of %s failed", request.model)
-            outcome.fail(
-                InternalError("internal error while generating; the server log has details")
-            )
-        finally:
-            for file in staged:
-                file.discard()  # a no-op for those committed
-        if outcome.provider_seconds is None:
-            outcome.provider_seconds = time.perf_counter() - started
-        return outcome
 
     async def _keep_inputs(self, project_id: str, request: ImageRequest) -> dict[str, Any]:
         """Store an edit's input files; their Content references for `inputs`."""

@@ -21,7 +21,7 @@ from imagegate.schemas import (
     CallsQueryStatsReq,
     CallsQueryStatsRes,
 )
-from imagegate.store.query import QueryError
+from imagegate.store.query_terms import QueryError
 
 router = APIRouter(tags=["Calls"])
 

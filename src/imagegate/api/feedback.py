@@ -9,7 +9,7 @@ from fastapi import APIRouter
 
 from imagegate.api.deps import App, Caller
 from imagegate.errors import BadRequest, NotFound
-from imagegate.store.query import QueryError
+from imagegate.store.query_terms import QueryError
 from imagegate.wire import (
     FeedbackBatchCreateReq,
     FeedbackCreate,

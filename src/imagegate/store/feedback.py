@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from imagegate.ids import uuid7
-from imagegate.store.query import Schema
+from imagegate.store.query_schema import Schema
 from imagegate.store.statements import execute_off_loop
 from imagegate.store.tables import feedback
 

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from imagegate.digest import weave_digest
 from imagegate.errors import DigestMismatch
 from imagegate.store.db import advisory_lock
-from imagegate.store.query import MAX_SORT_FIELDS
+from imagegate.store.query_terms import MAX_SORT_FIELDS
 from imagegate.store.tables import objects
 
 OP_TYPE = "Op"

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from imagegate.errors import BadRequest, Forbidden
 from imagegate.names import split_project_id
 from imagegate.store.gallery import GalleryStore
-from imagegate.store.query import QueryError
+from imagegate.store.query_terms import QueryError
 from imagegate.weave_shape import generation_from_call
 from imagegate.web.reactions import reactions_for
 from imagegate.web.render import render, render_fragment

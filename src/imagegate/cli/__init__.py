@@ -1,0 +1,28 @@
+"""The `imagegate` command: serve, keys, secrets, generate; one module per command (group),
+and what they share in _shared.py."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from imagegate.cli.generate import generate
+from imagegate.cli.keys import keys
+from imagegate.cli.secrets import secrets
+from imagegate.cli.serve import serve
+
+
+@click.group()
+@click.version_option(package_name="imagegate")
+def main() -> None:
+    """imagegate: self-hosted image generation with the Weave trace-server API."""
+    # The database, the secret and every image are the service user's alone: files this
+    # process creates are 0600 and directories 0700, whatever umask it was started with.
+    os.umask(0o077)
+
+
+main.add_command(serve)
+main.add_command(keys)
+main.add_command(secrets)
+main.add_command(generate)

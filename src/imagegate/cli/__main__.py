@@ -1,0 +1,5 @@
+"""`python -m imagegate.cli`: the `imagegate` command."""
+
+from imagegate.cli import main
+
+main()
