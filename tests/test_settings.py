@@ -66,6 +66,29 @@ def test_from_env_reads_every_variable_and_says_what_is_wrong(tmp_path: Path) ->
         Settings.from_env({"IMAGEGATE_RATE_LIMIT_KEY_REQUESTS": "lots"})
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--database-url", "postgresql://u:s3cr3t@127.0.0.1/db", "postgresql+asyncpg://"),
+        ("--database-url", "sqlite+aiosqlite:///:memory:", "names no file"),
+        ("--database-url", "mysql://u:s3cr3t@127.0.0.1/db", "a 'mysql' URL"),
+        ("--files-url", "ftp://127.0.0.1/images", "unsupported files URL"),
+    ],
+)
+def test_a_store_url_no_backend_serves_is_a_usage_error(
+    tmp_path: Path, flag: str, value: str, says: str
+) -> None:
+    """Refused where it is set: a one-line error naming the forms, not a driver's
+    traceback; the password not repeated; nothing created."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+    data = tmp_path / "data"
+    done = run("serve", "--data-dir", str(data), flag, value, cwd=tmp_path, env=env)
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "IMAGEGATE_" in done.stderr
+    assert "Traceback" not in done.stderr and "s3cr3t" not in done.stderr
+    assert not data.exists()
+
+
 def test_user_data_dir_follows_xdg(tmp_path: Path) -> None:
     assert user_data_dir({"HOME": "/home/u"}) == Path("/home/u/.local/share/imagegate")
     assert user_data_dir({"HOME": "/home/u", "XDG_DATA_HOME": str(tmp_path)}) == (

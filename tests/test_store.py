@@ -137,5 +137,5 @@ def test_files_url_picks_the_backend(tmp_path: Path) -> None:
     local = open_file_store(replace(data, files_url=f"file://{tmp_path}/elsewhere"))
     assert isinstance(local, LocalFileStore) and local.root == tmp_path / "elsewhere"
     assert isinstance(open_file_store(replace(data, files_url="s3://b/p")), ObjectFileStore)
-    with pytest.raises(ValueError, match="unsupported files URL"):
-        open_file_store(replace(data, files_url="ftp://host/x"))
+    with pytest.raises(ValueError, match="IMAGEGATE_FILES_URL: unsupported files URL"):
+        replace(data, files_url="ftp://host/x")  # refused by Settings, before any store

@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from imagegate.httpserver import HttpLimits
+from imagegate.store_urls import (
+    DATABASE_URL_FORMS,
+    FILES_URL_FORMS,
+    check_database_url,
+    check_files_url,
+)
 
 MiB = 1024 * 1024
 
@@ -92,12 +98,12 @@ class Settings:
     database_url: str | None = setting(
         group="store",
         shown_default="SQLite in the data dir",
-        help="`sqlite+aiosqlite:///PATH` or `postgresql+asyncpg://USER:PASS@HOST/DB`.",
+        help=f"{DATABASE_URL_FORMS}.",
     )
     files_url: str | None = setting(
         group="store",
         shown_default="`<data-dir>/files`",
-        help="Where image files go: `file:///PATH` or `s3://BUCKET/PREFIX`.",
+        help=f"Where image files go: {FILES_URL_FORMS}.",
     )
     models_file: Path | None = setting(
         env="IMAGEGATE_MODELS",
@@ -257,6 +263,14 @@ class Settings:
     environ: Mapping[str, str] = field(
         default_factory=lambda: os.environ, compare=False, repr=False
     )
+
+    def __post_init__(self) -> None:
+        for name, check in (("database_url", check_database_url), ("files_url", check_files_url)):
+            if value := getattr(self, name):
+                try:
+                    check(value)
+                except ValueError as exc:
+                    raise ValueError(f"{SETTING_BY_NAME[name].env}: {exc}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

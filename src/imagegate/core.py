@@ -43,20 +43,18 @@ def open_file_store(settings: Settings) -> FileStore:
     if not url:
         return LocalFileStore(settings.files_dir)
     parts = urlsplit(url)
-    if parts.scheme == "file" and parts.netloc in ("", "localhost"):
+    if parts.scheme == "file":  # one of the two forms Settings allows (store_urls.py)
         return LocalFileStore(Path(unquote(parts.path)))
-    if parts.scheme == "s3":
-        from imagegate.store.objectstore import ObjectFileStore  # needs obstore
+    from imagegate.store.objectstore import ObjectFileStore  # needs obstore
 
-        return ObjectFileStore.from_url(
-            url,
-            settings.environ,
-            endpoint=settings.s3_endpoint,
-            allow_http=settings.s3_allow_http,
-            # Images being decoded wait here, on local disk, for their upload.
-            staging_dir=settings.data_dir / "staging",
-        )
-    raise ValueError(f"unsupported files URL {url!r}: use file:///path or s3://bucket/prefix")
+    return ObjectFileStore.from_url(
+        url,
+        settings.environ,
+        endpoint=settings.s3_endpoint,
+        allow_http=settings.s3_allow_http,
+        # Images being decoded wait here, on local disk, for their upload.
+        staging_dir=settings.data_dir / "staging",
+    )
 
 
 class Imagegate:
