@@ -43,6 +43,27 @@ def test_key_printed_once_only(tmp_path: Path, backend: Backend) -> None:
     assert first.admin_key and not second.admin_key
 
 
+def test_a_port_in_use_is_refused_before_anything_is_prepared(tmp_path: Path) -> None:
+    """A first start on a taken port would create the database and print an admin key,
+    then fail to listen: it fails first, and changes nothing."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGATE_")}
+    data = tmp_path / "data"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [str(IMAGEGATE_BIN), "serve", "--port", str(port), "--data-dir", str(data)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "ig_" not in done.stdout and not data.exists()
+
+
 def printed_curl(output: str) -> str:
     """The curl command `serve` prints on first start, as printed (with its line breaks)."""
     match = re.search(r"^\s*(curl .*?\n\s*-d '.*?')\s*$", output, re.MULTILINE | re.DOTALL)

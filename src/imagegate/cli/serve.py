@@ -4,6 +4,7 @@ key), then serve it with uvicorn, forking workers."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 import sys
 from typing import Any
 
@@ -26,6 +27,7 @@ def serve(host: str, port: int, **options: Any) -> None:
 
     settings = settings_from(options)
     workers = settings.worker_count()
+    check_can_listen(host, port)
     # Migrations, crash recovery and the first admin key: once, here, under a lock, not
     # in each worker. The lock stays claimed while this process serves (imagegate.startup).
     lock = ServerLock.for_url(settings.resolved_database_url)
@@ -62,3 +64,21 @@ def serve(host: str, port: int, **options: Any) -> None:
     finally:
         if shared is not None:
             shared.remove()
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """A port another process holds is refused before anything is prepared: a first
+    start would otherwise create the database and print an admin key, then fail. (A probe,
+    closed at once: the server binds its own sockets later. Without SO_REUSEPORT, so a
+    running imagegate's port group is not joined but found taken.)"""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server
+            probe.bind(address)
+    except OSError as exc:
+        raise click.ClickException(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        ) from None
