@@ -147,12 +147,9 @@ class SQLiteThread:
 
     @staticmethod
     def for_engine(engine: AsyncEngine) -> SQLiteThread | None:
-        """One for `engine` when it is a SQLite file (an in-memory database is one
-        connection's own: no other connection could see it)."""
-        database = engine.url.database
-        if engine.dialect.name != "sqlite" or not database or database == ":memory:":
-            return None
-        return SQLiteThread(engine)
+        """One for `engine` when it is SQLite (always a file: Settings refuses an
+        in-memory database, which no second connection could see)."""
+        return SQLiteThread(engine) if engine.dialect.name == "sqlite" else None
 
     async def begin(self, write: Callable[..., T], *args: Any) -> T:
         """`write(connection, *args)` in a transaction of its own, committed unless it
