@@ -98,7 +98,9 @@ def main() -> None:
     parser.add_argument("--partial-delay-ms", type=float, default=0.0)
     parser.add_argument("--payload", choices=PAYLOADS, default="130k")
     args = parser.parse_args()
-    server = FakeOpenAI()
+    # Idle connections kept a minute: at 4K and c=64 a pooled connection can sit idle past
+    # the tests' 5 s, and the floors (no retries) failed requests on the fake closing it.
+    server = FakeOpenAI(keep_alive_s=60.0)
     server.port, server.url = args.port, f"http://127.0.0.1:{args.port}"
     server.responder = responder(args.delay_ms / 1000, args.partial_delay_ms / 1000, args.payload)
     server.start()

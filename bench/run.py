@@ -6,10 +6,12 @@
 
 - gateway: for each payload (a 1024x1024 PNG of ~130 KB, one of ~1.9 MB, a 3840x2160
   one; bench/fake_provider.py), a local fake OpenAI-protocol provider answering at once,
-  measured four ways: directly, through the floor (bench/floor.py: a bare ASGI handler
-  that fetches, decodes, hashes, fsync-writes and answers), through LiteLLM's proxy and
-  through imagegate's POST /image/create. p50 at c=1; throughput and p99 at c=64; the
-  server's CPU per request and peak RSS; ratios to the floor and to LiteLLM.
+  measured five ways: directly, through the floor (bench/floor.py: a bare ASGI handler
+  that fetches, decodes, hashes, fsync-writes and answers), through the same work on the
+  stack imagegate must use (bench/stack_floor.py: FastAPI and the official openai SDK),
+  through LiteLLM's proxy and through imagegate's POST /image/create. p50 at c=1;
+  throughput and p99 at c=64; the server's CPU per request and peak RSS; ratios to the
+  floors and to LiteLLM.
 - local: images/s of `local/procedural` through /image/create at 512 and 1024.
 - reads: /calls/stream_query, limit=100 and a full stream, on 100,000 calls.
 - litellm: LiteLLM's proxy, pinned, in its own venv (`bash bench/litellm_venv.sh`).
@@ -54,8 +56,8 @@ HEADERS = [
     "note",
 ]  # fmt: skip
 SUMMARY_HEADERS = [
-    "payload", "c", "imagegate door", "direct to fake", "floor", "LiteLLM proxy", "imagegate",
-    "imagegate / floor", "imagegate / LiteLLM",
+    "payload", "c", "imagegate door", "direct to fake", "floor", "stack floor", "LiteLLM proxy",
+    "imagegate", "imagegate / floor", "imagegate / stack floor", "imagegate / LiteLLM",
 ]  # fmt: skip
 # Requests per row (c=1, c=64): enough for a stable p99 without the 4K rows taking minutes.
 REQUESTS = {"130k": (200, 768), "1.5m": (60, 384), "4k": (16, 128)}
@@ -150,7 +152,7 @@ def measure(
 
 def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[list[str]]:
     """The issue's table, one line per imagegate door: p50 at c=1, throughput (and p99)
-    at c=64, and imagegate's ratios to the floor and to LiteLLM."""
+    at c=64, and imagegate's ratios to the floors and to LiteLLM."""
 
     def cell(m: Measured | None) -> str:
         if m is None:
@@ -159,27 +161,30 @@ def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[lis
             return f"{m.p50:.1f} ms"
         return f"{m.result.rate:.1f}/s p99 {m.p99:.0f} ms"
 
-    floor, theirs = by_name.get("floor"), by_name.get("litellm")
+    def ratio(ours: Measured, floor: Measured | None) -> str:
+        if floor is None:
+            return "-"
+        if c == 1:
+            return f"p50 {ours.p50 / floor.p50:.2f}x"
+        return f"{ours.result.rate / floor.result.rate:.2f}x rps, p99 {ours.p99 / floor.p99:.2f}x"
+
+    floor, stack, theirs = by_name.get("floor"), by_name.get("stack floor"), by_name.get("litellm")
     rows = []
     for door in ("imagegate", "imagegate /v1"):
         ours = by_name.get(door)
         if ours is None:
             continue
-        vs_floor = vs_litellm = "-"
-        if floor is not None:
-            rate, p99 = ours.result.rate / floor.result.rate, ours.p99 / floor.p99
-            vs_floor = (
-                f"p50 {ours.p50 / floor.p50:.2f}x" if c == 1 else f"{rate:.2f}x rps, p99 {p99:.2f}x"
-            )
+        vs_litellm = "-"
         if theirs is not None:
             vs_litellm = (
                 f"p50 {ours.p50 / theirs.p50:.2f}x"
                 if c == 1
                 else f"{ours.result.rate / max(theirs.result.rate, 1e-9):.2f}x rps"
             )
-        cells = [cell(by_name.get("direct")), cell(floor), cell(theirs), cell(ours)]
+        cells = [cell(by_name.get("direct")), cell(floor), cell(stack), cell(theirs), cell(ours)]
         label = "/image/create" if door == "imagegate" else "/v1/images"
-        rows.append([payload, f"c={c}", label, *cells, vs_floor, vs_litellm])
+        vs_floors = [ratio(ours, floor), ratio(ours, stack)]
+        rows.append([payload, f"c={c}", label, *cells, *vs_floors, vs_litellm])
     return rows
 
 
@@ -210,6 +215,15 @@ def gateway(
             for p in args.payloads
         }
         servers += floors.values()
+        stack_floors = {
+            p: start_script(
+                "stack_floor.py",
+                ["--upstream", fakes[p].url, "--dir", str(work / f"stack-floor-{p}")],
+                work / f"stack-floor-{p}.log",
+            )
+            for p in args.payloads
+        }
+        servers += stack_floors.values()
         litellm = proxy.start(work, fakes) if args.litellm else None
         if litellm is not None:
             servers.append(litellm.server)
@@ -226,6 +240,7 @@ def gateway(
                     fakes[payload], "/v1/images/generations", direct_body, c, total, None
                 )
                 by_name["floor"] = measure(floors[payload], "/", {}, c, total, None)
+                by_name["stack floor"] = measure(stack_floors[payload], "/", {}, c, total, None)
                 sampler = (
                     profile.start(imagegate, work / f"profile-{payload}.txt")
                     if args.profile and c == 64
