@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import admin_key, machine, start_imagegate, start_script
 from bench.fake_provider import PAYLOADS
-from bench.run import KEY, catalog, measure
+from bench.run import KEY, catalog, measure, ratio
 
 REQUESTS = {"130k": (1000, 5000), "1.5m": (100, 600), "4k": (16, 128)}
 
@@ -62,14 +62,8 @@ def main() -> None:
                     errors = f" {m.result.errors} errors" if m.result.errors else ""
                     figure = f"p50 {m.p50:.2f} ms" if c == 1 else f"{m.result.rate:.0f}/s"
                     cells.append(f"{name} {figure} p99 {m.p99:.0f} cpu {m.cpu_ms:.2f}{errors}")
-                if c == 1:
-                    ratios = [f"p50 {a.p50 / b.p50:.2f}x" for a, b in ((stack_m, floor_m),
-                              (ours, floor_m), (ours, stack_m))]  # fmt: skip
-                else:
-                    ratios = [
-                        f"{a.result.rate / b.result.rate:.2f}x p99 {a.p99 / b.p99:.2f}x"
-                        for a, b in ((stack_m, floor_m), (ours, floor_m), (ours, stack_m))
-                    ]
+                pairs = ((stack_m, floor_m), (ours, floor_m), (ours, stack_m))
+                ratios = [ratio(a, b, c) for a, b in pairs]
                 print(f"round {round_} c={c}: " + " | ".join(cells))
                 print(
                     f"    stack floor/floor {ratios[0]}, imagegate/floor {ratios[1]}, "

@@ -150,6 +150,15 @@ def measure(
     return Measured(result, server.peak_rss_mib(), cpu_ms)
 
 
+def ratio(ours: Measured, base: Measured | None, c: int) -> str:
+    """`ours` against `base`: p50 at c=1, throughput and p99 at c=64."""
+    if base is None:
+        return "-"
+    if c == 1:
+        return f"p50 {ours.p50 / base.p50:.2f}x"
+    return f"{ours.result.rate / base.result.rate:.2f}x rps, p99 {ours.p99 / base.p99:.2f}x"
+
+
 def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[list[str]]:
     """The issue's table, one line per imagegate door: p50 at c=1, throughput (and p99)
     at c=64, and imagegate's ratios to the floors and to LiteLLM."""
@@ -160,13 +169,6 @@ def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[lis
         if c == 1:
             return f"{m.p50:.1f} ms"
         return f"{m.result.rate:.1f}/s p99 {m.p99:.0f} ms"
-
-    def ratio(ours: Measured, floor: Measured | None) -> str:
-        if floor is None:
-            return "-"
-        if c == 1:
-            return f"p50 {ours.p50 / floor.p50:.2f}x"
-        return f"{ours.result.rate / floor.result.rate:.2f}x rps, p99 {ours.p99 / floor.p99:.2f}x"
 
     floor, stack, theirs = by_name.get("floor"), by_name.get("stack floor"), by_name.get("litellm")
     rows = []
@@ -183,7 +185,7 @@ def summary_rows(payload: str, c: int, by_name: dict[str, Measured]) -> list[lis
             )
         cells = [cell(by_name.get("direct")), cell(floor), cell(stack), cell(theirs), cell(ours)]
         label = "/image/create" if door == "imagegate" else "/v1/images"
-        vs_floors = [ratio(ours, floor), ratio(ours, stack)]
+        vs_floors = [ratio(ours, floor, c), ratio(ours, stack, c)]
         rows.append([payload, f"c={c}", label, *cells, *vs_floors, vs_litellm])
     return rows
 
