@@ -6,6 +6,7 @@ import json
 import os
 import re
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -16,14 +17,19 @@ from PIL import Image
 from tests.conftest import IMAGEGATE_BIN, Backend, LiveServer, start_server, stop_server
 
 
-def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, umask: int = 0o022, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(IMAGEGATE_BIN), *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, **env},
+        umask=umask,
     )
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 def test_first_start_prints_admin_key_and_curl_example(live_server: LiveServer) -> None:
@@ -32,6 +38,25 @@ def test_first_start_prints_admin_key_and_curl_example(live_server: LiveServer) 
     assert "curl" in text and live_server.url in text
     res = httpx.get(f"{live_server.url}/server_info", auth=("api", live_server.admin_key))
     assert res.status_code == 200
+
+
+def test_the_server_keeps_its_files_private_whatever_its_umask(live_server: LiveServer) -> None:
+    """Started with umask 022, the server still creates its database, secret and images
+    as its user's alone (0600 files, 0700 directories)."""
+    res = httpx.post(
+        f"{live_server.url}/image/create",
+        auth=("api", live_server.admin_key),
+        json={
+            "project_id": "admin/private",
+            "inputs": {"model": "local/procedural", "prompt": "a grey cat", "size": "256x256"},
+        },
+        timeout=60,
+    )
+    assert res.status_code == 200, res.text
+    entries = list(live_server.data_dir.rglob("*"))
+    assert (live_server.data_dir / "secret.key").is_file()
+    assert {mode(p) for p in entries if p.is_file()} == {0o600}
+    assert {mode(p) for p in [live_server.data_dir, *entries] if p.is_dir()} == {0o700}
 
 
 def test_key_printed_once_only(tmp_path: Path, backend: Backend) -> None:
@@ -158,6 +183,9 @@ def test_generate_command_saves_images(live_server: LiveServer, tmp_path: Path) 
     assert len(paths) == 3
     for path in paths:
         assert Image.open(path).size == (512, 512)
+        # A client's files are its user's, as umask 022 makes them (not the server's 0600).
+        assert mode(path) == 0o644
+    assert mode(out) == 0o755
     assert "Generating 3 image(s)" in res.stderr
     bad = cli(
         "generate",

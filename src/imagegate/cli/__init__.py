@@ -12,14 +12,20 @@ from imagegate.cli.keys import keys
 from imagegate.cli.secrets import secrets
 from imagegate.cli.serve import serve
 
+# Commands that are clients of a running server: they write only where their user says
+# (generate's --out), so what they save keeps that user's umask.
+CLIENT_COMMANDS = frozenset({"generate"})
+
 
 @click.group()
 @click.version_option(package_name="imagegate")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """imagegate: self-hosted image generation with the Weave trace-server API."""
-    # The database, the secret and every image are the service user's alone: files this
-    # process creates are 0600 and directories 0700, whatever umask it was started with.
-    os.umask(0o077)
+    if ctx.invoked_subcommand not in CLIENT_COMMANDS:
+        # The database, the secret and every image are the service user's alone: files
+        # this process creates are 0600 and directories 0700, whatever its umask was.
+        os.umask(0o077)
 
 
 main.add_command(serve)
