@@ -412,6 +412,33 @@ def test_errors_are_the_sdks_exceptions(door: LiveServer, fake: FakeOpenAI) -> N
     assert blocked.value.body["moderation_details"]["categories"] == ["violence"]  # type: ignore[index]
 
 
+def test_a_path_or_method_the_door_does_not_serve_is_an_openai_error(door: LiveServer) -> None:
+    """The framework's own 404 and 405 come in OpenAI's envelope, as OpenAI answers an
+    unknown URL, so the SDK reads their message; elsewhere the answers stay Weave's."""
+    client = sync_client(door)
+    with pytest.raises(openai.NotFoundError) as unknown:
+        client.get("/images/variations/nope", cast_to=object)
+    assert unknown.value.message == "Error code: 404 - Invalid URL (GET /v1/images/variations/nope)"
+    assert unknown.value.body == {  # type: ignore[comparison-overlap]
+        "message": "Invalid URL (GET /v1/images/variations/nope)",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": None,
+    }
+    with pytest.raises(openai.APIStatusError) as wrong_method:
+        client.get("/images/generations", cast_to=object)
+    assert wrong_method.value.status_code == 405
+    assert wrong_method.value.response.headers["allow"] == "POST"
+    assert wrong_method.value.body["message"] == (  # type: ignore[index]
+        "GET is not allowed on /v1/images/generations: use POST with a JSON body"
+    )
+    weave = httpx.get(f"{door.url}/no-such-endpoint")
+    assert weave.status_code == 404 and weave.json() == {"detail": "Not Found"}
+    page = httpx.get(f"{door.url}/ui/no-such-page")
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html") and "Not Found" in page.text
+
+
 async def test_async_errors_and_a_stream_error(door: LiveServer, fake: FakeOpenAI) -> None:
     async with async_client(door) as client:
         with pytest.raises(openai.BadRequestError) as bad:

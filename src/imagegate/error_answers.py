@@ -11,7 +11,6 @@ from typing import Any
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -19,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imagegate.errors import (
     ImagegateError,
     InvalidInput,
+    RouteError,
     Unavailable,
     database_error,
     short_reason,
@@ -64,6 +64,24 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
     return openai_error(status, exc.client_message, code=exc.code, headers=exc.response_headers())
 
 
+def route_error(request: Request, exc: StarletteHTTPException) -> RouteError:
+    """The framework's refusal as an error of the tree, with a message that says what to
+    do: Weave's API keeps FastAPI's "Not Found", the OpenAI door says what OpenAI does."""
+    method, path = request.method, request.url.path
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{method} is not allowed on {path}"
+        if allowed:
+            message += f": use {allowed}"
+        if allowed == "POST":
+            message += " with a JSON body"
+    elif exc.status_code == 404 and path.startswith(OPENAI_PREFIX):
+        message = f"Invalid URL ({method} {path})"
+    else:
+        message = str(exc.detail)
+    return RouteError(message, exc.status_code, exc.headers)
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ImagegateError)
     async def _handle(request: Request, exc: ImagegateError) -> Response:
@@ -90,15 +108,9 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 405:
-            allowed = (exc.headers or {}).get("Allow", "")
-            message = f"{request.method} is not allowed on {request.url.path}"
-            if allowed:
-                message += f": use {allowed}"
-            if allowed == "POST":
-                message += " with a JSON body"
-            return JSONResponse({"detail": message}, status_code=405, headers=exc.headers)
-        return await http_exception_handler(request, exc)
+        # The framework's own 404s and 405s enter the tree here: each door answers them
+        # as it answers any error (OpenAI's envelope under /v1, a page under /ui).
+        return await _handle(request, route_error(request, exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:

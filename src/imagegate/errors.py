@@ -90,6 +90,19 @@ class NotFound(ImagegateError):
     status_code = 404
 
 
+class RouteError(ImagegateError):
+    """The framework's own refusal of a request (no such route: 404; a method the route
+    does not take: 405), so each door answers it in its own shape."""
+
+    def __init__(self, message: str, status_code: int, headers: dict[str, str] | None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.route_headers = headers  # e.g. 405's Allow
+
+    def response_headers(self) -> dict[str, str] | None:
+        return self.route_headers
+
+
 class Conflict(ImagegateError):
     """The same request is still being worked on elsewhere: retry later."""
 
