@@ -66,7 +66,8 @@ def _as_openai(exc: ImagegateError) -> JSONResponse:
 
 def route_error(request: Request, exc: StarletteHTTPException) -> RouteError:
     """The framework's refusal as an error of the tree, with a message that says what to
-    do: Weave's API keeps FastAPI's "Not Found", the OpenAI door says what OpenAI does."""
+    do: Weave's API keeps FastAPI's "Not Found", the OpenAI door says what OpenAI does,
+    the gallery names the page it does not have."""
     method, path = request.method, request.url.path
     if exc.status_code == 405:
         allowed = (exc.headers or {}).get("Allow", "")
@@ -77,6 +78,8 @@ def route_error(request: Request, exc: StarletteHTTPException) -> RouteError:
             message += " with a JSON body"
     elif exc.status_code == 404 and path.startswith(OPENAI_PREFIX):
         message = f"Invalid URL ({method} {path})"
+    elif exc.status_code == 404 and path.startswith("/ui/"):
+        message = f"There is no page at {path}."
     else:
         message = str(exc.detail)
     return RouteError(message, exc.status_code, exc.headers)
