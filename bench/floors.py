@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._harness import admin_key, machine, start_imagegate, start_script
 from bench.fake_provider import PAYLOADS
-from bench.run import KEY, catalog, measure, ratio
+from bench.run import KEY, catalog, measure, ratio, start_floor
 
 REQUESTS = {"130k": (1000, 5000), "1.5m": (100, 600), "4k": (16, 128)}
 
@@ -42,9 +42,8 @@ def main() -> None:
         data.mkdir(parents=True)
         imagegate = start_imagegate(data, env={"OPENAI_API_KEY": KEY}, models=models)
         servers.append(imagegate)
-        floor_args = ["--upstream", fake.url, "--dir"]
-        floor = start_script("floor.py", [*floor_args, str(work / "f")], work / "floor.log")
-        stack = start_script("stack_floor.py", [*floor_args, str(work / "s")], work / "stack.log")
+        floor = start_floor("floor.py", fake, work / "floor")
+        stack = start_floor("stack_floor.py", fake, work / "stack-floor")
         servers += [floor, stack]
         key = ("api", admin_key(imagegate))
         body = {

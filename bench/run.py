@@ -150,6 +150,14 @@ def measure(
     return Measured(result, server.peak_rss_mib(), cpu_ms)
 
 
+def start_floor(script: str, fake: Server, directory: Path) -> Server:
+    """A floor (bench/floor.py or bench/stack_floor.py) in front of `fake`, writing its
+    files under `directory`."""
+    return start_script(
+        script, ["--upstream", fake.url, "--dir", str(directory)], directory.with_suffix(".log")
+    )
+
+
 def ratio(ours: Measured, base: Measured | None, c: int) -> str:
     """`ours` against `base`: p50 at c=1, throughput and p99 at c=64."""
     if base is None:
@@ -208,24 +216,12 @@ def gateway(
         imagegate = start_imagegate(data_dir, env={"OPENAI_API_KEY": KEY}, models=models)
         servers.append(imagegate)
         key = ("api", admin_key(imagegate))
-        floors = {
-            p: start_script(
-                "floor.py",
-                ["--upstream", fakes[p].url, "--dir", str(work / f"floor-{p}")],
-                work / f"floor-{p}.log",
-            )
-            for p in args.payloads
-        }
-        servers += floors.values()
+        floors = {p: start_floor("floor.py", fakes[p], work / f"floor-{p}") for p in args.payloads}
         stack_floors = {
-            p: start_script(
-                "stack_floor.py",
-                ["--upstream", fakes[p].url, "--dir", str(work / f"stack-floor-{p}")],
-                work / f"stack-floor-{p}.log",
-            )
+            p: start_floor("stack_floor.py", fakes[p], work / f"stack-floor-{p}")
             for p in args.payloads
         }
-        servers += stack_floors.values()
+        servers += [*floors.values(), *stack_floors.values()]
         litellm = proxy.start(work, fakes) if args.litellm else None
         if litellm is not None:
             servers.append(litellm.server)

@@ -40,25 +40,6 @@ def test_first_start_prints_admin_key_and_curl_example(live_server: LiveServer) 
     assert res.status_code == 200
 
 
-def test_the_server_keeps_its_files_private_whatever_its_umask(live_server: LiveServer) -> None:
-    """Started with umask 022, the server still creates its database, secret and images
-    as its user's alone (0600 files, 0700 directories)."""
-    res = httpx.post(
-        f"{live_server.url}/image/create",
-        auth=("api", live_server.admin_key),
-        json={
-            "project_id": "admin/private",
-            "inputs": {"model": "local/procedural", "prompt": "a grey cat", "size": "256x256"},
-        },
-        timeout=60,
-    )
-    assert res.status_code == 200, res.text
-    entries = list(live_server.data_dir.rglob("*"))
-    assert (live_server.data_dir / "secret.key").is_file()
-    assert {mode(p) for p in entries if p.is_file()} == {0o600}
-    assert {mode(p) for p in [live_server.data_dir, *entries] if p.is_dir()} == {0o700}
-
-
 def test_key_printed_once_only(tmp_path: Path, backend: Backend) -> None:
     data = tmp_path / "data"
     first = start_server(data, backend.env)
